@@ -1,0 +1,165 @@
+"""The frozen open_clip model that defines the shared embedding space.
+
+An anchor comes from an open_clip name + pretrained tag (downloaded into the open_clip cache),
+a name + local checkpoint file, or a ``local-dir:`` folder (``open_clip_config.json`` +
+weights). It is never trained: parameters are frozen and it stays in eval mode.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from binder.config import AnchorConfig
+from binder.errors import AnchorError
+
+CONFIG_DIR = Path(__file__).parent / "model_configs"
+open_clip.add_model_config(CONFIG_DIR)
+LOCAL_CONFIG = "open_clip_config.json"
+LOCAL_WEIGHTS = "open_clip_model.safetensors"
+
+
+class Anchor(nn.Module):
+    """A frozen CLIP image + text pair of towers with their preprocessing."""
+
+    def __init__(self, clip: nn.Module, tokenizer, config: AnchorConfig):
+        super().__init__()
+        self.clip = clip
+        self.tokenizer = tokenizer
+        self.config = config
+        self.preprocess_cfg = dict(open_clip.get_model_preprocess_cfg(clip))
+        for p in self.clip.parameters():
+            p.requires_grad_(False)
+        self.clip.eval()
+
+    def train(self, mode: bool = True) -> "Anchor":
+        """The anchor never leaves eval mode (no dropout, fixed statistics)."""
+        return super().train(False)
+
+    @property
+    def visual(self) -> nn.Module:
+        return self.clip.visual
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.clip.text_projection.shape[1] if hasattr(self.clip, "text_projection")
+                   else self.clip.visual.output_dim)
+
+    @property
+    def width(self) -> int:
+        return int(self.clip.visual.transformer.width)
+
+    @property
+    def image_size(self) -> int:
+        size = self.preprocess_cfg.get("size", self.clip.visual.image_size)
+        return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+    def image_transform(self):
+        """open_clip's evaluation transform for this model (resize, center crop, normalize)."""
+        from open_clip.transform import PreprocessCfg, image_transform_v2
+
+        return image_transform_v2(PreprocessCfg(**self.preprocess_cfg), is_train=False)
+
+    def arch(self) -> dict:
+        """Architecture + preprocessing as an ``open_clip_config.json`` payload (no weights)."""
+        model_cfg = open_clip.get_model_config(self.config.model)
+        if model_cfg is None:
+            raise AnchorError(f"no architecture config known for anchor {self.config.model!r}")
+        return {"model_cfg": model_cfg, "preprocess_cfg": self.preprocess_cfg}
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        return self.tokenizer(list(texts))
+
+    @torch.no_grad()
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.clip.encode_image(images), dim=-1)
+
+    @torch.no_grad()
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.clip.encode_text(tokens), dim=-1)
+
+
+def load_anchor(cfg: AnchorConfig, arch: dict | None = None) -> Anchor:
+    """Build the anchor of ``cfg`` with its pretrained weights.
+
+    With ``arch`` (as returned by ``Anchor.arch()``) only the architecture is built, randomly
+    initialized, without touching the network or the original files: a binding checkpoint
+    carries the anchor's weights itself.
+    """
+    if arch is not None:
+        return _from_arch(cfg, arch)
+    pretrained = cfg.pretrained
+    if pretrained and not cfg.model.startswith("local-dir:") and not _is_tag(cfg.model, pretrained):
+        if not os.path.isfile(pretrained):
+            raise AnchorError(f"anchor weights {pretrained!r} are neither an open_clip tag for {cfg.model} "
+                              f"nor an existing file")
+    quiet = _quiet_open_clip() if not pretrained else contextlib.nullcontext()
+    try:
+        with quiet:
+            clip = open_clip.create_model(cfg.model, pretrained=pretrained, cache_dir=cfg.cache_dir)
+        tokenizer = open_clip.get_tokenizer(cfg.model)
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise AnchorError(_explain(cfg, exc)) from exc
+    return Anchor(clip, tokenizer, cfg)
+
+
+def _from_arch(cfg: AnchorConfig, arch: dict) -> Anchor:
+    with tempfile.TemporaryDirectory(prefix="anybind-anchor-") as tmp:
+        Path(tmp, LOCAL_CONFIG).write_text(json.dumps(arch))
+        name = f"local-dir:{tmp}"
+        with _quiet_open_clip():
+            clip = open_clip.create_model(name, load_weights=False)
+        tokenizer = open_clip.get_tokenizer(name)
+    return Anchor(clip, tokenizer, cfg)
+
+
+@contextlib.contextmanager
+def _quiet_open_clip():
+    """open_clip logs a warning when a local folder has no weights; here that is expected."""
+    logger = logging.getLogger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _is_tag(model: str, pretrained: str) -> bool:
+    return open_clip.get_pretrained_cfg(model, pretrained) != {}
+
+
+def _explain(cfg: AnchorConfig, exc: Exception) -> str:
+    msg = str(exc)
+    if "download" in msg.lower() or "connection" in msg.lower() or "offline" in msg.lower():
+        return (f"could not fetch pretrained weights {cfg.pretrained!r} for anchor {cfg.model!r} (offline?). "
+                f"Put the checkpoint file in the open_clip cache (cache_dir={cfg.cache_dir}), pass a local file "
+                f"as pretrained, or use model='local-dir:/path/to/folder'; HF_HUB_OFFLINE=1 fails fast. Cause: {msg.splitlines()[0]}")
+    if "not found" in msg.lower() and "config" in msg.lower():
+        return (f"unknown anchor architecture {cfg.model!r}; open_clip.list_models() names the "
+                f"{len(open_clip.list_models())} known ones")
+    return f"cannot build anchor {cfg.model!r} (pretrained={cfg.pretrained!r}): {msg.splitlines()[0]}"
+
+
+def save_anchor_dir(anchor: Anchor, folder: str | os.PathLike) -> Path:
+    """Write the anchor as an open_clip ``local-dir:`` folder (config JSON + safetensors weights)."""
+    from safetensors.torch import save_model
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    payload = anchor.arch()
+    tmp_w, tmp_c = folder / (LOCAL_WEIGHTS + ".tmp"), folder / (LOCAL_CONFIG + ".tmp")
+    save_model(anchor.clip, str(tmp_w))
+    tmp_c.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp_w, folder / LOCAL_WEIGHTS)
+    os.replace(tmp_c, folder / LOCAL_CONFIG)
+    return folder

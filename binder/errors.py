@@ -1,0 +1,29 @@
+"""Typed errors: every failure a user can cause has its own class and names what went wrong."""
+from __future__ import annotations
+
+import os
+
+
+class AnybindError(Exception):
+    """Base class of every error anybind raises on purpose."""
+
+
+class ModalityError(AnybindError):
+    """A file could not be turned into a tensor for its modality (bad, empty, truncated, wrong shape)."""
+
+    def __init__(self, path: str | os.PathLike | None, reason: str):
+        self.path = None if path is None else os.fspath(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}" if self.path else reason)
+
+
+class AnchorError(AnybindError):
+    """The frozen CLIP anchor could not be built or its weights could not be found."""
+
+
+class CheckpointError(AnybindError):
+    """A checkpoint is missing, malformed, or not in the safe (safetensors + JSON) format."""
+
+
+class RegistryError(AnybindError):
+    """Unknown or duplicate modality name, or a plugin that failed to register."""

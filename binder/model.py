@@ -1,0 +1,122 @@
+"""BindingModel: tokenizer → shared trunk → head for every modality it holds, in the anchor's space."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from binder.anchor import Anchor, load_anchor
+from binder.checkpoint import load_weights, read_config, save_checkpoint
+from binder.config import BindConfig, ModalityConfig
+from binder.errors import CheckpointError, ModalityError
+from binder.heads import Head
+from binder.registry import get_modality, list_modalities
+from binder.trunk import build_trunk
+from modalities.base import Modality
+
+FORMAT_VERSION = 1
+
+
+class BindingModel(nn.Module):
+    """Embeds any modality it holds into the frozen anchor's space; ``encode`` returns unit vectors."""
+
+    def __init__(self, config: BindConfig, anchor: Anchor | None = None, anchor_arch: dict | None = None):
+        super().__init__()
+        self.config = config
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            self.anchor = anchor if anchor is not None else load_anchor(config.anchor, anchor_arch)
+            visual = self.anchor.visual if config.trunk.kind == "anchor" else None
+            self.trunk = build_trunk(config.trunk, visual)
+            self.modalities: dict[str, Modality] = {}
+            self.tokenizers = nn.ModuleDict()
+            self.heads = nn.ModuleDict()
+            for mcfg in config.modalities:
+                self._add_modality(mcfg)
+
+    def _add_modality(self, mcfg: ModalityConfig) -> None:
+        modality = get_modality(mcfg.name)(**dict(mcfg.options))
+        modality.configure(self.anchor)
+        self.modalities[mcfg.name] = modality
+        if modality.tower is None:
+            self.tokenizers[mcfg.name] = modality.build_tokenizer(modality.options, self.trunk.width)
+            head = Head(self.trunk.width, self.anchor.embed_dim, mcfg.head)
+            if mcfg.head.init_from_anchor:
+                head.init_from_anchor(self.anchor.visual)
+            self.heads[mcfg.name] = head
+
+    @classmethod
+    def default(cls, modalities: list[str] | None = None, seed: int = 0) -> "BindingModel":
+        """A randomly initialised tiny model holding every registered modality (untrained)."""
+        names = modalities or list_modalities()
+        return cls(BindConfig(modalities=tuple(ModalityConfig(n) for n in names), seed=seed))
+
+    @property
+    def embed_dim(self) -> int:
+        return self.anchor.embed_dim
+
+    def modality(self, name: str) -> Modality:
+        try:
+            return self.modalities[name]
+        except KeyError:
+            raise ModalityError(None, f"this model has no binding for modality {name!r} "
+                                      f"(it holds: {', '.join(self.modalities)})") from None
+
+    def encode(self, name: str, batch: torch.Tensor) -> torch.Tensor:
+        """(B, *input_shape) preprocessed batch → (B, embed_dim) L2-normalized embeddings."""
+        modality = self.modality(name)
+        if modality.tower == "image":
+            return self.anchor.encode_image(batch)
+        if modality.tower == "text":
+            return self.anchor.encode_text(batch)
+        clips = batch.shape[1] if modality.has_clips else 0
+        if clips:
+            batch = batch.flatten(0, 1)
+        out = self.tokenizers[name](batch)
+        tokens, pad_mask = out if isinstance(out, tuple) else (out, None)
+        z = self.heads[name](self.trunk(tokens, pad_mask), pad_mask)
+        if clips:
+            z = F.normalize(z.view(-1, clips, z.shape[-1]).mean(dim=1), dim=-1)
+        return z
+
+    def logit_scale(self, name: str) -> torch.Tensor:
+        """The modality's learned inverse temperature (the anchor's own for image/text)."""
+        if name in self.heads:
+            return self.heads[name].logit_scale
+        return self.anchor.clip.logit_scale.exp().clamp(max=100.0)
+
+    def embed_files(self, name: str, paths: list[str | os.PathLike]) -> torch.Tensor:
+        """Load, preprocess and encode files of one modality (raises on the first bad file)."""
+        modality = self.modality(name)
+        batch = modality.collate([modality.prepare(p) for p in paths])
+        with torch.inference_mode():
+            return self.encode(name, batch)
+
+    def train(self, mode: bool = True) -> "BindingModel":
+        super().train(mode)
+        self.anchor.train(False)
+        if self.trunk.shared:
+            self.trunk.train(False)
+        return self
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        """Write ``model.safetensors`` + ``config.json``; the folder is self-contained."""
+        payload = {"format_version": FORMAT_VERSION, "bind": self.config.to_dict(), "anchor_arch": self.anchor.arch()}
+        return save_checkpoint(folder, self, payload)
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> "BindingModel":
+        """Rebuild from ``config.json`` and load the safetensors weights (bit-exact)."""
+        payload = read_config(folder)
+        if payload.get("format_version") != FORMAT_VERSION or "bind" not in payload:
+            raise CheckpointError(f"{folder}: unsupported model format {payload.get('format_version')!r}")
+        try:
+            config = BindConfig.from_dict(payload["bind"])
+        except (TypeError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"{folder}: bad config ({exc})") from None
+        model = cls(config, anchor_arch=payload.get("anchor_arch"))
+        load_weights(folder, model)
+        return model.eval()

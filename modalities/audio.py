@@ -1,0 +1,234 @@
+"""Audio as ImageBind sees it: 16 kHz mono, k evenly spaced 2 s clips, 128-bin kaldi log-mel fbanks.
+
+Preprocessing follows ImageBind's ``load_and_transform_audio_data`` step by step (clip times of
+pytorchvideo's ``ConstantClipsPerVideoSampler``, per-clip mean removal, kaldi fbank, zero pad or
+crop to 204 frames, normalization by the AudioSet mean/std) so that a checkpoint converted from
+ImageBind sees the inputs it was trained on. ``fbank_clips`` is the batched hot path; it computes
+the same numbers as calling ``torchaudio.compliance.kaldi.fbank`` once per clip.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import warnings
+from collections.abc import Mapping
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from binder.errors import ModalityError
+from binder.registry import register_modality
+from binder.tokenizers import PatchTokens2d
+from modalities.base import Modality
+from modalities.common import check_file, check_finite
+
+# kaldi.fbank settings ImageBind uses that are not options here (AST's recipe).
+FRAME_LENGTH_MS = 25.0
+FRAME_SHIFT_MS = 10.0
+PREEMPHASIS = 0.97
+LOW_FREQ = 20.0
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioOptions:
+    """Options of the audio modality; the defaults are ImageBind's."""
+
+    sample_rate: int = 16000
+    num_mel_bins: int = 128
+    target_length: int = 204
+    clip_duration: float = 2.0
+    clips: int = 3
+    mean: float = -4.268
+    std: float = 9.138
+    patch: int = 16
+    stride: int = 10
+    short_policy: str = "pad"
+    min_duration: float = 0.25
+
+    def __post_init__(self) -> None:
+        if self.short_policy not in ("pad", "repeat"):
+            raise ValueError(f"audio short_policy must be 'pad' or 'repeat', got {self.short_policy!r}")
+        if self.clips < 1 or self.clip_duration <= 0 or self.sample_rate <= 0:
+            raise ValueError("audio clips, clip_duration and sample_rate must be positive")
+
+
+def options_for(modality: Modality, cfg: Any) -> Any:
+    """The modality's Options for ``build_tokenizer``'s ``cfg``.
+
+    ``cfg`` may be None (use the modality's own options), an Options instance, a mapping of
+    option values, or a ModalityConfig-like object with an ``options`` mapping.
+    """
+    if cfg is None:
+        return modality.options
+    if isinstance(cfg, modality.Options):
+        return cfg
+    if isinstance(cfg, Mapping):
+        return modality.Options(**cfg)
+    options = getattr(cfg, "options", None)
+    if isinstance(options, Mapping):
+        return modality.Options(**options)
+    if isinstance(options, modality.Options):
+        return options
+    raise TypeError(f"cannot read {modality.name} options from {type(cfg).__name__}")
+
+
+def load_waveform(path: str | os.PathLike, sample_rate: int, min_duration: float) -> np.ndarray:
+    """Decode an audio file to a mono float32 waveform at ``sample_rate``.
+
+    Same result as ``librosa.load(path, sr=sample_rate, mono=True)`` (decode, average channels,
+    soxr_hq resample), done in two steps so NaN/inf samples and too-short files get a clear
+    ModalityError before resampling. librosa's audioread-fallback warnings are silenced: a file
+    neither backend can read becomes one clean error naming the file.
+    """
+    import librosa
+
+    check_file(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            wave, native_sr = librosa.load(os.fspath(path), sr=None, mono=True)
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # soundfile, audioread and ffmpeg all raise their own types
+        reason = str(exc).strip() or type(exc).__name__
+        raise ModalityError(path, f"cannot decode audio (empty, truncated or not an audio file): {reason}") from None
+    if wave.size == 0:
+        raise ModalityError(path, "audio file holds no samples")
+    check_finite(path, wave)
+    duration = wave.size / native_sr
+    if duration < min_duration:
+        raise ModalityError(path, f"audio is {duration:.3f} s long, shorter than min_duration {min_duration} s")
+    if native_sr != sample_rate:
+        wave = librosa.resample(wave, orig_sr=native_sr, target_sr=sample_rate, res_type="soxr_hq")
+    return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def clip_starts(n_samples: int, opts: AudioOptions) -> list[Fraction]:
+    """Clip start times in seconds, exactly as pytorchvideo's ConstantClipsPerVideoSampler.
+
+    ``max_start = max(duration - clip_duration, 0)`` (in float, then an exact Fraction), and clip
+    i starts at ``max_start / clips * i``; audio shorter than one clip yields ``clips`` clips at 0.
+    """
+    duration = n_samples / opts.sample_rate
+    max_start = Fraction(max(duration - float(Fraction(opts.clip_duration)), 0))
+    step = Fraction(max_start, opts.clips)
+    return [step * i for i in range(opts.clips)]
+
+
+def clip_bounds(n_samples: int, opts: AudioOptions) -> list[tuple[int, int]]:
+    """Sample ranges ``[start, end)`` of each clip: ``int(t * sr)`` of its start and end times."""
+    sr, length = opts.sample_rate, Fraction(opts.clip_duration)
+    return [(int(t * sr), min(int((t + length) * sr), n_samples)) for t in clip_starts(n_samples, opts)]
+
+
+def _frame_geometry(sample_rate: int) -> tuple[int, int, int]:
+    """Window shift, window size and FFT size in samples, computed as kaldi.fbank computes them."""
+    shift = int(sample_rate * FRAME_SHIFT_MS * 0.001)
+    size = int(sample_rate * FRAME_LENGTH_MS * 0.001)
+    return shift, size, 1 << (size - 1).bit_length()
+
+
+@functools.lru_cache(maxsize=8)
+def _mel_matrix(num_mel_bins: int, n_fft: int, sample_rate: int) -> torch.Tensor:
+    """kaldi's triangular mel filterbank with its zero Nyquist column, transposed: (n_fft/2+1, mels)."""
+    from torchaudio.compliance import kaldi
+
+    banks, _ = kaldi.get_mel_banks(num_mel_bins, n_fft, float(sample_rate), LOW_FREQ, 0.0, 100.0, -500.0, 1.0)
+    banks = torch.nn.functional.pad(banks.float(), (0, 1))
+    return banks.T.contiguous()
+
+
+@functools.lru_cache(maxsize=8)
+def _window(size: int) -> torch.Tensor:
+    return torch.hann_window(size, periodic=False, dtype=torch.float32)
+
+
+def _tile(wave: torch.Tensor, length: int) -> torch.Tensor:
+    """Repeat a waveform end to end until it is ``length`` samples long (no-op if longer)."""
+    n = wave.numel()
+    if n >= length or n == 0:
+        return wave
+    return wave.repeat(-(-length // n))[:length]
+
+
+def _clip_frames(wave: torch.Tensor, bounds: list[tuple[int, int]], frames: int, size: int,
+                 shift: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Kaldi frames of every clip, (clips, frames, size), and which of them exist, (clips, frames).
+
+    Each clip's mean is removed in place on one working copy before its frames are taken, as
+    ImageBind's ``waveform -= waveform.mean()`` does on a view: overlapping clips therefore see
+    the mean removal of earlier clips. Kept for numerical compatibility with ImageBind.
+    """
+    work = wave.clone()
+    out = wave.new_zeros(len(bounds), frames, size)
+    valid = torch.zeros(len(bounds), frames, dtype=torch.bool)
+    for i, (start, end) in enumerate(bounds):
+        seg = work[start:end]
+        seg -= seg.mean()
+        if seg.numel() >= size:
+            strided = seg.unfold(0, size, shift)[:frames]
+            out[i, : strided.shape[0]] = strided
+            valid[i, : strided.shape[0]] = True
+    return out, valid
+
+
+def fbank_clips(waveform: torch.Tensor, opts: AudioOptions) -> torch.Tensor:
+    """ImageBind's normalized log-mel clips of a mono waveform: (clips, 1, num_mel_bins, target_length).
+
+    Equals, per clip, ``kaldi.fbank(clip[None], htk_compat=True, sample_frequency=sr,
+    use_energy=False, window_type="hanning", num_mel_bins=..., dither=0.0, frame_length=25,
+    frame_shift=10)`` transposed, zero padded or cropped to ``target_length`` frames, then
+    ``(x - mean) / std``; but every clip goes through one batched FFT and mel product, and only
+    frames that survive the crop are computed. With ``short_policy="repeat"`` a waveform shorter
+    than one clip is tiled to clip length first.
+    """
+    wave = torch.as_tensor(waveform, dtype=torch.float32).reshape(-1)
+    if opts.short_policy == "repeat":
+        wave = _tile(wave, int(opts.clip_duration * opts.sample_rate))
+    shift, size, n_fft = _frame_geometry(opts.sample_rate)
+    bounds = clip_bounds(wave.numel(), opts)
+    frames, valid = _clip_frames(wave, bounds, opts.target_length, size, shift)
+    frames = frames - frames.mean(dim=-1, keepdim=True)  # kaldi remove_dc_offset
+    previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)
+    frames = (frames - PREEMPHASIS * previous) * _window(size)
+    power = torch.fft.rfft(frames, n=n_fft).abs().pow(2.0)
+    mel = torch.matmul(power, _mel_matrix(opts.num_mel_bins, n_fft, opts.sample_rate))
+    logmel = mel.clamp_min(torch.finfo(torch.float32).eps).log()
+    logmel = logmel.masked_fill(~valid[..., None], 0.0)  # ImageBind pads the fbank with zeros
+    return ((logmel.transpose(1, 2) - opts.mean) / opts.std).unsqueeze(1).contiguous()
+
+
+@register_modality
+class Audio(Modality):
+    """Resampled to 16 kHz mono and cut into `clips` evenly spaced 2 s clips (ImageBind); audio shorter than a clip is zero-padded (or tiled with short_policy="repeat"), under min_duration (0.25 s) rejected.
+
+    Each clip becomes a 128 × 204 normalized kaldi log-mel fbank, tokenized by overlapping 16 × 16
+    patches with stride 10 (AST/ImageBind). Clip embeddings are averaged by the model.
+    """
+
+    name = "audio"
+    extensions = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".opus")
+    Options = AudioOptions
+    has_clips = True
+
+    def load(self, path: str | os.PathLike) -> np.ndarray:
+        """Mono float32 samples at ``sample_rate``; ModalityError for unreadable, non-finite or too-short audio."""
+        return load_waveform(path, self.options.sample_rate, self.options.min_duration)
+
+    def preprocess(self, raw: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """(clips, 1, num_mel_bins, target_length) normalized log-mel clips."""
+        return fbank_clips(torch.as_tensor(np.asarray(raw, dtype=np.float32)), self.options)
+
+    def input_shape(self) -> tuple[int, ...]:
+        o = self.options
+        return (o.clips, 1, o.num_mel_bins, o.target_length)
+
+    def build_tokenizer(self, cfg: Any, width: int) -> nn.Module:
+        """Overlapping Conv2d patches of one clip's spectrogram: (B, 1, mels, frames) → (B, 1 + N, width)."""
+        o = options_for(self, cfg)
+        return PatchTokens2d(1, width, (o.num_mel_bins, o.target_length), o.patch, o.stride)

@@ -1,0 +1,57 @@
+"""Inertial measurement units: 3-axis accelerometer + 3-axis gyroscope (ImageBind's IMU input)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from binder.errors import ModalityError
+from binder.registry import register_modality
+from binder.tokenizers import LinearTokens
+from modalities.base import Modality
+from modalities.common import resample_time, standardize
+from modalities.signals import read_signal
+
+
+@dataclass(frozen=True)
+class IMUOptions:
+    """``length``: samples per window (ImageBind: 2000, i.e. 10 s at 200 Hz); ``kernel``: samples per token.
+    ``normalize``: "none" keeps physical units (gravity stays visible), "per_channel" standardizes."""
+
+    channels: int = 6
+    length: int = 2000
+    kernel: int = 8
+    min_length: int = 16
+    normalize: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.normalize not in ("none", "per_channel"):
+            raise ValueError(f"imu normalize must be 'none' or 'per_channel', got {self.normalize!r}")
+
+
+@register_modality
+class IMU(Modality):
+    """Any number of samples linearly resampled to exactly `length` steps (6 channels: acc xyz, gyro xyz)."""
+
+    name = "imu"
+    extensions = (".imu.npy", ".imu.csv", ".imu.ts")
+    Options = IMUOptions
+
+    def load(self, path: str | os.PathLike) -> np.ndarray:
+        arr = read_signal(path, self.options.channels)
+        if arr.shape[1] < self.options.min_length:
+            raise ModalityError(path, f"only {arr.shape[1]} samples; need at least {self.options.min_length}")
+        return arr
+
+    def preprocess(self, raw: np.ndarray) -> torch.Tensor:
+        x = resample_time(torch.from_numpy(raw), self.options.length)
+        return standardize(x, dims=(1,)) if self.options.normalize == "per_channel" else x
+
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.options.channels, self.options.length)
+
+    def build_tokenizer(self, cfg: IMUOptions, width: int) -> nn.Module:
+        return LinearTokens(cfg.channels, width, cfg.length, cfg.kernel)

@@ -1,0 +1,77 @@
+"""Single-channel rasters (depth, thermal): shared reading, resizing and tokenizing."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import nn
+
+from binder.errors import ModalityError
+from binder.tokenizers import PatchTokens2d
+from modalities.base import Modality
+from modalities.common import check_file, check_finite, read_npy, resize_center_crop, standardize
+
+
+@dataclass(frozen=True)
+class RasterOptions:
+    image_size: int = 224
+    patch: int = 16
+
+
+def read_raster(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """A single-channel (H, W) float32 raster and its integer bit depth (0 for float data).
+
+    Reads 8/16-bit PNG or TIFF with Pillow and numeric ``.npy``; colour images are refused
+    because silently greying them would embed the wrong signal.
+    """
+    p = check_file(path)
+    if p.suffix.lower() == ".npy":
+        arr, bits = read_npy(p), 0
+    else:
+        try:
+            with Image.open(p) as im:
+                im.load()
+                mode, arr = im.mode, np.asarray(im)
+        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+            raise ModalityError(path, f"not a readable image ({exc})") from None
+        if arr.ndim == 3 or mode not in ("L", "I;16", "I;16B", "I;16L", "I", "F"):
+            chans = arr.shape[2] if arr.ndim == 3 else mode
+            raise ModalityError(path, f"expected a single-channel raster, got {chans} channels (mode {mode})")
+        bits = {"L": 8, "I;16": 16, "I;16B": 16, "I;16L": 16, "I": 32}.get(mode, 0)
+        arr = check_finite(path, arr.astype(np.float32))
+    if arr.ndim == 3 and 1 in (arr.shape[0], arr.shape[-1]):
+        arr = arr.reshape(arr.shape[1:] if arr.shape[0] == 1 else arr.shape[:-1])
+    if arr.ndim != 2:
+        raise ModalityError(path, f"expected a single-channel (H, W) raster, got shape {arr.shape}")
+    if min(arr.shape) < 8:
+        raise ModalityError(path, f"raster {arr.shape} is too small (min side 8)")
+    return arr, bits
+
+
+class RasterModality(Modality):
+    """Base for single-channel rasters: subclasses say how raw values become the signal."""
+
+    Options = RasterOptions
+
+    def load(self, path: str | os.PathLike) -> tuple[np.ndarray, int]:
+        return read_raster(path)
+
+    def to_signal(self, arr: np.ndarray, bits: int) -> np.ndarray:
+        """Raw file values → the physical signal the tokenizer sees (before standardizing)."""
+        return arr
+
+    def preprocess(self, raw: tuple[np.ndarray, int]) -> torch.Tensor:
+        arr, bits = raw
+        x = torch.from_numpy(np.ascontiguousarray(self.to_signal(arr, bits), dtype=np.float32))[None]
+        x = resize_center_crop(x, self.options.image_size)
+        return standardize(x, dims=(1, 2))
+
+    def input_shape(self) -> tuple[int, ...]:
+        s = self.options.image_size
+        return (1, s, s)
+
+    def build_tokenizer(self, cfg: RasterOptions, width: int) -> nn.Module:
+        return PatchTokens2d(1, width, (cfg.image_size, cfg.image_size), cfg.patch)

@@ -1,0 +1,268 @@
+"""Speech as HuBERT-style discrete units: MFCC+Δ+ΔΔ frames → k-means unit ids → merged repeats → embeddings.
+
+``preprocess`` produces the continuous features (one row per 10 ms frame); the tokenizer owns the
+codebook (as buffers, so it is saved with the model) and does quantization, dedup and packing in
+batched torch. A codebook is fitted once with ``fit_codebook`` over a set of speech files and
+saved as safetensors; without one the tokenizer starts from fixed random centroids.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from binder.errors import CheckpointError, ModalityError
+from binder.registry import register_modality
+from binder.tokenizers import SequenceEmbedding
+from modalities.audio import load_waveform, options_for
+from modalities.base import Modality
+
+DELTA_WIDTH = 9  # librosa.feature.delta's default window; the utterance needs at least this many frames
+RANDOM_CODEBOOK_SEED = 1234
+CODEBOOK_KEYS = ("centroids", "mean", "std")
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeechUnitsOptions:
+    """Options of the speech-units modality (features at 100 frames/s for 16 kHz and hop 160)."""
+
+    sample_rate: int = 16000
+    n_mfcc: int = 13
+    hop_length: int = 160
+    n_fft: int = 400
+    n_mels: int = 40
+    max_frames: int = 1000
+    num_units: int = 100
+    max_units: int = 256
+    min_duration: float = 0.25
+    codebook: str | None = None
+
+    @property
+    def feature_dim(self) -> int:
+        """MFCC + Δ + ΔΔ."""
+        return 3 * self.n_mfcc
+
+
+def mfcc_features(wave: np.ndarray, opts: SpeechUnitsOptions) -> np.ndarray:
+    """(frames, 3·n_mfcc) float32 rows of MFCC, Δ and ΔΔ (librosa), one row per hop."""
+    import librosa
+
+    mfcc = librosa.feature.mfcc(y=np.asarray(wave, dtype=np.float32), sr=opts.sample_rate, n_mfcc=opts.n_mfcc,
+                                n_fft=opts.n_fft, hop_length=opts.hop_length, n_mels=opts.n_mels)
+    if mfcc.shape[1] < DELTA_WIDTH:
+        raise ModalityError(None, f"speech gives {mfcc.shape[1]} frames, fewer than the {DELTA_WIDTH} Δ features need")
+    d1 = librosa.feature.delta(mfcc, order=1, width=DELTA_WIDTH)
+    d2 = librosa.feature.delta(mfcc, order=2, width=DELTA_WIDTH)
+    return np.concatenate([mfcc, d1, d2], axis=0).T.astype(np.float32)
+
+
+def _valid_rows(features: np.ndarray) -> np.ndarray:
+    return ~np.isnan(features).any(axis=-1)
+
+
+def nearest_units(features: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                  centroids: torch.Tensor) -> torch.Tensor:
+    """Index of the nearest centroid for each row of ``(..., D)`` features, after standardization.
+
+    NaN rows get an arbitrary id; callers mask them. Shared by Codebook.assign and the tokenizer
+    so that both give the same units.
+    """
+    z = (torch.nan_to_num(features.float()) - mean) / std
+    dist = (z * z).sum(-1, keepdim=True) - 2 * z @ centroids.T + (centroids * centroids).sum(-1)
+    return dist.argmin(dim=-1)
+
+
+@dataclasses.dataclass(eq=False)
+class Codebook:
+    """k-means centroids in standardized feature space plus the feature mean/std used to standardize."""
+
+    centroids: np.ndarray  # (k, D) float32
+    mean: np.ndarray  # (D,) float32
+    std: np.ndarray  # (D,) float32
+
+    def __post_init__(self) -> None:
+        self.centroids = np.ascontiguousarray(self.centroids, dtype=np.float32)
+        self.mean = np.ascontiguousarray(self.mean, dtype=np.float32).reshape(-1)
+        self.std = np.ascontiguousarray(self.std, dtype=np.float32).reshape(-1)
+        k_dim = self.centroids.shape
+        if len(k_dim) != 2 or self.mean.shape != (k_dim[1],) or self.std.shape != (k_dim[1],):
+            raise ValueError(f"codebook shapes disagree: centroids {k_dim}, mean {self.mean.shape}, std {self.std.shape}")
+
+    @property
+    def k(self) -> int:
+        return self.centroids.shape[0]
+
+    @classmethod
+    def fit(cls, features: Sequence[np.ndarray] | np.ndarray, k: int, seed: int = 0) -> "Codebook":
+        """Fit k centroids with scikit-learn's MiniBatchKMeans on standardized frames (NaN rows ignored)."""
+        from sklearn.cluster import MiniBatchKMeans
+
+        rows = _stack_rows(features)
+        if rows.shape[0] < k:
+            raise ValueError(f"need at least k={k} feature frames to fit a codebook, got {rows.shape[0]}")
+        mean = rows.mean(axis=0)
+        std = np.maximum(rows.std(axis=0), 1e-6)
+        km = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=3, batch_size=1024)
+        km.fit((rows - mean) / std)
+        return cls(km.cluster_centers_, mean, std)
+
+    def assign(self, features: np.ndarray) -> np.ndarray:
+        """Unit id of each row of (T, D) features; NaN (padding) rows get -1."""
+        feats = np.asarray(features, dtype=np.float32)
+        ids = nearest_units(torch.from_numpy(feats), torch.from_numpy(self.mean), torch.from_numpy(self.std),
+                            torch.from_numpy(self.centroids)).numpy()
+        return np.where(_valid_rows(feats), ids, -1)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write as safetensors atomically (temp file in the same folder, then os.replace)."""
+        from safetensors.numpy import save_file
+
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            save_file({"centroids": self.centroids, "mean": self.mean, "std": self.std}, tmp,
+                      metadata={"format": "anybind.speech_units.codebook"})
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Codebook":
+        """Read a codebook saved by ``save``; anything that is not safetensors (e.g. a pickle) is refused."""
+        from safetensors.numpy import load_file
+
+        if not Path(path).is_file():
+            raise CheckpointError(f"{os.fspath(path)}: codebook file not found")
+        try:
+            data = load_file(os.fspath(path))
+        except Exception as exc:  # safetensors raises SafetensorError / OSError on anything else
+            raise CheckpointError(f"{os.fspath(path)}: not a safetensors codebook (pickles are refused): {exc}") from None
+        missing = [key for key in CODEBOOK_KEYS if key not in data]
+        if missing:
+            raise CheckpointError(f"{os.fspath(path)}: codebook lacks tensors {missing}")
+        try:
+            return cls(data["centroids"], data["mean"], data["std"])
+        except ValueError as exc:
+            raise CheckpointError(f"{os.fspath(path)}: {exc}") from None
+
+
+def _stack_rows(features: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+    """All non-NaN feature rows of one (N, D) array or of a list of (T_i, D) arrays, as float64."""
+    arrays = [features] if isinstance(features, np.ndarray) else list(features)
+    rows = np.concatenate([np.asarray(a, dtype=np.float64).reshape(-1, np.shape(a)[-1]) for a in arrays])
+    return rows[_valid_rows(rows)]
+
+
+def fit_codebook(paths: Iterable[str | os.PathLike], k: int = 100, seed: int = 0,
+                 opts: SpeechUnitsOptions | None = None) -> Codebook:
+    """Fit a codebook on the features of speech files read through the SpeechUnits modality."""
+    modality = SpeechUnits(**dataclasses.asdict(opts)) if opts is not None else SpeechUnits()
+    return Codebook.fit([modality.prepare(p).numpy() for p in paths], k, seed)
+
+
+def _pack_left(values: torch.Tensor, keep: torch.Tensor, length: int, pad: int) -> torch.Tensor:
+    """Move the kept entries of each row to its front, in order, into (B, length); the rest is ``pad``."""
+    pos = keep.long().cumsum(dim=1) - 1
+    ok = keep & (pos < length)
+    out = values.new_full((values.shape[0], length + 1), pad)  # last column collects the dropped entries
+    out.scatter_(1, torch.where(ok, pos, length), torch.where(ok, values, pad))
+    return out[:, :length]
+
+
+def dedup_units(ids: torch.Tensor, valid: torch.Tensor, max_units: int, pad_id: int) -> torch.Tensor:
+    """Merge consecutive repeats of (B, T) unit ids over the valid frames, left-pack, truncate to max_units.
+
+    ``[3, 3, 3, 7, 7, 3]`` becomes ``[3, 7, 3, pad, ...]``. Invalid (padding) frames are skipped,
+    so units on either side of them still merge.
+    """
+    ids = _pack_left(ids, valid, ids.shape[1], pad_id)
+    valid = torch.arange(ids.shape[1], device=ids.device) < valid.sum(dim=1, keepdim=True)
+    change = torch.ones_like(valid)
+    change[:, 1:] = ids[:, 1:] != ids[:, :-1]
+    return _pack_left(ids, valid & change, max_units, pad_id)
+
+
+class SpeechUnitTokenizer(nn.Module):
+    """(B, max_frames, D) features with NaN padding rows → ``(tokens (B, 1 + max_units, width), pad_mask)``.
+
+    The codebook (centroids, feature mean/std) is held in buffers, so it is saved and loaded with
+    the model's state dict; it is not trained. Unit ids index an ``nn.Embedding`` whose last row
+    (``num_units``) is the padding id.
+    """
+
+    def __init__(self, opts: SpeechUnitsOptions, width: int):
+        super().__init__()
+        k, dim = opts.num_units, opts.feature_dim
+        gen = torch.Generator().manual_seed(RANDOM_CODEBOOK_SEED)
+        self.register_buffer("centroids", torch.randn(k, dim, generator=gen))
+        self.register_buffer("feat_mean", torch.zeros(dim))
+        self.register_buffer("feat_std", torch.ones(dim))
+        self.pad_id = k
+        self.max_units = opts.max_units
+        self.embed = nn.Embedding(k + 1, width, padding_idx=k)
+        self.seq = SequenceEmbedding(opts.max_units, width)
+        if opts.codebook:
+            self.set_codebook(Codebook.load(opts.codebook))
+
+    @torch.no_grad()
+    def set_codebook(self, codebook: Codebook) -> None:
+        """Replace the centroids and standardization with a fitted codebook of the same k and D."""
+        if tuple(codebook.centroids.shape) != tuple(self.centroids.shape):
+            raise ValueError(f"codebook has shape {codebook.centroids.shape}, tokenizer expects "
+                             f"{tuple(self.centroids.shape)} (num_units, feature dim)")
+        self.centroids.copy_(torch.from_numpy(codebook.centroids))
+        self.feat_mean.copy_(torch.from_numpy(codebook.mean))
+        self.feat_std.copy_(torch.from_numpy(codebook.std))
+
+    @torch.no_grad()
+    def units(self, x: torch.Tensor) -> torch.Tensor:
+        """Deduplicated, left-packed unit ids (B, max_units), ``pad_id`` where there is none."""
+        valid = ~torch.isnan(x).any(dim=-1)
+        ids = nearest_units(x, self.feat_mean, self.feat_std, self.centroids)
+        return dedup_units(ids, valid, self.max_units, self.pad_id)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        units = self.units(x)
+        return self.seq(self.embed(units), units == self.pad_id)
+
+
+@register_modality
+class SpeechUnits(Modality):
+    """16 kHz speech as MFCC+Δ+ΔΔ frames (first max_frames = 10 s kept, NaN rows pad the rest), quantized to k-means units with repeats merged, first max_units units kept.
+
+    Files use a double extension (``.speech.wav``) so plain ``.wav`` stays audio. Padding rows
+    of ``preprocess`` are all-NaN: real NaN samples were already rejected by ``load``, so NaN is an
+    unambiguous padding marker the tokenizer turns into its pad mask. Longer speech is cut at
+    ``max_frames`` frames, and a unit sequence longer than ``max_units`` is truncated.
+    """
+
+    name = "speech_units"
+    extensions = (".speech.wav", ".speech.flac")
+    Options = SpeechUnitsOptions
+
+    def load(self, path: str | os.PathLike) -> np.ndarray:
+        """Mono float32 samples at ``sample_rate``; ModalityError for unreadable, non-finite or too-short audio."""
+        return load_waveform(path, self.options.sample_rate, self.options.min_duration)
+
+    def preprocess(self, raw: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """(max_frames, 3·n_mfcc) float32 features; rows past the end of the utterance are NaN."""
+        feats = mfcc_features(np.asarray(raw, dtype=np.float32), self.options)[: self.options.max_frames]
+        out = torch.full(self.input_shape(), float("nan"), dtype=torch.float32)
+        out[: feats.shape[0]] = torch.from_numpy(feats)
+        return out
+
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.options.max_frames, self.options.feature_dim)
+
+    def build_tokenizer(self, cfg: Any, width: int) -> nn.Module:
+        """A SpeechUnitTokenizer; its codebook comes from ``codebook`` if set, else fixed random centroids."""
+        return SpeechUnitTokenizer(options_for(self, cfg), width)

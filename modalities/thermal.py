@@ -1,0 +1,18 @@
+"""Thermal (long-wave infrared) frames as single-channel intensity rasters."""
+from __future__ import annotations
+
+import numpy as np
+
+from binder.registry import register_modality
+from modalities.raster import RasterModality
+
+
+@register_modality
+class Thermal(RasterModality):
+    """Radiometric or 8/16-bit thermal frame, short side resized to image_size, center crop, standardized."""
+
+    name = "thermal"
+    extensions = (".thermal.png", ".thermal.npy", ".thermal.tif", ".thermal.tiff", ".ir.png")
+
+    def to_signal(self, arr: np.ndarray, bits: int) -> np.ndarray:
+        return arr / float(2**bits - 1) if bits else arr

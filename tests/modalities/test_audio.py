@@ -1,0 +1,148 @@
+"""The audio modality: ImageBind-exact clips and fbanks, length policies, resampling, bad files."""
+from __future__ import annotations
+
+import warnings
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+import torchaudio
+
+from binder.errors import ModalityError
+from binder.registry import modality_for_path
+from modalities.audio import Audio, AudioOptions, clip_bounds, clip_starts, fbank_clips
+from samplegen import MAKERS
+from samplegen_audio import chirp, write_wav
+
+SR = 16000
+PAD_VALUE = (0.0 - AudioOptions.mean) / AudioOptions.std  # a zero-padded fbank frame after normalization
+
+
+def imagebind_reference(wave: torch.Tensor, opts: AudioOptions = AudioOptions()) -> torch.Tensor:
+    """ImageBind's load_and_transform_audio_data after loading, transcribed loop for loop."""
+    waveform = wave.clone()[None]
+    duration = waveform.size(1) / opts.sample_rate
+    clip = Fraction(opts.clip_duration)
+    step = Fraction(Fraction(max(duration - clip, 0)), opts.clips)
+    out = []
+    for i in range(opts.clips):
+        start, end = step * i, step * i + clip
+        part = waveform[:, int(start * opts.sample_rate): int(end * opts.sample_rate)]
+        part -= part.mean()  # in place on a view, as ImageBind does
+        fb = torchaudio.compliance.kaldi.fbank(
+            part, htk_compat=True, sample_frequency=opts.sample_rate, use_energy=False, window_type="hanning",
+            num_mel_bins=opts.num_mel_bins, dither=0.0, frame_length=25, frame_shift=10).transpose(0, 1)
+        p = opts.target_length - fb.size(1)
+        fb = torch.nn.functional.pad(fb, (0, p)) if p > 0 else fb[:, : opts.target_length]
+        out.append((fb[None] - opts.mean) / opts.std)
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("n", [4000, 9600, 31999, 32000, 5 * SR + 123, 10 * SR])
+def test_fbank_clips_match_imagebind_reference(n):
+    g = torch.Generator().manual_seed(n)
+    t = torch.arange(n) / SR
+    wave = 0.3 * torch.sin(2 * np.pi * (200 + 300 * t) * t) + 0.05 * torch.randn(n, generator=g) + 0.02
+    ours = fbank_clips(wave.float(), AudioOptions())
+    assert ours.shape == (3, 1, 128, 204)
+    torch.testing.assert_close(ours, imagebind_reference(wave.float()), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("seconds", [0.6, 2.0, 3.0, 5.5, 7.3])
+def test_clip_starts_follow_constant_clips_per_video_sampler(seconds):
+    n = int(seconds * SR)
+    max_start = max(n / SR - 2.0, 0)
+    starts = clip_starts(n, AudioOptions())
+    assert [float(s) for s in starts] == pytest.approx([max_start / 3 * i for i in range(3)], abs=1e-12)
+    assert clip_bounds(n, AudioOptions()) == [(int(s * SR), min(int((s + 2) * SR), n)) for s in starts]
+
+
+def test_clips_cover_the_sampled_windows_only():
+    # 8 s: clips start at 0, 2, 4 s; a tone at 4.5-5.5 s is heard by the last clip alone,
+    # and one at 6.5-7.5 s by none (the sampler never reaches the final 2 s).
+    wave = np.zeros(8 * SR, dtype=np.float32)
+    t = np.arange(SR) / SR
+    wave[int(4.5 * SR): int(5.5 * SR)] = np.sin(2 * np.pi * 1000 * t)
+    loud = fbank_clips(torch.from_numpy(wave), AudioOptions()).amax(dim=(1, 2, 3))
+    assert loud[2] > loud[0] + 1 and loud[2] > loud[1] + 1
+    late = np.zeros_like(wave)
+    late[int(6.5 * SR): int(7.5 * SR)] = np.sin(2 * np.pi * 1000 * t)
+    assert torch.equal(fbank_clips(torch.from_numpy(late), AudioOptions()),
+                       fbank_clips(torch.zeros(8 * SR), AudioOptions()))
+
+
+def test_sample_file_shape_and_tokens(tmp_path):
+    audio = Audio()
+    x = audio.prepare(MAKERS["audio"](tmp_path))
+    assert x.shape == audio.input_shape() == (3, 1, 128, 204)
+    assert torch.isfinite(x).all() and x.std() > 0.1
+    tok = audio.build_tokenizer(audio.options, width=32)
+    assert tok(x).shape == (3, 1 + 12 * 19, 32)
+    assert audio.build_tokenizer(None, 32).proj.stride == (10, 10)
+
+
+@pytest.mark.parametrize("policy", ["pad", "repeat"])
+def test_short_clip_is_accepted_without_warnings(tmp_path, policy):
+    path = write_wav(tmp_path / "short.wav", chirp(0.6, SR), SR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        x = Audio(short_policy=policy).prepare(path)[0, 0]
+    real = 1 + (int(0.6 * SR) - 400) // 160  # 58 kaldi frames in 0.6 s
+    if policy == "pad":
+        assert torch.all(x[:, real:] == PAD_VALUE) and not torch.any(x[:, :real] == PAD_VALUE)
+    else:
+        assert not torch.any(x[:, :198] == PAD_VALUE) and torch.all(x[:, 198:] == PAD_VALUE)
+        torch.testing.assert_close(x[:, :60], x[:, 60:120], atol=1e-3, rtol=0)  # 0.6 s = 60 frames
+
+
+def test_resamples_44k_to_16k(tmp_path):
+    t = np.arange(44100) / 44100
+    path = write_wav(tmp_path / "tone.wav", 0.5 * np.sin(2 * np.pi * 1000 * t), 44100)
+    wave = Audio().load(path)
+    assert wave.dtype == np.float32 and wave.shape == (SR,)
+    peak_hz = np.argmax(np.abs(np.fft.rfft(wave))) * SR / wave.size
+    assert abs(peak_hz - 1000) <= 2
+
+
+def test_stereo_is_averaged_to_mono(tmp_path):
+    t = np.arange(SR) / SR
+    left = 0.5 * np.sin(2 * np.pi * 440 * t)
+    path = write_wav(tmp_path / "st.wav", np.stack([left, 0.5 * left], axis=1), SR, subtype="FLOAT")
+    np.testing.assert_allclose(Audio().load(path), 0.75 * left, atol=1e-6)
+
+
+def _bad_files(d):
+    good = write_wav(d / "good.wav", chirp(1.0, SR), SR).read_bytes()
+    (d / "empty.wav").write_bytes(b"")
+    (d / "truncated.wav").write_bytes(good[:44 + 6])
+    (d / "text.wav").write_text("this is not audio, just a renamed text file\n" * 20)
+    nan = chirp(1.0, SR)
+    nan[100:110] = np.nan
+    write_wav(d / "nan.wav", nan, SR, subtype="FLOAT")
+    write_wav(d / "tiny.wav", chirp(0.1, SR), SR)
+    return ["empty.wav", "truncated.wav", "text.wav", "nan.wav", "tiny.wav", "missing.wav"]
+
+
+def test_bad_files_raise_modality_error_naming_the_file(tmp_path):
+    reasons = {}
+    for name in _bad_files(tmp_path):
+        path = tmp_path / name
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(ModalityError) as info:
+                Audio().prepare(path)
+        assert info.value.path == str(path) and str(path) in str(info.value)
+        reasons[name] = info.value.reason
+    assert "empty" in reasons["empty.wav"]
+    assert "NaN" in reasons["nan.wav"]
+    assert "shorter than min_duration" in reasons["tiny.wav"]
+    assert "decode" in reasons["text.wav"]
+
+
+def test_options_validate_and_registry_routes_extensions():
+    with pytest.raises(ValueError, match="short_policy"):
+        Audio(short_policy="loop")
+    assert modality_for_path("a/b/song.WAV") == "audio"
+    assert modality_for_path("x.flac") == "audio"
+    assert "pad" in Audio().describe()

@@ -70,6 +70,18 @@ class ModalityConfig:
     options: Mapping[str, Any] = field(default_factory=dict)
     head: HeadConfig = field(default_factory=HeadConfig)
 
+    def __post_init__(self) -> None:
+        # JSON turns tuples into lists; store sequences as tuples so a config equals its round trip
+        object.__setattr__(self, "options", _freeze(dict(self.options)))
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, Mapping):
+        return {k: _freeze(v) for k, v in value.items()}
+    return value
+
 
 @dataclass(frozen=True)
 class BindConfig:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -71,32 +71,49 @@ def _walk(root: Path) -> Iterator[Path]:
 
 def embed_items(model: BindingModel, items: list[Item], batch_size: int = 8, workers: int = 2,
                 progress: bool = True, failures: list[Failure] | None = None) -> Iterator[Batch]:
-    """Yield embedded batches, grouped by modality; bad files go to ``failures`` and are skipped."""
+    """Yield embedded batches, grouped by modality; bad files go to ``failures`` and are skipped.
+
+    Files of the next batch are decoded by ``workers`` threads while the current batch is encoded.
+    """
     failures = failures if failures is not None else []
-    by_modality: dict[str, list[Item]] = {}
-    for item in items:
-        by_modality.setdefault(item.modality, []).append(item)
+    chunks = _chunks(items, batch_size)
     bar = tqdm(total=len(items), unit="file", disable=not progress, desc="embedding", dynamic_ncols=True)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for name, group in by_modality.items():
-            for start in range(0, len(group), batch_size):
-                chunk = group[start:start + batch_size]
-                batch = _embed_chunk(model, name, chunk, pool, failures)
-                bar.update(len(chunk))
-                if batch is not None:
-                    yield batch
+        pending = _submit(model, chunks[0], pool) if chunks else None
+        for i, chunk in enumerate(chunks):
+            current = pending
+            pending = _submit(model, chunks[i + 1], pool) if i + 1 < len(chunks) else None
+            batch = _encode_chunk(model, chunk, current, failures)
+            bar.update(len(chunk))
+            if batch is not None:
+                yield batch
     bar.close()
 
 
-def _embed_chunk(model: BindingModel, name: str, chunk: list[Item], pool: ThreadPoolExecutor,
-                 failures: list[Failure]) -> Batch | None:
+def _chunks(items: list[Item], batch_size: int) -> list[list[Item]]:
+    """Batches of one modality each, in order of first appearance."""
+    by_modality: dict[str, list[Item]] = {}
+    for item in items:
+        by_modality.setdefault(item.modality, []).append(item)
+    return [group[s:s + batch_size] for group in by_modality.values() for s in range(0, len(group), batch_size)]
+
+
+def _submit(model: BindingModel, chunk: list[Item], pool: ThreadPoolExecutor) -> list[Future] | ModalityError:
     try:
-        modality = model.modality(name)
+        modality = model.modality(chunk[0].modality)
     except ModalityError as exc:
-        failures.extend(Failure(i.path, exc.reason) for i in chunk)
+        return exc
+    return [pool.submit(_prepare, modality, item.path) for item in chunk]
+
+
+def _encode_chunk(model: BindingModel, chunk: list[Item], futures: list[Future] | ModalityError,
+                  failures: list[Failure]) -> Batch | None:
+    if isinstance(futures, ModalityError):
+        failures.extend(Failure(i.path, futures.reason) for i in chunk)
         return None
     tensors, good = [], []
-    for item, result in zip(chunk, pool.map(lambda i: _prepare(modality, i.path), chunk)):
+    for item, future in zip(chunk, futures):
+        result = future.result()
         if isinstance(result, ModalityError):
             failures.append(Failure(item.path, result.reason))
         else:
@@ -104,8 +121,9 @@ def _embed_chunk(model: BindingModel, name: str, chunk: list[Item], pool: Thread
             good.append(item)
     if not good:
         return None
+    name = chunk[0].modality
     with torch.inference_mode():
-        emb = model.encode(name, modality.collate(tensors))
+        emb = model.encode(name, model.modality(name).collate(tensors))
     return Batch(good, emb.float().cpu().numpy(), tuple(tensors[0].shape))
 
 

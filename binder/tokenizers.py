@@ -16,17 +16,23 @@ def _trunc_normal(shape: tuple[int, ...], std: float = 0.02) -> nn.Parameter:
 
 
 class SequenceEmbedding(nn.Module):
-    """Prepend a CLS token and add position embeddings to ``(B, N, width)`` tokens."""
+    """Prepend a CLS token and add position embeddings to ``(B, N, width)`` tokens.
 
-    def __init__(self, num_tokens: int, width: int):
+    ``positions=False`` is for stems that already placed their tokens (factorized space-time
+    positions of tubelets): only the CLS token is added then.
+    """
+
+    def __init__(self, num_tokens: int, width: int, positions: bool = True):
         super().__init__()
         self.num_tokens = num_tokens
         self.cls = _trunc_normal((1, 1, width))
-        self.pos = _trunc_normal((1, num_tokens + 1, width))
+        self.pos = _trunc_normal((1, num_tokens + 1, width)) if positions else None
 
     def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None = None):
         cls = self.cls.expand(x.shape[0], -1, -1)
-        x = torch.cat([cls, x], dim=1) + self.pos
+        x = torch.cat([cls, x], dim=1)
+        if self.pos is not None:
+            x = x + self.pos
         if pad_mask is None:
             return x
         keep_cls = torch.zeros(pad_mask.shape[0], 1, dtype=torch.bool, device=pad_mask.device)

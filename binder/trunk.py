@@ -84,8 +84,11 @@ def build_trunk(cfg: TrunkConfig, anchor_visual: nn.Module | None) -> Trunk:
 def _add_lora(trunk: Trunk, cfg: TrunkConfig) -> None:
     if not cfg.lora_rank:
         return
-    for block in trunk.blocks:
-        attn = block.attn
-        width = attn.embed_dim
-        parametrize.register_parametrization(attn, "in_proj_weight", LoRA(3 * width, width, cfg.lora_rank, cfg.lora_alpha))
-        parametrize.register_parametrization(attn.out_proj, "weight", LoRA(width, width, cfg.lora_rank, cfg.lora_alpha))
+    # LoRA's own random init must not advance the global RNG: with the same seed, the tokenizers and
+    # heads built after the trunk are then identical with and without LoRA (which starts as identity).
+    with torch.random.fork_rng(devices=[]):
+        for block in trunk.blocks:
+            attn = block.attn
+            width = attn.embed_dim
+            parametrize.register_parametrization(attn, "in_proj_weight", LoRA(3 * width, width, cfg.lora_rank, cfg.lora_alpha))
+            parametrize.register_parametrization(attn.out_proj, "weight", LoRA(width, width, cfg.lora_rank, cfg.lora_alpha))

@@ -11,10 +11,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+from pathlib import Path
 import warnings
-from collections.abc import Mapping
 from fractions import Fraction
-from typing import Any
 
 import numpy as np
 import torch
@@ -56,56 +55,63 @@ class AudioOptions:
             raise ValueError("audio clips, clip_duration and sample_rate must be positive")
 
 
-def options_for(modality: Modality, cfg: Any) -> Any:
-    """The modality's Options for ``build_tokenizer``'s ``cfg``.
-
-    ``cfg`` may be None (use the modality's own options), an Options instance, a mapping of
-    option values, or a ModalityConfig-like object with an ``options`` mapping.
-    """
-    if cfg is None:
-        return modality.options
-    if isinstance(cfg, modality.Options):
-        return cfg
-    if isinstance(cfg, Mapping):
-        return modality.Options(**cfg)
-    options = getattr(cfg, "options", None)
-    if isinstance(options, Mapping):
-        return modality.Options(**options)
-    if isinstance(options, modality.Options):
-        return options
-    raise TypeError(f"cannot read {modality.name} options from {type(cfg).__name__}")
-
-
 def load_waveform(path: str | os.PathLike, sample_rate: int, min_duration: float) -> np.ndarray:
     """Decode an audio file to a mono float32 waveform at ``sample_rate``.
 
     Same result as ``librosa.load(path, sr=sample_rate, mono=True)`` (decode, average channels,
-    soxr_hq resample), done in two steps so NaN/inf samples and too-short files get a clear
-    ModalityError before resampling. librosa's audioread-fallback warnings are silenced: a file
-    neither backend can read becomes one clean error naming the file.
+    soxr_hq resample), done step by step so NaN/inf samples and too-short files get a clear
+    ModalityError (librosa's own check would raise a bare ParameterError). librosa's
+    audioread-fallback warnings are silenced: a file neither backend can read becomes one clean
+    error naming the file.
     """
     import librosa
 
-    check_file(path)
+    check_wav_complete(check_file(path))
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            warnings.simplefilter("ignore", UserWarning)
-            wave, native_sr = librosa.load(os.fspath(path), sr=None, mono=True)
+            for category in (FutureWarning, UserWarning, DeprecationWarning):  # audioread fallback/import noise
+                warnings.simplefilter("ignore", category)
+            wave, native_sr = librosa.load(os.fspath(path), sr=None, mono=False)
     except (MemoryError, KeyboardInterrupt):
         raise
     except Exception as exc:  # soundfile, audioread and ffmpeg all raise their own types
-        reason = str(exc).strip() or type(exc).__name__
-        raise ModalityError(path, f"cannot decode audio (empty, truncated or not an audio file): {reason}") from None
+        reason = str(exc).strip() or f"no decoder recognizes the format ({type(exc).__name__})"
+        raise ModalityError(path, f"cannot decode audio (truncated or not an audio file): {reason}") from None
     if wave.size == 0:
         raise ModalityError(path, "audio file holds no samples")
-    check_finite(path, wave)
+    wave = librosa.to_mono(check_finite(path, wave))
     duration = wave.size / native_sr
     if duration < min_duration:
         raise ModalityError(path, f"audio is {duration:.3f} s long, shorter than min_duration {min_duration} s")
     if native_sr != sample_rate:
         wave = librosa.resample(wave, orig_sr=native_sr, target_sr=sample_rate, res_type="soxr_hq")
     return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def check_wav_complete(path: Path) -> None:
+    """Refuse a RIFF/WAVE file whose data chunk is shorter than its header declares.
+
+    libsndfile quietly decodes what is left of a cut-off WAV, which would embed half a recording
+    as if it were whole; the header's chunk size tells the truth.
+    """
+    if path.suffix.lower() != ".wav":
+        return
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return  # not RIFF: the decoder gives the error
+        pos = 12
+        while pos + 8 <= size:
+            fh.seek(pos)
+            chunk_id, chunk_len = fh.read(4), int.from_bytes(fh.read(4), "little")
+            if chunk_id == b"data":
+                if chunk_len != 0xFFFFFFFF and pos + 8 + chunk_len > size:
+                    raise ModalityError(path, f"truncated WAV: header declares {chunk_len} bytes of audio, "
+                                              f"file holds {size - pos - 8}")
+                return
+            pos += 8 + chunk_len + (chunk_len & 1)
+    raise ModalityError(path, "truncated WAV: no complete data chunk")
 
 
 def clip_starts(n_samples: int, opts: AudioOptions) -> list[Fraction]:
@@ -166,7 +172,7 @@ def _clip_frames(wave: torch.Tensor, bounds: list[tuple[int, int]], frames: int,
     """
     work = wave.clone()
     out = wave.new_zeros(len(bounds), frames, size)
-    valid = torch.zeros(len(bounds), frames, dtype=torch.bool)
+    valid = torch.zeros(len(bounds), frames, dtype=torch.bool, device=wave.device)
     for i, (start, end) in enumerate(bounds):
         seg = work[start:end]
         seg -= seg.mean()
@@ -195,9 +201,9 @@ def fbank_clips(waveform: torch.Tensor, opts: AudioOptions) -> torch.Tensor:
     frames, valid = _clip_frames(wave, bounds, opts.target_length, size, shift)
     frames = frames - frames.mean(dim=-1, keepdim=True)  # kaldi remove_dc_offset
     previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)
-    frames = (frames - PREEMPHASIS * previous) * _window(size)
+    frames = (frames - PREEMPHASIS * previous) * _window(size).to(wave.device)
     power = torch.fft.rfft(frames, n=n_fft).abs().pow(2.0)
-    mel = torch.matmul(power, _mel_matrix(opts.num_mel_bins, n_fft, opts.sample_rate))
+    mel = torch.matmul(power, _mel_matrix(opts.num_mel_bins, n_fft, opts.sample_rate).to(wave.device))
     logmel = mel.clamp_min(torch.finfo(torch.float32).eps).log()
     logmel = logmel.masked_fill(~valid[..., None], 0.0)  # ImageBind pads the fbank with zeros
     return ((logmel.transpose(1, 2) - opts.mean) / opts.std).unsqueeze(1).contiguous()
@@ -228,7 +234,6 @@ class Audio(Modality):
         o = self.options
         return (o.clips, 1, o.num_mel_bins, o.target_length)
 
-    def build_tokenizer(self, cfg: Any, width: int) -> nn.Module:
+    def build_tokenizer(self, cfg: AudioOptions, width: int) -> nn.Module:
         """Overlapping Conv2d patches of one clip's spectrogram: (B, 1, mels, frames) → (B, 1 + N, width)."""
-        o = options_for(self, cfg)
-        return PatchTokens2d(1, width, (o.num_mel_bins, o.target_length), o.patch, o.stride)
+        return PatchTokens2d(1, width, (cfg.num_mel_bins, cfg.target_length), cfg.patch, cfg.stride)

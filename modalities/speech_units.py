@@ -21,7 +21,7 @@ from torch import nn
 from binder.errors import CheckpointError, ModalityError
 from binder.registry import register_modality
 from binder.tokenizers import SequenceEmbedding
-from modalities.audio import load_waveform, options_for
+from modalities.audio import load_waveform
 from modalities.base import Modality
 
 DELTA_WIDTH = 9  # librosa.feature.delta's default window; the utterance needs at least this many frames
@@ -74,7 +74,8 @@ def nearest_units(features: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
     NaN rows get an arbitrary id; callers mask them. Shared by Codebook.assign and the tokenizer
     so that both give the same units.
     """
-    z = (torch.nan_to_num(features.float()) - mean) / std
+    centroids = centroids.float()
+    z = (torch.nan_to_num(features.float()) - mean.float()) / std.float()
     dist = (z * z).sum(-1, keepdim=True) - 2 * z @ centroids.T + (centroids * centroids).sum(-1)
     return dist.argmin(dim=-1)
 
@@ -93,7 +94,8 @@ class Codebook:
         self.std = np.ascontiguousarray(self.std, dtype=np.float32).reshape(-1)
         k_dim = self.centroids.shape
         if len(k_dim) != 2 or self.mean.shape != (k_dim[1],) or self.std.shape != (k_dim[1],):
-            raise ValueError(f"codebook shapes disagree: centroids {k_dim}, mean {self.mean.shape}, std {self.std.shape}")
+            raise ValueError(f"codebook shapes disagree: centroids {k_dim}, "
+                             f"mean {self.mean.shape}, std {self.std.shape}")
 
     @property
     def k(self) -> int:
@@ -145,7 +147,8 @@ class Codebook:
         try:
             data = load_file(os.fspath(path))
         except Exception as exc:  # safetensors raises SafetensorError / OSError on anything else
-            raise CheckpointError(f"{os.fspath(path)}: not a safetensors codebook (pickles are refused): {exc}") from None
+            raise CheckpointError(
+                f"{os.fspath(path)}: not a safetensors codebook (pickles are refused): {exc}") from None
         missing = [key for key in CODEBOOK_KEYS if key not in data]
         if missing:
             raise CheckpointError(f"{os.fspath(path)}: codebook lacks tensors {missing}")
@@ -265,4 +268,4 @@ class SpeechUnits(Modality):
 
     def build_tokenizer(self, cfg: Any, width: int) -> nn.Module:
         """A SpeechUnitTokenizer; its codebook comes from ``codebook`` if set, else fixed random centroids."""
-        return SpeechUnitTokenizer(options_for(self, cfg), width)
+        return SpeechUnitTokenizer(cfg, width)

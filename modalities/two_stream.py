@@ -72,7 +72,7 @@ class TwoStreamTokenizer(nn.Module):
         self.rgb = TubeletTokens(3, width, input_thw, tubelet)
         self.flow = TubeletTokens(2, width, input_thw, tubelet)
         self.stream = nn.Parameter(nn.init.trunc_normal_(torch.empty(2, width), std=0.02))
-        self.seq = SequenceEmbedding(2 * self.rgb.num_tokens, width)
+        self.seq = SequenceEmbedding(2 * self.rgb.num_tokens, width, positions=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rgb = self.rgb.embed(x[:, :3]) + self.stream[0]
@@ -113,5 +113,4 @@ class TwoStream(Modality):
 
     def build_tokenizer(self, cfg: TwoStreamOptions | None, width: int) -> nn.Module:
         """Two-stream tubelet tokenizer for ``(B, 5, T, S, S)`` → ``(B, 1 + 2N, width)``."""
-        cfg = cfg if cfg is not None else self.options
         return TwoStreamTokenizer(width, (cfg.num_frames, cfg.image_size, cfg.image_size), cfg.tubelet)

@@ -206,7 +206,7 @@ class VideoTokenizer(nn.Module):
     def __init__(self, in_chans: int, width: int, input_thw: tuple[int, int, int], tubelet: tuple[int, int, int]):
         super().__init__()
         self.tubelets = TubeletTokens(in_chans, width, input_thw, tubelet)
-        self.seq = SequenceEmbedding(self.tubelets.num_tokens, width)
+        self.seq = SequenceEmbedding(self.tubelets.num_tokens, width, positions=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.seq(self.tubelets.embed(x))
@@ -241,5 +241,4 @@ class Video(Modality):
 
     def build_tokenizer(self, cfg: VideoOptions | None, width: int) -> nn.Module:
         """Tubelet tokenizer for ``(B, 3, T, S, S)`` clips → ``(B, 1 + N, width)``."""
-        cfg = cfg if cfg is not None else self.options
         return VideoTokenizer(3, width, (cfg.num_frames, cfg.image_size, cfg.image_size), cfg.tubelet)

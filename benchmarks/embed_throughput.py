@@ -99,15 +99,17 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--modalities", default="", help="comma-separated subset (default: all registered)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    mods = tuple(ModalityConfig(n) for n in list_modalities())
+    names = [n for n in args.modalities.split(",") if n] or list_modalities()
+    mods = tuple(ModalityConfig(n) for n in sorted(set(names) | {"image"}))
     model = BindingModel(BindConfig(anchor=AnchorConfig(model=args.anchor), modalities=mods)).eval()
     print(f"anchor {args.anchor} (width {model.anchor.width}, dim {model.embed_dim}), batch {args.batch}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}")
     print(f"{'modality':<13} {'file→emb items/s':>17} {'tensor→emb items/s':>19}")
     with tempfile.TemporaryDirectory() as tmp:
-        files = sample_files(args.batch, Path(tmp))
+        files = {k: v for k, v in sample_files(args.batch, Path(tmp)).items() if k in model.modalities}
         for name in sorted(files):
             f_ips, t_ips = bench_modality(model, name, files[name], args.repeats)
             print(f"{name:<13} {f_ips:>17.1f} {t_ips:>19.1f}")

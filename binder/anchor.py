@@ -102,7 +102,7 @@ def load_anchor(cfg: AnchorConfig, arch: dict | None = None) -> Anchor:
         if not os.path.isfile(pretrained):
             raise AnchorError(f"anchor weights {pretrained!r} are neither an open_clip tag for {cfg.model} "
                               f"nor an existing file")
-    quiet = _quiet_open_clip() if not pretrained else contextlib.nullcontext()
+    quiet = quiet_open_clip() if not pretrained else contextlib.nullcontext()
     try:
         with quiet:
             clip = open_clip.create_model(cfg.model, pretrained=pretrained, cache_dir=cfg.cache_dir)
@@ -116,14 +116,14 @@ def _from_arch(cfg: AnchorConfig, arch: dict) -> Anchor:
     with tempfile.TemporaryDirectory(prefix="anybind-anchor-") as tmp:
         Path(tmp, LOCAL_CONFIG).write_text(json.dumps(arch))
         name = f"local-dir:{tmp}"
-        with _quiet_open_clip():
+        with quiet_open_clip():
             clip = open_clip.create_model(name, load_weights=False)
         tokenizer = open_clip.get_tokenizer(name)
     return Anchor(clip, tokenizer, cfg)
 
 
 @contextlib.contextmanager
-def _quiet_open_clip():
+def quiet_open_clip():
     """open_clip logs a warning when a local folder has no weights; here that is expected."""
     logger = logging.getLogger()
     level = logger.level

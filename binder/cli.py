@@ -88,6 +88,105 @@ def embed_cmd(paths, modality, model_dir, out_dir, fmt, batch_size, workers, qui
     sys.exit(1 if failures else 0)
 
 
+def _overrides(pairs: tuple[str, ...]) -> dict:
+    """``--set train.steps=100`` → {"train.steps": 100} (values parsed as TOML scalars)."""
+    import tomllib
+
+    out = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or "." not in key:
+            raise click.BadParameter(f"{pair!r}: use SECTION.KEY=VALUE", param_hint="--set")
+        try:
+            out[key] = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key] = raw
+    return out
+
+
+SET_OPTION = click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE",
+                          help="Override a recipe value, e.g. --set train.steps=100 (repeatable).")
+
+
+@app.command("train")
+@click.argument("recipe", type=click.Path(exists=True, dir_okay=False))
+@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.")
+@SET_OPTION
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def train_cmd(recipe: str, resume: bool, sets: tuple[str, ...], quiet: bool) -> None:
+    """Bind the recipe's modalities to its anchor; writes OUT/model, OUT/metrics.json."""
+    from binder.recipe import load_recipe
+    from binder.train import Trainer
+
+    rec = load_recipe(recipe, _overrides(sets))
+    metrics = Trainer(rec, progress=not quiet).run(resume=resume)
+    click.echo(json.dumps(metrics, indent=2))
+    click.echo(f"model saved to {rec.train.out}/model", err=True)
+
+
+@app.group("anchor")
+def anchor_group() -> None:
+    """Build the frozen anchor itself."""
+
+
+@anchor_group.command("train")
+@click.argument("recipe", type=click.Path(exists=True, dir_okay=False))
+@SET_OPTION
+@click.option("--quiet", is_flag=True)
+def anchor_train_cmd(recipe: str, sets: tuple[str, ...], quiet: bool) -> None:
+    """Train a small CLIP-format anchor on (image, caption) pairs and save it as an open_clip folder."""
+    from binder.anchor_train import load_anchor_recipe, train_anchor
+
+    cfg, ev = load_anchor_recipe(recipe, _overrides(sets))
+    metrics = train_anchor(cfg, ev, progress=not quiet)
+    click.echo(json.dumps(metrics, indent=2))
+    click.echo(f"anchor saved to {cfg.out} (use anchor model = \"local-dir:{cfg.out}\")", err=True)
+
+
+@app.command("eval")
+@click.argument("manifest", type=click.Path(exists=True, dir_okay=False))
+@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False), required=True)
+@click.option("--root", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Folder that relative manifest paths start from (default: the manifest's folder).")
+@click.option("--classes", default="", help="Comma-separated class names (index = integer label) for zero-shot.")
+@click.option("--template", "templates", multiple=True, default=("{}",), show_default=True,
+              help="Prompt template, '{}' = class name (repeatable).")
+@click.option("--gallery", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Manifest of any modality to retrieve from: prints R@1/5/10.")
+@click.option("--by", type=click.Choice(["label", "pair"]), default="label", show_default=True,
+              help="A retrieval hit shares the query's label, or is the query's own paired item.")
+def eval_cmd(manifest, model_dir, root, classes, templates, gallery, by) -> None:
+    """Zero-shot classification and cross-modal retrieval of a manifest's items."""
+    from binder.evaluate import evaluate_manifest
+    from binder.model import BindingModel
+
+    names = tuple(c.strip() for c in classes.split(",") if c.strip())
+    result = evaluate_manifest(BindingModel.load(model_dir), manifest, root, names, templates, gallery, by)
+    click.echo(json.dumps(result, indent=2))
+
+
+@app.group("world")
+def world_group() -> None:
+    """The offline world: real digits, speech and sensor data with every modality rendered from them."""
+
+
+@world_group.command("build")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--small", is_flag=True, help="The small preset the tests use.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--quiet", is_flag=True)
+def world_build_cmd(folder: str, small: bool, seed: int, quiet: bool) -> None:
+    """Build (or reuse, when cached) the world in FOLDER."""
+    import dataclasses
+
+    from recipes.world.build import build_world
+    from recipes.world.config import WorldConfig
+
+    cfg = dataclasses.replace(WorldConfig.small() if small else WorldConfig.full(), seed=seed)
+    info = build_world(folder, cfg, progress=not quiet)
+    click.echo(json.dumps(dataclasses.asdict(info) if dataclasses.is_dataclass(info) else info, indent=2, default=str))
+
+
 def main() -> None:
     """Console entry point: typed anybind errors become one clear line and exit code 2."""
     try:

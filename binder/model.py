@@ -20,6 +20,22 @@ from modalities.base import Modality
 FORMAT_VERSION = 1
 
 
+def drop_tokens(tokens: torch.Tensor, pad_mask: torch.Tensor | None, ratio: float,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Keep the CLS token and a random ``1 - ratio`` share of the others (padding dropped first)."""
+    b, n, w = tokens.shape
+    keep = max(1, round((n - 1) * (1 - ratio)))
+    scores = torch.rand(b, n - 1, generator=generator).to(tokens.device)
+    if pad_mask is not None:
+        scores = scores + pad_mask[:, 1:].to(scores.dtype) * 2  # real tokens sort first
+    idx = scores.argsort(dim=1)[:, :keep]
+    body = torch.gather(tokens[:, 1:], 1, idx[..., None].expand(b, keep, w))
+    tokens = torch.cat([tokens[:, :1], body], dim=1)
+    if pad_mask is not None:
+        pad_mask = torch.cat([pad_mask[:, :1], torch.gather(pad_mask[:, 1:], 1, idx)], dim=1)
+    return tokens, pad_mask
+
+
 class BindingModel(nn.Module):
     """Embeds any modality it holds into the frozen anchor's space; ``encode`` returns unit vectors."""
 
@@ -65,8 +81,13 @@ class BindingModel(nn.Module):
             raise ModalityError(None, f"this model has no binding for modality {name!r} "
                                       f"(it holds: {', '.join(self.modalities)})") from None
 
-    def encode(self, name: str, batch: torch.Tensor) -> torch.Tensor:
-        """(B, *input_shape) preprocessed batch → (B, embed_dim) L2-normalized embeddings."""
+    def encode(self, name: str, batch: torch.Tensor, token_drop: float = 0.0,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """(B, *input_shape) preprocessed batch → (B, embed_dim) L2-normalized embeddings.
+
+        ``token_drop`` (training only) keeps a random ``1 - token_drop`` share of each sequence's
+        tokens (FLIP), which makes the trunk pass cheaper in proportion.
+        """
         modality = self.modality(name)
         if modality.tower == "image":
             return self.anchor.encode_image(batch)
@@ -77,6 +98,8 @@ class BindingModel(nn.Module):
             batch = batch.flatten(0, 1)
         out = self.tokenizers[name](batch)
         tokens, pad_mask = out if isinstance(out, tuple) else (out, None)
+        if token_drop > 0:
+            tokens, pad_mask = drop_tokens(tokens, pad_mask, token_drop, generator)
         z = self.heads[name](self.trunk(tokens, pad_mask), pad_mask)
         if clips:
             z = F.normalize(z.view(-1, clips, z.shape[-1]).mean(dim=1), dim=-1)

@@ -43,9 +43,14 @@ class ImageModality(Modality):
         self._transform = None
 
     def configure(self, anchor: Any) -> None:
-        cfg = anchor.preprocess_cfg
+        self.use_preprocess_cfg(anchor.preprocess_cfg)
+
+    def use_preprocess_cfg(self, cfg: dict[str, Any]) -> None:
+        """Adopt an open_clip preprocessing config (size, mean/std, interpolation, resize mode)."""
+        size = cfg["size"]
         self.options = dataclasses.replace(
-            self.options, image_size=anchor.image_size, mean=tuple(cfg["mean"]), std=tuple(cfg["std"]),
+            self.options, image_size=int(size[0] if isinstance(size, (tuple, list)) else size),
+            mean=tuple(cfg["mean"]), std=tuple(cfg["std"]),
             interpolation=cfg.get("interpolation", "bicubic"), resize_mode=cfg.get("resize_mode", "shortest"))
         self._transform = None
 

@@ -132,6 +132,7 @@ class Codebook:
         try:
             save_file({"centroids": self.centroids, "mean": self.mean, "std": self.std}, tmp,
                       metadata={"format": "anybind.speech_units.codebook"})
+            os.chmod(tmp, 0o644)  # mkstemp makes it private; a codebook is shared data
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

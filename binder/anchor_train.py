@@ -1,0 +1,115 @@
+"""Train a small CLIP-format anchor (image ↔ caption) from a manifest, then freeze and save it.
+
+This is how the offline world gets an anchor without any download: a tiny open_clip
+architecture is trained contrastively on (image, caption) pairs and written as an open_clip
+``local-dir:`` folder, loadable by anybind and by open_clip itself.
+"""
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from torchvision.transforms import v2
+from tqdm import tqdm
+
+from binder.anchor import Anchor, quiet_open_clip, save_anchor_dir
+from binder.config import AnchorConfig
+from binder.data import prepare_inputs, read_manifest
+from binder.errors import AnybindError
+from binder.evaluate import class_embeddings, label_indices, zero_shot_accuracy
+from binder.loss import BindingLoss
+from binder.recipe import EvalSpec, _build
+from modalities.image import ImageModality
+
+
+@dataclass(frozen=True)
+class AnchorTrainConfig:
+    model: str = "anybind-digits"
+    train: str = ""
+    test: str | None = None
+    root: str | None = None
+    out: str = "out/anchor"
+    epochs: int = 40
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.1
+    warmup_steps: int = 30
+    seed: int = 0
+    augment: bool = True
+
+
+def load_anchor_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[AnchorTrainConfig, EvalSpec]:
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise AnybindError(f"{path}: cannot read recipe ({exc})") from None
+    train = dict(data.get("train", {}), **{k.split(".", 1)[1]: v for k, v in (overrides or {}).items()})
+    ev = {k: tuple(v) if isinstance(v, list) else v for k, v in data.get("eval", {}).items()}
+    return _build(AnchorTrainConfig, train, f"{path} [train]"), _build(EvalSpec, ev, f"{path} [eval]")
+
+
+def train_anchor(cfg: AnchorTrainConfig, ev: EvalSpec, progress: bool = True) -> dict[str, Any]:
+    """Train, evaluate zero-shot image → text on ``cfg.test``, save to ``cfg.out``; return metrics."""
+    torch.manual_seed(cfg.seed)
+    with quiet_open_clip():  # "no pretrained weights" is the point here
+        clip = open_clip.create_model(cfg.model)
+    anchor_cfg = AnchorConfig(model=cfg.model)
+    tokenizer = open_clip.get_tokenizer(cfg.model)
+    image = ImageModality()
+    image.use_preprocess_cfg(open_clip.get_model_preprocess_cfg(clip))
+    records = read_manifest(cfg.train, cfg.root)
+    images = prepare_inputs(image, records, progress=progress).inputs
+    texts = [r.text for r in records]
+    if any(t is None for t in texts):
+        raise AnybindError(f"{cfg.train}: every record needs a caption in 'text' to train an anchor")
+    _fit(clip, tokenizer, images, texts, cfg, progress)
+    anchor = Anchor(clip, tokenizer, anchor_cfg)
+    metrics = {"train_pairs": len(records)}
+    if cfg.test and ev.classes:
+        test = read_manifest(cfg.test, cfg.root)
+        x = prepare_inputs(image, test, progress=False).inputs
+        emb = torch.cat([anchor.encode_image(x[i:i + 256]) for i in range(0, len(x), 256)])
+        labels = label_indices([r.label for r in test], ev.classes)
+        metrics["zero_shot_top1"] = zero_shot_accuracy(emb, labels, class_embeddings(anchor, ev.classes, ev.templates))
+        metrics["test_items"] = len(test)
+    save_anchor_dir(anchor, cfg.out)
+    return metrics
+
+
+def _fit(clip, tokenizer, images: torch.Tensor, texts: list[str], cfg: AnchorTrainConfig, progress: bool) -> None:
+    unique = sorted(set(texts))
+    text_ids = torch.tensor([unique.index(t) for t in texts])
+    tokens = tokenizer(unique)
+    n, bs = len(images), min(cfg.batch_size, len(images))
+    steps = cfg.epochs * (n // bs)
+    opt = torch.optim.AdamW(clip.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98), eps=1e-6)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps)
+                                              * 0.5 * (1 + math.cos(math.pi * s / steps)))
+    loss_fn = BindingLoss(0, frozen_targets=False)
+    augment = v2.RandomAffine(degrees=10, translate=(0.08, 0.08), scale=(0.9, 1.1)) if cfg.augment else None
+    clip.train()
+    bar = tqdm(total=steps, disable=not progress, desc="anchor", unit="step", dynamic_ncols=True)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    for _ in range(cfg.epochs):
+        perm = torch.randperm(n, generator=gen)
+        for b in range(n // bs):
+            idx = perm[b * bs:(b + 1) * bs]
+            x = torch.stack([augment(im) for im in images[idx]]) if augment else images[idx]
+            ids = text_ids[idx]
+            img = F.normalize(clip.encode_image(x), dim=-1)
+            txt = F.normalize(clip.encode_text(tokens[ids]), dim=-1)
+            loss = loss_fn(img, txt, ids, clip.logit_scale.exp().clamp(max=100))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.update(1)
+    bar.close()
+    clip.eval()

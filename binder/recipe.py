@@ -1,0 +1,110 @@
+"""TOML recipes (read with tomllib) → the frozen configs the trainer and evaluator take."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from binder.config import AnchorConfig, BindConfig, HeadConfig, ModalityConfig, TrunkConfig
+from binder.errors import AnybindError
+
+
+@dataclass(frozen=True)
+class BindSpec:
+    """One modality to bind: its manifests and what it is bound to ("image" or "text")."""
+
+    name: str
+    train: str
+    val: str | None = None
+    test: str | None = None
+    target: str = "image"
+    options: dict[str, Any] = field(default_factory=dict)
+    head: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.target not in ("image", "text"):
+            raise AnybindError(f"modality {self.name}: target must be 'image' or 'text', got {self.target!r}")
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """Zero-shot classes (index = integer label) and the prompt templates, "{}" = class name."""
+
+    classes: tuple[str, ...] = ()
+    templates: tuple[str, ...] = ("{}",)
+    image_gallery: str | None = None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation of a binding: AdamW + linear warmup + cosine decay, seeded, checkpointed."""
+
+    steps: int = 500
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 50
+    seed: int = 0
+    memory_size: int = 0
+    token_drop: float = 0.0
+    checkpoint_every: int = 100
+    workers: int = 2
+    root: str | None = None
+    out: str = "out/binding"
+    cache_dir: str = ".cache/anybind"
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 2:
+            raise AnybindError("train.steps must be >= 1 and train.batch_size >= 2 (InfoNCE needs negatives)")
+        if not 0 <= self.token_drop < 1:
+            raise AnybindError("train.token_drop must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    bind: BindConfig
+    train: TrainConfig
+    modalities: tuple[BindSpec, ...]
+    eval: EvalSpec
+    path: str = ""
+
+
+def load_recipe(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> Recipe:
+    """Parse a binding recipe; unknown keys are errors that name the section."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise AnybindError(f"{path}: cannot read recipe ({exc})") from None
+    for key, value in (overrides or {}).items():
+        section, _, name = key.partition(".")
+        data.setdefault(section, {})[name] = value
+    specs = tuple(_build(BindSpec, m, f"{path} [[modality]]") for m in data.get("modality", []))
+    if not specs:
+        raise AnybindError(f"{path}: a recipe needs at least one [[modality]]")
+    mods = [ModalityConfig(s.name, dict(s.options), _build(HeadConfig, s.head, f"{path} head")) for s in specs]
+    if any(s.target == "image" for s in specs) and "image" not in [m.name for m in mods]:
+        mods.append(ModalityConfig("image"))
+    if "text" not in [m.name for m in mods]:
+        mods.append(ModalityConfig("text"))
+    bind = BindConfig(anchor=_build(AnchorConfig, data.get("anchor", {}), f"{path} [anchor]"),
+                      trunk=_build(TrunkConfig, data.get("trunk", {}), f"{path} [trunk]"),
+                      modalities=tuple(mods), seed=int(data.get("train", {}).get("seed", 0)))
+    ev = dict(data.get("eval", {}))
+    ev = {k: tuple(v) if isinstance(v, list) else v for k, v in ev.items()}
+    return Recipe(bind, _build(TrainConfig, data.get("train", {}), f"{path} [train]"), specs,
+                  _build(EvalSpec, ev, f"{path} [eval]"), str(path))
+
+
+def _build(cls, values: dict[str, Any], where: str):
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - names
+    if unknown:
+        raise AnybindError(f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(names)}")
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise AnybindError(f"{where}: {exc}") from None

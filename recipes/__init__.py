@@ -1,0 +1,1 @@
+"""Recipes: binding/evaluation recipes and the offline world builder (recipes.world)."""

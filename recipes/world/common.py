@@ -1,0 +1,69 @@
+"""Helpers every stage shares: per-item random generators, atomic writes, progress bars."""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def rng_for(seed: int, stage: str, index: int = 0) -> np.random.Generator:
+    """An independent generator for one item of one stage: the output of item i never depends on
+    the order items are built in or on which other stages run."""
+    return np.random.default_rng([seed, zlib.crc32(stage.encode()), index])
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp name in the target folder; on success rename it onto ``path`` (os.replace).
+
+    The temp name keeps the target's suffixes (``x.tmp1234.depth.png``) so writers that look at
+    the extension pick the right format.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    name = path.name
+    stem, dot, ext = name.partition(".")
+    tmp = path.with_name(f".{stem}.tmp{os.getpid()}{dot}{ext}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def save_png(path: str | os.PathLike, array: np.ndarray) -> None:
+    """uint8 grey/RGB or uint16 grey PNG, written atomically."""
+    arr = np.ascontiguousarray(array)
+    if arr.dtype == np.uint16 and arr.ndim != 2:
+        raise ValueError("16-bit PNGs must be single-channel")
+    if arr.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"save_png needs uint8 or uint16, got {arr.dtype}")
+    img = Image.fromarray(arr)  # uint16 (H, W) -> mode I;16
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
+
+
+def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, array, allow_pickle=False)
+
+
+def progress_bar(total: int, desc: str, enabled: bool):
+    """A tqdm bar on stderr (a no-op object when disabled)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"world: {desc}", file=sys.stderr, disable=not enabled, leave=False,
+                dynamic_ncols=True, mininterval=0.5)
+
+
+def relpath(path: Path, folder: Path) -> str:
+    """Path relative to the world folder, with forward slashes (the manifests' convention)."""
+    return path.relative_to(folder).as_posix()

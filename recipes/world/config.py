@@ -1,0 +1,109 @@
+"""What the offline world holds: one frozen dataclass, hashed to key the on-disk cache.
+
+Every field changes the data written, so every field is part of ``config_hash``; how the build
+runs (worker count, progress bars) is an argument of ``build_world`` instead and never changes a
+byte of the output.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any
+
+# Bump when a stage's output changes for the same config, so old caches are rebuilt.
+BUILDER_VERSION = 1
+SPLITS = ("train", "val", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class WorldConfig:
+    """The world's contents: sizes, the speech grid, sensor sizes and which modalities to build.
+
+    ``split_fractions`` apply per digit class (stratified) and, for speech, to the speakers.
+    ``max_images`` keeps a class-stratified subset of the 1,797 scikit-learn digits (None = all).
+    A speaker is one espeak-ng voice + variant; utterances of a speaker never cross splits.
+    """
+
+    seed: int = 0
+    image_size: int = 32
+    split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    max_images: int | None = None
+    # speech (espeak-ng)
+    speech_voices: tuple[str, ...] = ("en-us", "en-gb", "en-029")
+    speech_variants: tuple[str, ...] = ("m1", "m2", "m3", "f1", "f2")
+    speech_rates: tuple[int, ...] = (120, 140, 160, 180, 200)
+    speech_pitches: tuple[int, ...] = (30, 40, 50, 60, 70)
+    utterances_per_speaker_digit: int = 8
+    codebook_k: int = 100
+    # rendered sensors
+    video_frames: int = 8
+    video_size: int = 32
+    video_fps: int = 8
+    imu_length: int = 2000
+    imu_rate: float = 800.0
+    depth_size: int = 32
+    thermal_size: int = 32
+    # which modalities to build (images are always built: every other one pairs with them)
+    include_speech: bool = True
+    include_depth: bool = True
+    include_thermal: bool = True
+    include_video: bool = True
+    include_imu: bool = True
+    include_basic_motions: bool = True
+
+    def __post_init__(self) -> None:
+        fr = tuple(float(f) for f in self.split_fractions)
+        if len(fr) != 3 or min(fr) <= 0 or abs(sum(fr) - 1.0) > 1e-6:
+            raise ValueError(f"split_fractions must be three positive numbers summing to 1, got {self.split_fractions}")
+        if self.max_images is not None and self.max_images < 30:
+            raise ValueError(f"max_images must be None or >= 30 (3 splits x 10 classes), got {self.max_images}")
+        if min(self.image_size, self.depth_size, self.thermal_size, self.video_size) < 8:
+            raise ValueError("image, depth, thermal and video sizes must be >= 8")
+        if self.video_size % 2:
+            raise ValueError(f"video_size must be even (yuv420p), got {self.video_size}")
+        if self.video_frames < 2 or self.imu_length < 16 or self.imu_rate <= 0:
+            raise ValueError("video_frames must be >= 2, imu_length >= 16 and imu_rate > 0")
+        if self.include_speech:
+            if len(self.speech_voices) * len(self.speech_variants) < 3:
+                raise ValueError("speech needs at least 3 speakers (voices x variants), one per split")
+            if not self.speech_rates or not self.speech_pitches or self.utterances_per_speaker_digit < 1:
+                raise ValueError("speech needs rates, pitches and utterances_per_speaker_digit >= 1")
+            if self.codebook_k < 2:
+                raise ValueError(f"codebook_k must be >= 2, got {self.codebook_k}")
+
+    # presets -----------------------------------------------------------------------------
+    @classmethod
+    def full(cls, **overrides: Any) -> "WorldConfig":
+        """All 1,797 digits, 15 speakers x 10 words x 8 utterances, k = 100 speech units."""
+        return cls(**overrides)
+
+    @classmethod
+    def small(cls, **overrides: Any) -> "WorldConfig":
+        """300 digits, 9 speakers x 10 words x 2 utterances, k = 32: the tests' world (seconds to build)."""
+        base = dict(max_images=300, speech_variants=("m1", "m3", "f1"), speech_rates=(130, 170, 200),
+                    speech_pitches=(35, 50, 65), utterances_per_speaker_digit=2, codebook_k=32)
+        base.update(overrides)
+        return cls(**base)
+
+    # (de)serialization ---------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "WorldConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown WorldConfig fields {unknown}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+    def config_hash(self) -> str:
+        """Stable hash of the config and the builder version (the cache key)."""
+        blob = json.dumps({"builder": BUILDER_VERSION, **self.to_dict()}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def speakers(self) -> tuple[str, ...]:
+        """Speaker ids ``voice+variant`` in config order."""
+        return tuple(f"{v}+{var}" for v in self.speech_voices for var in self.speech_variants)

@@ -1,0 +1,193 @@
+"""The binding trainer, its loss, recipes, resumable checkpoints, and the anchor trainer."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+from PIL import Image
+from sklearn.datasets import load_digits
+
+from binder.anchor_train import load_anchor_recipe, train_anchor
+from binder.cli import app
+from binder.config import AnchorConfig, BindConfig, ModalityConfig
+from binder.data import anchor_targets, read_manifest
+from binder.errors import AnybindError
+from binder.evaluate import recall_at_k
+from binder.loss import BindingLoss
+from binder.model import BindingModel, drop_tokens
+from binder.recipe import load_recipe
+from binder.train import Trainer
+
+WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+@pytest.fixture(scope="module")
+def digits_world(tmp_path_factory) -> Path:
+    """Digits as images plus a depth-like .npy of each, with train/test manifests."""
+    root = tmp_path_factory.mktemp("digits")
+    d = load_digits()
+    for split, rows in (("train", range(0, 160)), ("test", range(160, 220))):
+        pairs, images = [], []
+        for i in rows:
+            img = Image.fromarray((d.images[i] / 16 * 255).astype(np.uint8)).resize((32, 32)).convert("RGB")
+            img.save(root / f"{i}.png")
+            np.save(root / f"{i}.depth.npy", (1.0 + d.images[i] / 16).astype(np.float32))
+            label, text = int(d.target[i]), f"the digit {WORDS[d.target[i]]}"
+            pairs.append({"modality": "depth", "path": f"{i}.depth.npy", "image": f"{i}.png", "label": label, "text": text})
+            images.append({"modality": "image", "path": f"{i}.png", "label": label, "text": text})
+        (root / f"depth.{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pairs))
+        (root / f"images.{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in images))
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained_anchor(digits_world, tmp_path_factory) -> tuple[Path, dict]:
+    """A tiny anchor trained on the fixture's digits (random anchors map every image to ~one point)."""
+    folder = tmp_path_factory.mktemp("anchor")
+    recipe = folder / "anchor.toml"
+    recipe.write_text("\n".join([
+        "[train]", 'model = "anybind-tiny"', f'train = "{digits_world}/images.train.jsonl"',
+        f'test = "{digits_world}/images.train.jsonl"', f'out = "{folder}/anchor"', "epochs = 40", "batch_size = 32",
+        "lr = 1e-3", "augment = false", "warmup_steps = 10",
+        "[eval]", f"classes = {json.dumps(WORDS)}", 'templates = ["the digit {}"]']) + "\n")
+    cfg, ev = load_anchor_recipe(recipe)
+    return folder / "anchor", train_anchor(cfg, ev, progress=False)
+
+
+def write_recipe(root: Path, out: Path, anchor: str = "anybind-tiny", **train) -> Path:
+    settings = {"steps": 6, "batch_size": 16, "warmup_steps": 2, "checkpoint_every": 3, "memory_size": 48,
+                "token_drop": 0.25, **train}
+    lines = ["[anchor]", f'model = "{anchor}"', "[train]", f'root = "{root}"', f'out = "{out}"',
+             f'cache_dir = "{out}/cache"']
+    lines += [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
+    lines += ["[[modality]]", 'name = "depth"', f'train = "{root}/depth.train.jsonl"',
+              f'test = "{root}/depth.test.jsonl"', "options = { image_size = 32, patch = 8 }",
+              "[eval]", f"classes = {json.dumps(WORDS)}", 'templates = ["the digit {}", "a handwritten {}"]',
+              f'image_gallery = "{root}/images.test.jsonl"']
+    path = out.parent / f"{out.name}.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_loss_matches_symmetric_cross_entropy():
+    torch.manual_seed(0)
+    z, t = F.normalize(torch.randn(8, 16), dim=-1), F.normalize(torch.randn(8, 16), dim=-1)
+    ids, scale = torch.arange(8), torch.tensor(12.0)
+    expected = (F.cross_entropy(scale * z @ t.T, ids) + F.cross_entropy(scale * t @ z.T, ids)) / 2
+    assert torch.allclose(BindingLoss(16)(z, t, ids, scale), expected, atol=1e-5)
+
+
+def test_loss_counts_shared_targets_as_positives():
+    torch.manual_seed(1)
+    t = F.normalize(torch.randn(2, 16), dim=-1)
+    z = t[[0, 0, 1, 1]]  # two items per target, each exactly on its target
+    distinct = BindingLoss(16)(z, t[[0, 0, 1, 1]], torch.arange(4), torch.tensor(20.0))
+    shared = BindingLoss(16)(z, t[[0, 0, 1, 1]], torch.tensor([0, 0, 1, 1]), torch.tensor(20.0))
+    assert shared < distinct
+
+
+def test_memory_queue_adds_negatives_across_batches():
+    torch.manual_seed(2)
+    loss = BindingLoss(16, memory_size=32)
+    z, t = F.normalize(torch.randn(8, 16), dim=-1), F.normalize(torch.randn(8, 16), dim=-1)
+    first = loss(z, t, torch.arange(8), torch.tensor(10.0))
+    second = loss(z, t, torch.arange(8, 16), torch.tensor(10.0))  # same vectors, queue now holds 8 more
+    assert second > first
+
+
+def test_token_drop_keeps_cls_and_real_tokens_first():
+    tokens = torch.arange(2 * 9, dtype=torch.float32).view(2, 9, 1).expand(2, 9, 4).clone()
+    pad = torch.zeros(2, 9, dtype=torch.bool)
+    pad[:, 5:] = True
+    out, mask = drop_tokens(tokens, pad, 0.5, torch.Generator().manual_seed(0))
+    assert out.shape == (2, 5, 4) and torch.equal(out[:, 0], tokens[:, 0])
+    assert not mask.any()  # 4 real body tokens and 4 kept: padding went first
+
+
+def test_targets_are_cached_and_reused(digits_world, tmp_path):
+    model = BindingModel.default(["image", "depth"])
+    records = read_manifest(digits_world / "depth.train.jsonl")[:20]
+    keys = [r.image for r in records]
+    t1, ids = anchor_targets(model.anchor, keys, "image", tmp_path, image_modality=model.modalities["image"])
+    cached = list(tmp_path.glob("targets-image-*.safetensors"))
+    assert len(cached) == 1 and t1.shape == (len(set(keys)), model.embed_dim)
+    t2, _ = anchor_targets(model.anchor, keys, "image", tmp_path, image_modality=None)  # no modality: must hit cache
+    assert torch.equal(t1, t2) and torch.equal(t1[ids[3]], t1[ids][3])
+
+
+def test_training_lowers_loss_and_reports_metrics(digits_world, trained_anchor, tmp_path):
+    rec = load_recipe(write_recipe(digits_world, tmp_path / "run", f"local-dir:{trained_anchor[0]}", steps=40,
+                                   token_drop=0.0, memory_size=0, checkpoint_every=40, lr=3e-3))
+    trainer = Trainer(rec, progress=False)
+    early = np.mean([trainer.train_step(s) for s in range(5)])
+    for s in range(5, 35):
+        trainer.train_step(s)
+    late = np.mean([trainer.train_step(s) for s in range(35, 40)])
+    assert late < early - 0.2
+    trainer.step = 40
+    metrics = trainer.evaluate()["depth"]
+    assert metrics["items"] == 60 and set(metrics["to_image"]) == {"R@1", "R@5", "R@10"}
+    assert 0 <= metrics["zero_shot_top1"] <= 1 and metrics["chance_top1"] >= 0.1
+
+
+def test_killed_run_resumes_to_the_same_weights(digits_world, tmp_path):
+    recipe = write_recipe(digits_world, tmp_path / "run")
+    unbroken = Trainer(load_recipe(recipe), progress=False)
+    unbroken.run()
+    want = {k: v.clone() for k, v in unbroken.model.state_dict().items()}
+    shutil.rmtree(tmp_path / "run")
+    assert Trainer(load_recipe(recipe), progress=False).run(stop_after=5) == {"stopped_at": 5}  # "killed" after 5
+    resumed = Trainer(load_recipe(recipe), progress=False)
+    resumed.run(resume=True)
+    assert resumed.step == 6
+    for k, v in resumed.model.state_dict().items():
+        assert torch.equal(v, want[k]), k
+    model = BindingModel.load(tmp_path / "run" / "model")
+    assert torch.equal(model.state_dict()["heads.depth.proj.weight"], want["heads.depth.proj.weight"])
+
+
+def test_resume_without_checkpoint_is_a_clear_error(digits_world, tmp_path):
+    with pytest.raises(AnybindError, match="no checkpoint"):
+        Trainer(load_recipe(write_recipe(digits_world, tmp_path / "none")), progress=False).run(resume=True)
+
+
+def test_recipe_errors_name_the_section(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[train]\nstepz = 3\n[[modality]]\nname = "depth"\ntrain = "x.jsonl"\n')
+    with pytest.raises(AnybindError, match=r"\[train\].*stepz"):
+        load_recipe(bad)
+    bad.write_text('[[modality]]\nname = "depth"\ntrain = "x.jsonl"\ntarget = "audio"\n')
+    with pytest.raises(AnybindError, match="target"):
+        load_recipe(bad)
+
+
+def test_recall_at_k_by_label():
+    q = torch.eye(3)
+    g = torch.tensor([[0.0, 1, 0], [1, 0, 0], [0, 0, 1]])
+    r = recall_at_k(q, g, ["a", "b", "c"], ["b", "a", "x"], ks=(1, 2))
+    assert r == {"R@1": pytest.approx(2 / 3), "R@2": pytest.approx(2 / 3)}
+
+
+def test_cli_train_and_eval(digits_world, tmp_path):
+    recipe = write_recipe(digits_world, tmp_path / "cli")
+    runner = CliRunner()
+    out = runner.invoke(app, ["train", str(recipe), "--quiet", "--set", "train.steps=3"])
+    assert out.exit_code == 0, out.output
+    assert json.loads((tmp_path / "cli" / "metrics.json").read_text())["depth"]["items"] == 60
+    res = runner.invoke(app, ["eval", str(digits_world / "depth.test.jsonl"), "--model", str(tmp_path / "cli" / "model"),
+                              "--classes", ",".join(WORDS), "--template", "the digit {}",
+                              "--gallery", str(digits_world / "images.test.jsonl")])
+    assert res.exit_code == 0, res.output
+    result = json.loads(res.output)
+    assert result["modality"] == "depth" and "R@10" in result["to_image"] and "zero_shot_top1" in result
+
+
+def test_anchor_training_learns_digits(trained_anchor):
+    folder, metrics = trained_anchor
+    assert metrics["zero_shot_top1"] > 0.5  # on its own training digits, chance is ~0.1
+    model = BindingModel(BindConfig(anchor=AnchorConfig(model=f"local-dir:{folder}"), modalities=(ModalityConfig("image"),)))
+    assert (folder / "open_clip_config.json").is_file() and model.embed_dim == 64

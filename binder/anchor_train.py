@@ -15,7 +15,6 @@ from typing import Any
 import open_clip
 import torch
 import torch.nn.functional as F
-from torchvision.transforms import v2
 from tqdm import tqdm
 
 from binder.anchor import Anchor, quiet_open_clip, save_anchor_dir
@@ -63,7 +62,7 @@ def train_anchor(cfg: AnchorTrainConfig, ev: EvalSpec, progress: bool = True) ->
     tokenizer = open_clip.get_tokenizer(cfg.model)
     image = ImageModality()
     image.use_preprocess_cfg(open_clip.get_model_preprocess_cfg(clip))
-    records = read_manifest(cfg.train, cfg.root)
+    records = read_manifest(_under(cfg.root, cfg.train), cfg.root)
     images = prepare_inputs(image, records, progress=progress).inputs
     texts = [r.text for r in records]
     if any(t is None for t in texts):
@@ -72,14 +71,32 @@ def train_anchor(cfg: AnchorTrainConfig, ev: EvalSpec, progress: bool = True) ->
     anchor = Anchor(clip, tokenizer, anchor_cfg)
     metrics = {"train_pairs": len(records)}
     if cfg.test and ev.classes:
-        test = read_manifest(cfg.test, cfg.root)
+        test = read_manifest(_under(cfg.root, cfg.test), cfg.root)
         x = prepare_inputs(image, test, progress=False).inputs
         emb = torch.cat([anchor.encode_image(x[i:i + 256]) for i in range(0, len(x), 256)])
         labels = label_indices([r.label for r in test], ev.classes)
-        metrics["zero_shot_top1"] = zero_shot_accuracy(emb, labels, class_embeddings(anchor, ev.classes, ev.templates))
+        metrics["zero_shot_top1"] = zero_shot_accuracy(emb, labels, class_embeddings(anchor, ev.prompt_names, ev.templates))
         metrics["test_items"] = len(test)
     save_anchor_dir(anchor, cfg.out)
     return metrics
+
+
+def _under(root: str | None, path: str) -> str:
+    """Manifest paths in a recipe are relative to its ``root`` when one is set."""
+    return path if root is None or Path(path).is_absolute() else str(Path(root) / path)
+
+
+def random_affine(x: torch.Tensor, gen: torch.Generator, degrees: float = 10.0, translate: float = 0.08,
+                  scale: tuple[float, float] = (0.9, 1.1)) -> torch.Tensor:
+    """A different small rotation/scale/shift for every image of the batch, in one grid_sample."""
+    n = x.shape[0]
+    angle = (torch.rand(n, generator=gen) * 2 - 1) * math.radians(degrees)
+    s = scale[0] + torch.rand(n, generator=gen) * (scale[1] - scale[0])
+    shift = (torch.rand(n, 2, generator=gen) * 2 - 1) * translate * 2
+    cos, sin = torch.cos(angle) / s, torch.sin(angle) / s
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, padding_mode="border", align_corners=False)
 
 
 def _fit(clip, tokenizer, images: torch.Tensor, texts: list[str], cfg: AnchorTrainConfig, progress: bool) -> None:
@@ -92,7 +109,6 @@ def _fit(clip, tokenizer, images: torch.Tensor, texts: list[str], cfg: AnchorTra
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps)
                                               * 0.5 * (1 + math.cos(math.pi * s / steps)))
     loss_fn = BindingLoss(0, frozen_targets=False)
-    augment = v2.RandomAffine(degrees=10, translate=(0.08, 0.08), scale=(0.9, 1.1)) if cfg.augment else None
     clip.train()
     bar = tqdm(total=steps, disable=not progress, desc="anchor", unit="step", dynamic_ncols=True)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -100,10 +116,11 @@ def _fit(clip, tokenizer, images: torch.Tensor, texts: list[str], cfg: AnchorTra
         perm = torch.randperm(n, generator=gen)
         for b in range(n // bs):
             idx = perm[b * bs:(b + 1) * bs]
-            x = torch.stack([augment(im) for im in images[idx]]) if augment else images[idx]
+            x = random_affine(images[idx], gen) if cfg.augment else images[idx]
             ids = text_ids[idx]
             img = F.normalize(clip.encode_image(x), dim=-1)
-            txt = F.normalize(clip.encode_text(tokens[ids]), dim=-1)
+            present, where = ids.unique(return_inverse=True)  # each distinct caption encoded once
+            txt = F.normalize(clip.encode_text(tokens[present]), dim=-1)[where]
             loss = loss_fn(img, txt, ids, clip.logit_scale.exp().clamp(max=100))
             opt.zero_grad(set_to_none=True)
             loss.backward()

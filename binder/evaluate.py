@@ -72,8 +72,9 @@ def chance_top1(labels: torch.Tensor, num_classes: int) -> float:
 
 def evaluate_manifest(model: BindingModel, manifest: str, root: str | None = None, classes: Sequence[str] = (),
                       templates: Sequence[str] = ("{}",), gallery: str | None = None,
-                      by: str = "label", workers: int = 2) -> dict[str, Any]:
-    """Zero-shot top-1 (with ``classes``) and R@1/5/10 against a gallery manifest of any modality."""
+                      by: str = "label", workers: int = 2, names: Sequence[str] = ()) -> dict[str, Any]:
+    """Zero-shot top-1 (with ``classes``; prompts use ``names`` when given) and R@1/5/10 against a
+    gallery manifest of any modality."""
     from binder.data import prepare_inputs, read_manifest
 
     def embed(path: str):
@@ -89,7 +90,8 @@ def evaluate_manifest(model: BindingModel, manifest: str, root: str | None = Non
     out: dict[str, Any] = {"modality": name, "items": len(prepared.records), "failed": len(prepared.failures)}
     if classes:
         idx = label_indices([r.label for r in prepared.records], classes)
-        out["zero_shot_top1"] = zero_shot_accuracy(emb, idx, class_embeddings(model.anchor, classes, templates))
+        prompts = class_embeddings(model.anchor, names or classes, templates)
+        out["zero_shot_top1"] = zero_shot_accuracy(emb, idx, prompts)
         out["chance_top1"] = chance_top1(idx, len(classes))
     if gallery:
         g_name, g_emb, g_prep = embed(gallery)

@@ -31,11 +31,22 @@ class BindSpec:
 
 @dataclass(frozen=True)
 class EvalSpec:
-    """Zero-shot classes (index = integer label) and the prompt templates, "{}" = class name."""
+    """Zero-shot classes (index = integer label, or the label string itself), the prompt templates
+    ("{}" = the class's name), optional ``names`` to put in the prompts instead of the labels, and
+    an image manifest to measure retrieval against."""
 
     classes: tuple[str, ...] = ()
     templates: tuple[str, ...] = ("{}",)
+    names: tuple[str, ...] = ()
     image_gallery: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.names and len(self.names) != len(self.classes):
+            raise ValueError(f"eval.names has {len(self.names)} entries for {len(self.classes)} classes")
+
+    @property
+    def prompt_names(self) -> tuple[str, ...]:
+        return self.names or self.classes
 
 
 @dataclass(frozen=True)
@@ -81,6 +92,8 @@ def load_recipe(path: str | os.PathLike, overrides: dict[str, Any] | None = None
         raise AnybindError(f"{path}: cannot read recipe ({exc})") from None
     for key, value in (overrides or {}).items():
         section, _, name = key.partition(".")
+        if section not in ("anchor", "trunk", "train", "eval"):
+            raise AnybindError(f"cannot override {key!r}: only [anchor], [trunk], [train] and [eval] keys can be set")
         data.setdefault(section, {})[name] = value
     specs = tuple(_build(BindSpec, m, f"{path} [[modality]]") for m in data.get("modality", []))
     if not specs:

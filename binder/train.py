@@ -56,8 +56,12 @@ class Trainer:
         self.step = 0
 
     # ------------------------------------------------------------------ setup
+    def manifest(self, path: str) -> str:
+        """Recipe manifest paths are relative to ``train.root`` (when set), like the paths inside them."""
+        return path if self.cfg.root is None or os.path.isabs(path) else os.path.join(self.cfg.root, path)
+
     def _load(self, spec: BindSpec) -> BindData:
-        records = read_manifest(spec.train, self.cfg.root)
+        records = read_manifest(self.manifest(spec.train), self.cfg.root)
         prepared = prepare_inputs(self.model.modality(spec.name), records, self.cfg.workers, self.progress)
         _report_failures(prepared)
         keys = target_keys(prepared.records, spec.target)
@@ -183,8 +187,9 @@ class Trainer:
         for spec in self.recipe.modalities:
             manifest = spec.test or spec.val
             if manifest is not None:
-                results[spec.name] = evaluate_manifest(self.model, manifest, self.cfg.root, ev.classes, ev.templates,
-                                                       ev.image_gallery, workers=self.cfg.workers)
+                gallery = self.manifest(ev.image_gallery) if ev.image_gallery else None
+                results[spec.name] = evaluate_manifest(self.model, self.manifest(manifest), self.cfg.root, ev.classes,
+                                                       ev.templates, gallery, workers=self.cfg.workers, names=ev.names)
                 results[spec.name]["target"] = spec.target
         return results
 

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from binder.errors import ModalityError
 from binder.registry import register_modality
 from modalities.raster import RasterModality, RasterOptions
 
@@ -12,20 +13,25 @@ from modalities.raster import RasterModality, RasterOptions
 @dataclass(frozen=True)
 class DepthOptions(RasterOptions):
     """``kind``: what the file holds ("depth" in metres after scaling, or "disparity").
-    ``png_scale``: integer PNG units per metre (1000 = millimetres, the Kinect/RealSense norm)."""
+    ``png_scale``: integer PNG units per metre (1000 = millimetres, the Kinect/RealSense norm).
+    ``detrend``: "plane" subtracts the least-squares plane of the disparity, so a small object on
+    a tilted wall or table is not drowned by the surface it stands on; "none" keeps it."""
 
     kind: str = "depth"
     png_scale: float = 1000.0
     min_depth: float = 0.05
+    detrend: str = "none"
 
     def __post_init__(self) -> None:
         if self.kind not in ("depth", "disparity"):
             raise ValueError(f"depth kind must be 'depth' or 'disparity', got {self.kind!r}")
+        if self.detrend not in ("none", "plane"):
+            raise ValueError(f"depth detrend must be 'none' or 'plane', got {self.detrend!r}")
 
 
 @register_modality
 class Depth(RasterModality):
-    """Depth → disparity 1/d (0 where invalid), short side resized to image_size, center crop, standardized."""
+    """Depth → disparity 1/d (invalid pixels filled with the mean), optional plane removal, resize + crop, standardized."""
 
     name = "depth"
     extensions = (".depth.png", ".depth.npy", ".depth.tif", ".depth.tiff", ".disparity.png", ".disparity.npy")
@@ -34,7 +40,21 @@ class Depth(RasterModality):
     def to_signal(self, arr: np.ndarray, bits: int) -> np.ndarray:
         opts = self.options
         if opts.kind == "disparity":
-            return arr
-        depth = arr / opts.png_scale if bits else arr
-        valid = depth >= opts.min_depth
-        return np.where(valid, 1.0 / np.maximum(depth, opts.min_depth), 0.0)
+            disp, valid = arr, np.isfinite(arr) & (arr > 0)
+        else:
+            depth = arr / opts.png_scale if bits else arr
+            valid = depth >= opts.min_depth
+            disp = 1.0 / np.maximum(depth, opts.min_depth)
+        if not valid.any():
+            raise ModalityError(None, "depth map has no valid pixels")
+        disp = np.where(valid, disp, disp[valid].mean())  # holes carry no signal: the mean hides them
+        return fit_plane_residual(disp, valid) if opts.detrend == "plane" else disp
+
+
+def fit_plane_residual(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """``x`` minus its least-squares plane a·u + b·v + c, fitted on the valid pixels."""
+    v, u = np.nonzero(valid)
+    design = np.stack([u, v, np.ones_like(u)], axis=1).astype(np.float64)
+    coef, *_ = np.linalg.lstsq(design, x[valid].astype(np.float64), rcond=None)
+    vv, uu = np.mgrid[0:x.shape[0], 0:x.shape[1]]
+    return (x - (coef[0] * uu + coef[1] * vv + coef[2])).astype(np.float32)

@@ -9,3 +9,15 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 import torch  # noqa: E402
 
 torch.set_num_threads(2)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def small_world(tmp_path_factory):
+    """The small offline world, built once per test session (about 20 s)."""
+    from recipes.world.build import build_world
+    from recipes.world.config import WorldConfig
+
+    return build_world(tmp_path_factory.mktemp("world") / "small", WorldConfig.small(), progress=False)

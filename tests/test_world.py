@@ -35,8 +35,8 @@ LIGHT = dict(include_speech=False, include_video=False, include_basic_motions=Fa
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    return build_world(tmp_path_factory.mktemp("world") / "small", WorldConfig.small(), progress=False)
+def world(small_world):
+    return small_world
 
 
 def _rows(world, name, split, absolute=True):

@@ -12,6 +12,20 @@ import numpy as np
 from PIL import Image
 
 Maker = Callable[[Path], Path]
+
+# Modality options that keep every input small (tests build models holding all of these).
+SMALL_OPTIONS: dict[str, dict] = {
+    "image": {},
+    "text": {},
+    "depth": dict(image_size=32, patch=8),
+    "thermal": dict(image_size=32, patch=8),
+    "video": dict(num_frames=4, image_size=32, tubelet=(2, 8, 8)),
+    "two_stream": dict(num_frames=4, image_size=32, tubelet=(2, 8, 8)),
+    "audio": dict(clips=2),
+    "imu": dict(length=256, kernel=8),
+    "timeseries": dict(length=64, patch=8, max_channels=4),
+    "speech_units": dict(max_frames=200, max_units=64),
+}
 MAKERS: dict[str, Maker] = {}
 
 

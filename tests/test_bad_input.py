@@ -17,22 +17,11 @@ from binder.errors import ModalityError
 from binder.model import BindingModel
 from binder.registry import get_modality, modality_for_path
 from binder.shards import read_shards
-from samplegen import MAKERS
+from samplegen import MAKERS, SMALL_OPTIONS
 from samplegen_audio import voiced_speech, write_wav
 from samplegen_video import moving_blob, write_video
 
-SMALL = {
-    "image": {},
-    "text": {},
-    "depth": dict(image_size=32, patch=8),
-    "thermal": dict(image_size=32, patch=8),
-    "video": dict(num_frames=4, image_size=32, tubelet=(2, 8, 8)),
-    "two_stream": dict(num_frames=4, image_size=32, tubelet=(2, 8, 8)),
-    "audio": dict(clips=2),
-    "imu": dict(length=256, kernel=8),
-    "timeseries": dict(length=64, patch=8, max_channels=4),
-    "speech_units": dict(max_frames=200, max_units=64),
-}
+SMALL = SMALL_OPTIONS
 EXT = {
     "image": ".png", "text": ".txt", "depth": ".depth.png", "thermal": ".thermal.png", "video": ".mp4",
     "two_stream": ".twostream.mp4", "audio": ".wav", "speech_units": ".speech.wav", "imu": ".imu.npy",

@@ -18,22 +18,11 @@ from binder.errors import RegistryError
 from binder.model import BindingModel
 from binder.registry import get_modality, list_modalities, modality_for_path, register_modality
 from modalities.base import Modality
-from samplegen import MAKERS
+from samplegen import MAKERS, SMALL_OPTIONS
 
 WIDTH = 64  # anybind-tiny: visual width 64, patch 8, 64 px images, text context 16, embed_dim 64
 EMBED_DIM = 64
-SMALL = {
-    "image": {},
-    "text": {},
-    "depth": dict(image_size=32, patch=8),
-    "thermal": dict(image_size=32, patch=8),
-    "video": dict(num_frames=4, image_size=32, tubelet=(2, 8, 8)),
-    "two_stream": dict(num_frames=4, image_size=32, tubelet=(2, 8, 8)),
-    "audio": dict(clips=2),
-    "imu": dict(length=256, kernel=8),
-    "timeseries": dict(length=64, patch=8, max_channels=4),
-    "speech_units": dict(max_frames=200, max_units=64),
-}
+SMALL = SMALL_OPTIONS
 BUILTINS = sorted(SMALL)
 
 # What the docs promise for those options (input tensor of one item, tokens the trunk sees).

@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import gaussian_filter, map_coordinates
 
-from recipes.world.common import progress_bar, relpath, rng_for, save_png
-from recipes.world.config import SPLITS, WorldConfig
-from recipes.world.images import DigitSet, caption, upscale
+from recipes.world.common import save_png
+from recipes.world.config import WorldConfig
+from recipes.world.images import DigitSet, upscale, write_per_digit
 
 RELIEF_M = 0.015
 TEXTURE = 64
@@ -89,15 +89,5 @@ def render_depth(ink8: np.ndarray, rng: np.random.Generator, size: int) -> np.nd
 
 def write_depth(folder: Path, cfg: WorldConfig, digits: DigitSet, progress: bool = True) -> dict[str, list[dict]]:
     """One depth map per digit, paired with that digit's image."""
-    rows: dict[str, list[dict]] = {s: [] for s in SPLITS}
-    with progress_bar(len(digits), "depth", progress) as bar:
-        for i in range(len(digits)):
-            idx = int(digits.index[i])
-            rng = rng_for(cfg.seed, "depth", idx)
-            path = folder / "depth" / f"{idx:05d}.depth.png"
-            save_png(path, render_depth(digits.ink8[i], rng, cfg.depth_size))
-            label, split = int(digits.label[i]), str(digits.split[i])
-            rows[split].append({"modality": "depth", "path": relpath(path, folder), "image": digits.image_path(i),
-                                "label": label, "text": caption(label, rng), "split": split})
-            bar.update()
-    return rows
+    return write_per_digit(folder, cfg, digits, "depth", "depth/{:05d}.depth.png",
+                           lambda path, ink, rng: save_png(path, render_depth(ink, rng, cfg.depth_size)), progress)

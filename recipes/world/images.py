@@ -9,6 +9,7 @@ Every image gets one caption drawn from ``CAPTION_TEMPLATES`` (word or numeral f
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 import functools
 from pathlib import Path
 
@@ -125,5 +126,27 @@ def write_images(folder: Path, cfg: WorldConfig, digits: DigitSet, progress: boo
                 "modality": "image", "path": relpath(path, folder), "image": relpath(path, folder),
                 "label": label, "text": caption(label, rng_for(cfg.seed, "caption", int(digits.index[i]))),
                 "split": str(digits.split[i]), "digit_index": int(digits.index[i])})
+            bar.update()
+    return rows
+
+
+def write_per_digit(folder: Path, cfg: WorldConfig, digits: DigitSet, modality: str, filename: str,
+                    write: Callable[[Path, np.ndarray, np.random.Generator], None], progress: bool = True,
+                    desc: str | None = None) -> dict[str, list[dict]]:
+    """One file per digit, rendered by ``write(path, ink8, rng)`` and paired with that digit's image.
+
+    ``filename`` is a format string of the digit index, e.g. ``"depth/{:05d}.depth.png"``; every
+    item draws from its own generator (seed, modality, digit), so items never depend on each other.
+    """
+    rows: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    with progress_bar(len(digits), desc or modality, progress) as bar:
+        for i in range(len(digits)):
+            idx = int(digits.index[i])
+            rng = rng_for(cfg.seed, modality, idx)
+            path = folder / filename.format(idx)
+            write(path, digits.ink8[i], rng)
+            label, split = int(digits.label[i]), str(digits.split[i])
+            rows[split].append({"modality": modality, "path": relpath(path, folder), "image": digits.image_path(i),
+                                "label": label, "text": caption(label, rng), "split": split})
             bar.update()
     return rows

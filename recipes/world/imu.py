@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from recipes.world.common import progress_bar, relpath, rng_for, save_npy
-from recipes.world.config import SPLITS, WorldConfig
-from recipes.world.images import DigitSet, caption, upscale
+from recipes.world.common import save_npy
+from recipes.world.config import WorldConfig
+from recipes.world.images import DigitSet, upscale, write_per_digit
 
 GRAVITY = 9.81
 STROKE_POINTS = 256
@@ -167,15 +167,7 @@ def air_writing(ink8: np.ndarray, rng: np.random.Generator, length: int, rate: f
 
 def write_imu(folder: Path, cfg: WorldConfig, digits: DigitSet, progress: bool = True) -> dict[str, list[dict]]:
     """One air-writing trace per digit, paired with that digit's image."""
-    rows: dict[str, list[dict]] = {s: [] for s in SPLITS}
-    with progress_bar(len(digits), "imu (air-writing)", progress) as bar:
-        for i in range(len(digits)):
-            idx = int(digits.index[i])
-            rng = rng_for(cfg.seed, "imu", idx)
-            path = folder / "imu" / f"{idx:05d}.imu.npy"
-            save_npy(path, air_writing(digits.ink8[i], rng, cfg.imu_length, cfg.imu_rate))
-            label, split = int(digits.label[i]), str(digits.split[i])
-            rows[split].append({"modality": "imu", "path": relpath(path, folder), "image": digits.image_path(i),
-                                "label": label, "text": caption(label, rng), "split": split})
-            bar.update()
-    return rows
+    def write(path: Path, ink: np.ndarray, rng: np.random.Generator) -> None:
+        save_npy(path, air_writing(ink, rng, cfg.imu_length, cfg.imu_rate))
+
+    return write_per_digit(folder, cfg, digits, "imu", "imu/{:05d}.imu.npy", write, progress, "imu (air-writing)")

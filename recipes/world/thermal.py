@@ -25,9 +25,9 @@ import cv2
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from recipes.world.common import progress_bar, relpath, rng_for, save_png
-from recipes.world.config import SPLITS, WorldConfig
-from recipes.world.images import DigitSet, caption, upscale
+from recipes.world.common import save_png
+from recipes.world.config import WorldConfig
+from recipes.world.images import DigitSet, upscale, write_per_digit
 
 STEFAN_BOLTZMANN = 5.670374419e-8  # W m^-2 K^-4
 KELVIN = 273.15
@@ -79,15 +79,5 @@ def render_thermal(ink8: np.ndarray, rng: np.random.Generator, size: int) -> np.
 
 def write_thermal(folder: Path, cfg: WorldConfig, digits: DigitSet, progress: bool = True) -> dict[str, list[dict]]:
     """One thermal frame per digit, paired with that digit's image."""
-    rows: dict[str, list[dict]] = {s: [] for s in SPLITS}
-    with progress_bar(len(digits), "thermal", progress) as bar:
-        for i in range(len(digits)):
-            idx = int(digits.index[i])
-            rng = rng_for(cfg.seed, "thermal", idx)
-            path = folder / "thermal" / f"{idx:05d}.thermal.png"
-            save_png(path, render_thermal(digits.ink8[i], rng, cfg.thermal_size))
-            label, split = int(digits.label[i]), str(digits.split[i])
-            rows[split].append({"modality": "thermal", "path": relpath(path, folder), "image": digits.image_path(i),
-                                "label": label, "text": caption(label, rng), "split": split})
-            bar.update()
-    return rows
+    return write_per_digit(folder, cfg, digits, "thermal", "thermal/{:05d}.thermal.png",
+                           lambda path, ink, rng: save_png(path, render_thermal(ink, rng, cfg.thermal_size)), progress)

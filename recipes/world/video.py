@@ -19,9 +19,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from recipes.world.common import atomic_path, progress_bar, relpath, rng_for
-from recipes.world.config import SPLITS, WorldConfig
-from recipes.world.images import DigitSet, caption, upscale
+from recipes.world.common import atomic_path
+from recipes.world.config import WorldConfig
+from recipes.world.images import DigitSet, upscale, write_per_digit
 
 
 def glyph_path(rng: np.random.Generator, free: float, frames: int) -> np.ndarray:
@@ -77,16 +77,9 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int) -> Path:
 def write_videos(folder: Path, cfg: WorldConfig, digits: DigitSet,
                  progress: bool = True) -> tuple[dict[str, list[dict]], dict[str, list[dict]]]:
     """One clip per digit; manifest rows for the video and the two_stream modalities (same files)."""
-    video: dict[str, list[dict]] = {s: [] for s in SPLITS}
-    with progress_bar(len(digits), "video", progress) as bar:
-        for i in range(len(digits)):
-            idx = int(digits.index[i])
-            rng = rng_for(cfg.seed, "video", idx)
-            path = folder / "video" / f"{idx:05d}.mp4"
-            write_video(path, render_clip(digits.ink8[i], rng, cfg.video_frames, cfg.video_size), cfg.video_fps)
-            label, split = int(digits.label[i]), str(digits.split[i])
-            video[split].append({"modality": "video", "path": relpath(path, folder), "image": digits.image_path(i),
-                                 "label": label, "text": caption(label, rng), "split": split})
-            bar.update()
+    def write(path: Path, ink: np.ndarray, rng: np.random.Generator) -> None:
+        write_video(path, render_clip(ink, rng, cfg.video_frames, cfg.video_size), cfg.video_fps)
+
+    video = write_per_digit(folder, cfg, digits, "video", "video/{:05d}.mp4", write, progress)
     two_stream = {s: [{**row, "modality": "two_stream"} for row in rows] for s, rows in video.items()}
     return video, two_stream

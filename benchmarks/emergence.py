@@ -59,9 +59,11 @@ def bind(recipe: Recipe) -> tuple[dict, float]:
 
 
 def emergence_row(name: str, args) -> dict:
-    by_image, t_img = bind(recipe_for(name, args.world, args.anchor, args.out / f"{name}-image", "image", args.steps))
+    image_recipe = recipe_for(name, args.world, args.anchor, args.out / f"{name}-image", "image", args.steps)
+    by_image, t_img = bind(image_recipe)
     by_text, t_txt = bind(recipe_for(name, args.world, args.anchor, args.out / f"{name}-text", "text", args.steps))
-    row = {"modality": name, "emergent_top1": by_image["zero_shot_top1"], "to_image_R@1": by_image["to_image"]["R@1"],
+    row = {"modality": name, "steps": image_recipe.train.steps, "emergent_top1": by_image["zero_shot_top1"],
+           "to_image_R@1": by_image["to_image"]["R@1"],
            "to_image_R@10": by_image["to_image"]["R@10"], "text_bound_top1": by_text["zero_shot_top1"],
            "chance": by_image["chance_top1"], "test_items": by_image["items"], "minutes": (t_img + t_txt) / 60}
     print(f"  {name:<13} emergent {row['emergent_top1']:.3f}  R@1 {row['to_image_R@1']:.3f}  "
@@ -89,10 +91,10 @@ def basic_motions(args) -> dict:
 
 def table(rows: list[dict]) -> str:
     head = ("| modality | emergent zero-shot → text top-1 | → image R@1 | → image R@10 | bound to text (upper bound) "
-            "| chance | test items |\n|---|---|---|---|---|---|---|\n")
+            "| chance | test items | steps |\n|---|---|---|---|---|---|---|---|\n")
     return head + "".join(
         f"| {r['modality']} | **{r['emergent_top1']:.3f}** | {r['to_image_R@1']:.3f} | {r['to_image_R@10']:.3f} | "
-        f"{r['text_bound_top1']:.3f} | {r['chance']:.3f} | {r['test_items']} |\n" for r in rows)
+        f"{r['text_bound_top1']:.3f} | {r['chance']:.3f} | {r['test_items']} | {r.get('steps', '')} |\n" for r in rows)
 
 
 def main() -> None:
@@ -103,19 +105,41 @@ def main() -> None:
     ap.add_argument("--modalities", default=",".join(MODALITIES))
     ap.add_argument("--steps", type=int, default=None, help="override every recipe's step count")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--skip-basic-motions", action="store_true", help="keep BasicMotions figures of an earlier run")
     args = ap.parse_args()
+    unknown = set(args.modalities.split(",")) - set(MODALITIES) - {""}
+    if unknown:
+        ap.error(f"unknown modalities {sorted(unknown)}; choose from {','.join(MODALITIES)}")
     torch.set_num_threads(args.threads)
     build_world(args.world, WorldConfig.full())
     print(f"anchor: {ensure_anchor(args.world, args.anchor)}", flush=True)
-    rows = [emergence_row(m, args) for m in args.modalities.split(",") if m]
-    bm = basic_motions(args)
+    previous = _previous(args.out / "results.json")
+    fresh = {m: emergence_row(m, args) for m in args.modalities.split(",") if m}
+    rows = [fresh.get(m) or previous["rows"][m] for m in MODALITIES if m in fresh or m in previous["rows"]]
+    bm = basic_motions(args) if not args.skip_basic_motions or "basic_motions" not in previous else previous["basic_motions"]
     report = table(rows) + (f"\nBasicMotions (real IMU, official 40/40 split, {bm['test_items']} test series): anybind "
                             f"bound to text labels {bm['anybind_text_bound_top1']:.3f}; same split, same run: ROCKET "
                             f"{bm['rocket_top1']:.3f}, 1-NN DTW {bm['dtw_1nn_top1']:.3f}\n")
     print("\n" + report)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps({"rows": rows, "basic_motions": bm}, indent=2))
-    (args.out / "results.md").write_text(report)
+    _write(args.out / "results.json", json.dumps({"rows": {r["modality"]: r for r in rows}, "basic_motions": bm}, indent=2))
+    _write(args.out / "results.md", report)
+
+
+def _previous(path: Path) -> dict:
+    """Rows of an earlier run, so re-running some modalities keeps the others' figures."""
+    if not path.is_file():
+        return {"rows": {}}
+    data = json.loads(path.read_text())
+    rows = data.get("rows", {})
+    rows = {r["modality"]: r for r in rows} if isinstance(rows, list) else rows
+    return {"rows": rows, **({"basic_motions": data["basic_motions"]} if "basic_motions" in data else {})}
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 if __name__ == "__main__":

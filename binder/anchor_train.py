@@ -7,7 +7,6 @@ architecture is trained contrastively on (image, caption) pairs and written as a
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,11 +18,11 @@ from tqdm import tqdm
 
 from binder.anchor import Anchor, quiet_open_clip, save_anchor_dir
 from binder.config import AnchorConfig
-from binder.data import prepare_inputs, read_manifest
+from binder.data import prepare_inputs, read_manifest, under_root
 from binder.errors import AnybindError
 from binder.evaluate import class_embeddings, label_indices, zero_shot_accuracy
 from binder.loss import BindingLoss
-from binder.recipe import EvalSpec, _build
+from binder.recipe import EvalSpec, _build, read_recipe_toml
 from modalities.image import ImageModality
 
 
@@ -44,13 +43,9 @@ class AnchorTrainConfig:
 
 
 def load_anchor_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[AnchorTrainConfig, EvalSpec]:
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise AnybindError(f"{path}: cannot read recipe ({exc})") from None
-    train = dict(data.get("train", {}), **{k.split(".", 1)[1]: v for k, v in (overrides or {}).items()})
+    data = read_recipe_toml(path, overrides, sections=("train", "eval"))
     ev = {k: tuple(v) if isinstance(v, list) else v for k, v in data.get("eval", {}).items()}
-    return _build(AnchorTrainConfig, train, f"{path} [train]"), _build(EvalSpec, ev, f"{path} [eval]")
+    return _build(AnchorTrainConfig, data.get("train", {}), f"{path} [train]"), _build(EvalSpec, ev, f"{path} [eval]")
 
 
 def train_anchor(cfg: AnchorTrainConfig, ev: EvalSpec, progress: bool = True) -> dict[str, Any]:
@@ -62,7 +57,7 @@ def train_anchor(cfg: AnchorTrainConfig, ev: EvalSpec, progress: bool = True) ->
     tokenizer = open_clip.get_tokenizer(cfg.model)
     image = ImageModality()
     image.use_preprocess_cfg(open_clip.get_model_preprocess_cfg(clip))
-    records = read_manifest(_under(cfg.root, cfg.train), cfg.root)
+    records = read_manifest(under_root(cfg.root, cfg.train), cfg.root)
     images = prepare_inputs(image, records, progress=progress).inputs
     texts = [r.text for r in records]
     if any(t is None for t in texts):
@@ -71,7 +66,7 @@ def train_anchor(cfg: AnchorTrainConfig, ev: EvalSpec, progress: bool = True) ->
     anchor = Anchor(clip, tokenizer, anchor_cfg)
     metrics = {"train_pairs": len(records)}
     if cfg.test and ev.classes:
-        test = read_manifest(_under(cfg.root, cfg.test), cfg.root)
+        test = read_manifest(under_root(cfg.root, cfg.test), cfg.root)
         x = prepare_inputs(image, test, progress=False).inputs
         emb = torch.cat([anchor.encode_image(x[i:i + 256]) for i in range(0, len(x), 256)])
         labels = label_indices([r.label for r in test], ev.classes)
@@ -79,11 +74,6 @@ def train_anchor(cfg: AnchorTrainConfig, ev: EvalSpec, progress: bool = True) ->
         metrics["test_items"] = len(test)
     save_anchor_dir(anchor, cfg.out)
     return metrics
-
-
-def _under(root: str | None, path: str) -> str:
-    """Manifest paths in a recipe are relative to its ``root`` when one is set."""
-    return path if root is None or Path(path).is_absolute() else str(Path(root) / path)
 
 
 def random_affine(x: torch.Tensor, gen: torch.Generator, degrees: float = 10.0, translate: float = 0.08,

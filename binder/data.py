@@ -57,6 +57,11 @@ def read_manifest(path: str | os.PathLike, root: str | os.PathLike | None = None
     return records
 
 
+def under_root(root: str | os.PathLike | None, path: str) -> str:
+    """A recipe's manifest path: relative to the recipe's ``root`` when one is set, like the paths inside."""
+    return path if root is None or os.path.isabs(path) else os.path.join(root, path)
+
+
 def _resolve(base: Path, p: str | None) -> str | None:
     if p is None:
         return None

@@ -83,18 +83,26 @@ class Recipe:
     path: str = ""
 
 
-def load_recipe(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> Recipe:
-    """Parse a binding recipe; unknown keys are errors that name the section."""
-    path = Path(path)
+def read_recipe_toml(path: str | os.PathLike, overrides: dict[str, Any] | None = None,
+                     sections: tuple[str, ...] = ("anchor", "trunk", "train", "eval")) -> dict[str, Any]:
+    """A recipe's TOML as a dict, with ``SECTION.KEY`` overrides applied to the table ``sections``."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise AnybindError(f"{path}: cannot read recipe ({exc})") from None
     for key, value in (overrides or {}).items():
         section, _, name = key.partition(".")
-        if section not in ("anchor", "trunk", "train", "eval"):
-            raise AnybindError(f"cannot override {key!r}: only [anchor], [trunk], [train] and [eval] keys can be set")
+        if section not in sections or not name:
+            allowed = ", ".join(f"[{s}]" for s in sections)
+            raise AnybindError(f"cannot override {key!r}: only keys of {allowed} can be set")
         data.setdefault(section, {})[name] = value
+    return data
+
+
+def load_recipe(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> Recipe:
+    """Parse a binding recipe; unknown keys are errors that name the section."""
+    path = Path(path)
+    data = read_recipe_toml(path, overrides)
     specs = tuple(_build(BindSpec, m, f"{path} [[modality]]") for m in data.get("modality", []))
     if not specs:
         raise AnybindError(f"{path}: a recipe needs at least one [[modality]]")

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from binder.data import PreparedSet, anchor_targets, prepare_inputs, read_manifest, target_keys
+from binder.data import PreparedSet, anchor_targets, prepare_inputs, read_manifest, target_keys, under_root
 from binder.errors import AnybindError, CheckpointError
 from binder.evaluate import evaluate_manifest
 from binder.loss import BindingLoss
@@ -57,8 +57,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
     def manifest(self, path: str) -> str:
-        """Recipe manifest paths are relative to ``train.root`` (when set), like the paths inside them."""
-        return path if self.cfg.root is None or os.path.isabs(path) else os.path.join(self.cfg.root, path)
+        return under_root(self.cfg.root, path)
 
     def _load(self, spec: BindSpec) -> BindData:
         records = read_manifest(self.manifest(spec.train), self.cfg.root)

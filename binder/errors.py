@@ -27,3 +27,7 @@ class CheckpointError(AnybindError):
 
 class RegistryError(AnybindError):
     """Unknown or duplicate modality name, or a plugin that failed to register."""
+
+
+class IndexStoreError(AnybindError):
+    """An index folder is missing, malformed, locked by another writer, or built with another model."""

@@ -25,6 +25,55 @@ def _atomic_write_bytes(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
+atomic_write_bytes = _atomic_write_bytes
+
+
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """Make renames inside ``folder`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def shard_names(shard_id: str) -> tuple[str, str]:
+    """File names of shard ``shard_id``: (embeddings .npy, metadata .jsonl)."""
+    return f"embeddings-{shard_id}.npy", f"metadata-{shard_id}.jsonl"
+
+
+def write_shard(folder: str | os.PathLike, shard_id: str, embeddings: np.ndarray,
+                metadata: list[dict[str, Any]]) -> dict[str, Any]:
+    """Write one immutable shard atomically (embeddings first, metadata last) and return its
+    manifest entry. The metadata file appearing is the mark that the shard is complete."""
+    folder = Path(folder)
+    rows = np.ascontiguousarray(embeddings, dtype=np.float32)
+    if rows.ndim != 2 or len(rows) != len(metadata):
+        raise ValueError(f"embeddings {rows.shape} do not match {len(metadata)} metadata rows")
+    emb_name, meta_name = shard_names(shard_id)
+    _atomic_write_bytes(folder / emb_name, lambda fh: np.save(fh, rows))
+    lines = "".join(json.dumps(m, ensure_ascii=False) + "\n" for m in metadata).encode()
+    _atomic_write_bytes(folder / meta_name, lambda fh: fh.write(lines))
+    return {"embeddings": emb_name, "metadata": meta_name, "rows": len(metadata)}
+
+
+def load_shard(folder: str | os.PathLike, entry: dict[str, Any]) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """One shard listed in a manifest: (rows, dim) float32 embeddings and its metadata dicts."""
+    folder = Path(folder)
+    emb = np.load(folder / entry["embeddings"], allow_pickle=False)
+    with open(folder / entry["metadata"], encoding="utf-8") as fh:
+        meta = [json.loads(line) for line in fh if line.strip()]
+    if emb.ndim != 2 or len(emb) != len(meta) or len(meta) != entry["rows"]:
+        raise ValueError(f"{folder}: shard {entry['embeddings']} has {emb.shape} embeddings, "
+                         f"{len(meta)} metadata rows, manifest says {entry['rows']}")
+    return emb.astype(np.float32, copy=False), meta
+
+
 class ShardWriter:
     """Accumulates rows and writes a shard every ``shard_size`` rows and at ``close``."""
 
@@ -48,13 +97,8 @@ class ShardWriter:
     def flush(self) -> None:
         if not self._meta:
             return
-        idx = len(self.shards)
-        emb_name, meta_name = f"embeddings-{idx:05d}.npy", f"metadata-{idx:05d}.jsonl"
-        rows = np.concatenate(self._rows)
-        _atomic_write_bytes(self.folder / emb_name, lambda fh: np.save(fh, rows))
-        lines = "".join(json.dumps(m, ensure_ascii=False) + "\n" for m in self._meta).encode()
-        _atomic_write_bytes(self.folder / meta_name, lambda fh: fh.write(lines))
-        self.shards.append({"embeddings": emb_name, "metadata": meta_name, "rows": len(self._meta)})
+        entry = write_shard(self.folder, f"{len(self.shards):05d}", np.concatenate(self._rows), self._meta)
+        self.shards.append(entry)
         self.count += len(self._meta)
         self._rows, self._meta = [], []
         self._write_manifest()
@@ -76,8 +120,8 @@ def read_shards(folder: str | os.PathLike) -> tuple[np.ndarray, list[dict[str, A
     manifest = json.loads((folder / MANIFEST).read_text())
     embs, meta = [], []
     for shard in manifest["shards"]:
-        embs.append(np.load(folder / shard["embeddings"], allow_pickle=False))
-        with open(folder / shard["metadata"], encoding="utf-8") as fh:
-            meta.extend(json.loads(line) for line in fh if line.strip())
+        emb, rows = load_shard(folder, shard)
+        embs.append(emb)
+        meta.extend(rows)
     dim = manifest["dim"]
     return (np.concatenate(embs) if embs else np.zeros((0, dim), np.float32)), meta

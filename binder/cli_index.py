@@ -1,0 +1,160 @@
+"""`anybind index` commands (registered by binder.cli): a thin layer over binder.index_build."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Callable, TextIO
+
+import click
+
+
+def register(app: click.Group) -> None:
+    """Attach this module's commands to the top-level ``anybind`` group."""
+    app.add_command(index_group)
+
+
+@click.group("index")
+def index_group() -> None:
+    """A persistent cross-modal index: build, add, rm, info, compact, export-lance."""
+
+
+def _embed_options(fn: Callable) -> Callable:
+    options = [
+        click.argument("index_dir", type=click.Path(file_okay=False)),
+        click.argument("paths", nargs=-1, required=True, type=click.Path()),
+        click.option("--modality", default="auto", show_default=True, help="Registry name, or auto (by extension)."),
+        click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False), default=None,
+                     help="Model folder (default: $ANYBIND_MODEL, else the index's own model, else untrained)."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True),
+        click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
+                     help="Threads decoding files."),
+        click.option("--shard-size", type=click.IntRange(min=1), default=1024, show_default=True,
+                     help="Rows per committed shard (a crash loses at most one shard of work)."),
+        click.option("--log", "log_file", type=click.Path(dir_okay=False), default=None,
+                     help="Append 'done PATH' (after its shard is committed) and 'failed PATH: REASON' lines."),
+        click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
+                     help="Run as a Ray Data job: 'local' starts Ray here, else a cluster address."),
+        click.option("--quiet", is_flag=True, help="No progress bar."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+@index_group.command("build")
+@_embed_options
+def build_cmd(**kw) -> None:
+    """Create (or resume) an index of every file under PATHS. Exit code 1 if any file failed."""
+    _run_build(create=True, **kw)
+
+
+@index_group.command("add")
+@_embed_options
+def add_cmd(**kw) -> None:
+    """Add new or changed files under PATHS to an existing index. Exit code 1 if any file failed."""
+    _run_build(create=False, **kw)
+
+
+def _run_build(index_dir, paths, modality, model_dir, batch_size, workers, shard_size, log_file,
+               ray_address, quiet, create) -> None:
+    from binder.cli import MODEL_ENV, UNTRAINED_NOTE
+    from binder.index_build import BuildOptions, build_index, resolve_model
+    from binder.registry import get_modality
+    from binder.store import read_manifest
+
+    if modality != "auto":
+        get_modality(modality)
+    if not create:
+        read_manifest(index_dir)  # `add` needs an index: say so before loading anything
+    model_dir = model_dir or os.environ.get(MODEL_ENV) or None
+    if resolve_model(index_dir, model_dir) is None and not quiet:
+        click.echo(UNTRAINED_NOTE, err=True)
+    opts = BuildOptions(modality, batch_size, workers, shard_size, progress=not quiet)
+    with _log(log_file) as log:
+        if ray_address:
+            from binder.ray_job import build_index_ray
+
+            report = build_index_ray(index_dir, paths, ray_address, model_dir, opts, log.done, create)
+        else:
+            report = build_index(index_dir, paths, model_dir=model_dir, options=opts, on_done=log.done, create=create)
+        for f in report.failures:
+            log.failed(f.path, f.reason)
+            click.echo(f"anybind: skipped {f.path}: {f.reason}", err=True)
+    click.echo(f"index {index_dir}: {report.added} added, {report.replaced} replaced, {report.unchanged} unchanged, "
+               f"{len(report.failures)} failed; {report.count} rows, generation {report.generation}", err=True)
+    sys.exit(1 if report.failures else 0)
+
+
+class _log:
+    """``done``/``failed`` lines appended to a file, each flushed as soon as it is known."""
+
+    def __init__(self, path: str | None):
+        self.fh: TextIO | None = open(path, "a", encoding="utf-8") if path else None
+
+    def __enter__(self) -> "_log":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fh:
+            self.fh.close()
+
+    def _line(self, text: str) -> None:
+        if self.fh:
+            self.fh.write(text + "\n")
+            self.fh.flush()
+
+    def done(self, path: str) -> None:
+        self._line(f"done {path}")
+
+    def failed(self, path: str, reason: str) -> None:
+        self._line(f"failed {path}: {reason}")
+
+
+@index_group.command("rm")
+@click.argument("index_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--missing", is_flag=True, help="Also remove rows whose file no longer exists.")
+def rm_cmd(index_dir: str, paths: tuple[str, ...], missing: bool) -> None:
+    """Remove the rows of PATHS (files, or every row under a folder)."""
+    from binder.index_build import remove_from_index
+
+    if not paths and not missing:
+        raise click.UsageError("give PATHS to remove, or --missing")
+    removed = remove_from_index(index_dir, paths, missing=missing)
+    click.echo(f"index {index_dir}: removed {removed} row(s)", err=True)
+
+
+@index_group.command("info")
+@click.argument("index_dir", type=click.Path(exists=True, file_okay=False))
+def info_cmd(index_dir: str) -> None:
+    """Print the index's manifest summary as JSON: rows, generation, model, dim, shards."""
+    from binder.store import IndexStore
+
+    m = IndexStore.open(index_dir).manifest()
+    dead = sum(len(s["dead"]) for s in m["shards"])
+    click.echo(json.dumps({"rows": m["count"], "generation": m["generation"], "model": m["model"],
+                           "dim": m["dim"], "shards": len(m["shards"]), "removed_rows_in_shards": dead}, indent=2))
+
+
+@index_group.command("compact")
+@click.argument("index_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--shard-size", type=click.IntRange(min=1), default=1024, show_default=True)
+def compact_cmd(index_dir: str, shard_size: int) -> None:
+    """Rewrite live rows into fresh shards, dropping removed rows and unused shard files."""
+    from binder.index_build import compact_index
+
+    n = compact_index(index_dir, shard_size)
+    click.echo(f"index {index_dir}: compacted into {n} shard(s)", err=True)
+
+
+@index_group.command("export-lance")
+@click.argument("index_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("lance_dir", type=click.Path(file_okay=False))
+@click.option("--table", default="anybind", show_default=True, help="LanceDB table name (replaced if it exists).")
+def export_lance_cmd(index_dir: str, lance_dir: str, table: str) -> None:
+    """Export the index's live rows (vectors + metadata) to an embedded LanceDB table."""
+    from binder.lance_export import export_lance
+
+    n = export_lance(index_dir, lance_dir, table)
+    click.echo(f"exported {n} row(s) to {lance_dir} (table {table})", err=True)

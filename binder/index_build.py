@@ -1,0 +1,232 @@
+"""Build and update an index: embed only new or changed files, remove rows, compact.
+
+A build is resumable by construction: every ``shard_size`` embedded rows are committed as one
+shard, and a re-run skips every file whose committed row has the same size and mtime. A crash or
+Ctrl-C therefore loses at most the rows of the shard being filled. ``on_done(path)`` is called
+only for rows a commit made durable.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from binder.embed import Failure, Item, discover, embed_items
+from binder.errors import IndexStoreError
+from binder.shards import MANIFEST
+from binder.store import read_manifest
+from binder.store_writer import IndexWriter
+
+HASH_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How to embed and how big each committed shard is."""
+
+    modality: str = "auto"
+    batch_size: int = 8
+    workers: int = 2
+    shard_size: int = 1024
+    progress: bool = True
+    wait_lock: float = 0.0
+
+
+@dataclass
+class BuildReport:
+    """What a build/add did. ``failures`` are files that were skipped, with the reason."""
+
+    added: int = 0
+    replaced: int = 0
+    unchanged: int = 0
+    failures: list[Failure] = field(default_factory=list)
+    generation: int = 0
+    count: int = 0
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A file to embed, with the state (size, mtime) it had when the build looked at it."""
+
+    item: Item
+    size: int
+    mtime_ns: int
+    hash: str | None = None  # known already when the file changed and had to be hashed
+
+
+def file_hash(path: str | os.PathLike) -> str:
+    """``blake2b:<hex>`` of the file's bytes, read in 1 MiB chunks."""
+    h = hashlib.blake2b(digest_size=20)
+    with open(path, "rb") as fh:
+        while chunk := fh.read(HASH_CHUNK):
+            h.update(chunk)
+    return "blake2b:" + h.hexdigest()
+
+
+def resolve_model(folder: str | os.PathLike, model_dir: str | os.PathLike | None) -> str | None:
+    """The model folder to use for ``folder``: the requested one (absolute), else the index's.
+
+    Raises IndexStoreError if the index exists and was built with another model.
+    """
+    requested = None if model_dir is None else os.path.realpath(model_dir)
+    if not (Path(folder) / MANIFEST).exists():
+        return requested
+    recorded = read_manifest(folder).get("model")
+    if model_dir is not None and requested != recorded:
+        raise IndexStoreError(f"{folder}: index was built with model {recorded or 'untrained-default'}; "
+                              f"cannot add embeddings of model {requested} (build a new index)")
+    return recorded
+
+
+def load_model_for(model_dir: str | None):
+    from binder.model import BindingModel
+
+    return BindingModel.load(model_dir) if model_dir else BindingModel.default().eval()
+
+
+def plan(writer: IndexWriter, items: list[Item], report: BuildReport) -> list[Pending]:
+    """The items whose file is new or changed (size/mtime differ and so does the content hash)."""
+    todo, seen = [], set()
+    for item in items:
+        path = os.path.abspath(item.path)
+        if path in seen:
+            continue
+        seen.add(path)
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            report.failures.append(Failure(path, f"cannot stat: {exc.strerror or exc}"))
+            continue
+        ref = writer.live.get(path)
+        digest = None
+        if ref is not None and (ref.size, ref.mtime_ns) == (st.st_size, st.st_mtime_ns):
+            report.unchanged += 1
+            continue
+        if ref is not None:
+            digest = _hash_or_none(path)
+            if digest == ref.hash:
+                report.unchanged += 1
+                continue
+        todo.append(Pending(Item(path, item.modality), st.st_size, st.st_mtime_ns, digest))
+    return todo
+
+
+def _hash_or_none(path: str) -> str | None:
+    try:
+        return file_hash(path)
+    except OSError:
+        return None
+
+
+def row_metadata(p: Pending, input_shape: tuple[int, ...]) -> dict[str, Any]:
+    """The metadata row stored for one embedded file."""
+    return {"path": p.item.path, "modality": p.item.modality, "size": p.size, "mtime_ns": p.mtime_ns,
+            "mtime": p.mtime_ns / 1e9, "hash": p.hash or file_hash(p.item.path), "shape": list(input_shape)}
+
+
+def build_index(folder: str | os.PathLike, paths: Iterable[str | os.PathLike], model=None,
+                model_dir: str | os.PathLike | None = None, options: BuildOptions | None = None,
+                on_done: Callable[[str], None] | None = None, create: bool = True) -> BuildReport:
+    """Create or update the index in ``folder`` with the files under ``paths``.
+
+    New and changed files are embedded; unchanged ones are skipped (that is also how an
+    interrupted build resumes). ``model`` is an already loaded model whose folder is ``model_dir``
+    (``None``: the untrained default); without ``model`` it is loaded from the resolved folder.
+    ``create=False`` requires the index to exist (``anybind index add``).
+    """
+    opts = options or BuildOptions()
+    model_id = resolve_model(folder, model_dir)
+    if not create:
+        read_manifest(folder)
+    items, failures = discover(paths, opts.modality)
+    report = BuildReport(failures=list(failures))
+    model = model if model is not None else load_model_for(model_id)
+    with IndexWriter(folder, model.embed_dim, model_id, create, opts.shard_size, opts.wait_lock) as writer:
+        _check_dim(writer, model.embed_dim)
+        todo = plan(writer, items, report)
+        _embed_into(writer, model, todo, opts, report, on_done)
+        if writer.manifest["generation"] == 0:
+            writer.commit()  # an empty index is still an index
+        report.generation, report.count = writer.manifest["generation"], writer.manifest["count"]
+    report.failures.sort(key=lambda f: f.path)
+    return report
+
+
+def _check_dim(writer: IndexWriter, dim: int) -> None:
+    if writer.manifest["dim"] != dim:
+        raise IndexStoreError(f"{writer.folder}: index holds {writer.manifest['dim']}-d vectors; "
+                              f"this model makes {dim}-d ones")
+
+
+def _embed_into(writer: IndexWriter, model, todo: list[Pending], opts: BuildOptions,
+                report: BuildReport, on_done: Callable[[str], None] | None) -> None:
+    by_path = {p.item.path: p for p in todo}
+    replacing = {p.item.path for p in todo if p.item.path in writer.live}
+    batches = embed_items(model, [p.item for p in todo], opts.batch_size, opts.workers,
+                          progress=opts.progress, failures=report.failures)
+    for batch in batches:
+        meta, keep = [], []
+        for i, item in enumerate(batch.items):
+            try:
+                meta.append(row_metadata(by_path[item.path], batch.input_shape))
+                keep.append(i)
+            except OSError as exc:
+                report.failures.append(Failure(item.path, f"cannot read: {exc.strerror or exc}"))
+        _done(writer.append(batch.embeddings[keep], meta), replacing, report, on_done)
+    _done(writer.flush(), replacing, report, on_done)
+
+
+def _done(rows: list[dict[str, Any]], replacing: set[str], report: BuildReport,
+          on_done: Callable[[str], None] | None) -> None:
+    """Count rows a commit made durable and report each of them."""
+    for row in rows:
+        if row["path"] in replacing:
+            report.replaced += 1
+        else:
+            report.added += 1
+        if on_done is not None:
+            on_done(row["path"])
+
+
+def _under(path: str, roots: list[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+
+def remove_from_index(folder: str | os.PathLike, paths: Iterable[str | os.PathLike] = (),
+                      missing: bool = False, wait_lock: float = 0.0) -> int:
+    """Remove the rows of ``paths`` (files, or folders: every row under them) and, with
+    ``missing``, of every file that no longer exists. Returns the number of rows removed."""
+    roots = [os.path.abspath(p) for p in paths]
+    with IndexWriter(folder, create=False, wait=wait_lock) as writer:
+        gone = [p for p in writer.live if _under(p, roots) or (missing and not os.path.exists(p))]
+        return writer.remove(gone)
+
+
+def compact_index(folder: str | os.PathLike, shard_size: int | None = None, wait_lock: float = 0.0) -> int:
+    """Rewrite the live rows into fresh full shards and drop every old shard (and tombstone).
+
+    Readers holding an older manifest retry with the new one. Returns the number of shards.
+    """
+    from binder.shards import load_shard, write_shard
+
+    with IndexWriter(folder, create=False, wait=wait_lock) as writer:
+        size = shard_size or writer.shard_size
+        vecs, metas = [], []
+        for entry in writer.manifest["shards"]:
+            emb, meta = load_shard(folder, entry)
+            keep = [i for i in range(len(meta)) if i not in set(entry["dead"])]
+            vecs.append(emb[keep])
+            metas.extend(meta[i] for i in keep)
+        vectors = np.concatenate(vecs) if vecs else np.zeros((0, writer.manifest["dim"]), np.float32)
+        shards = []
+        for s in range(0, len(metas), size):
+            sid = writer.new_shard_id()
+            shards.append((sid, write_shard(folder, sid, vectors[s:s + size], metas[s:s + size]), metas[s:s + size]))
+        writer.replace_all(shards)
+        for path in writer.unlisted_files():
+            path.unlink(missing_ok=True)
+        return len(shards)

@@ -1,0 +1,136 @@
+"""A persistent cross-modal index on disk, and consistent snapshots of it for readers.
+
+Layout of an index folder::
+
+    manifest.json                 the one source of truth, replaced atomically on every commit
+    embeddings-<id>.npy           (rows, dim) float32 unit vectors of one shard (immutable)
+    metadata-<id>.jsonl           one JSON object per row of that shard (immutable)
+    .lock                         held (flock) by the single writer; readers never take it
+
+The manifest lists the committed shards, each with the rows removed from it since (``dead``:
+tombstones), the model the index was built with, its embedding dim, and a ``generation`` that
+grows by one on every commit. Shard files never change once written, so a reader that reads the
+manifest once and then loads the shards it lists sees one consistent state. A shard that a later
+commit drops (all its rows removed, or compaction) is deleted after that commit; a reader that
+raced with the deletion reads the manifest again (``snapshot`` retries).
+
+Writing lives in ``binder.store_writer``; building and updating in ``binder.index_build``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from binder.errors import IndexStoreError
+from binder.shards import MANIFEST, load_shard
+
+INDEX_FORMAT = "anybind-index"
+INDEX_VERSION = 1
+SNAPSHOT_RETRIES = 5
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One committed state of an index: live rows only, row-aligned with their metadata.
+
+    ``vectors`` is read-only (shared with the store's shard cache).
+    """
+
+    vectors: np.ndarray
+    rows: list[dict[str, Any]]
+    model: str | None
+    generation: int
+    dim: int
+    manifest: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
+    """The index manifest of ``folder``; IndexStoreError naming the folder if it is not an index."""
+    folder = Path(folder)
+    path = folder / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise IndexStoreError(f"{folder}: not an anybind index (no {MANIFEST}); "
+                              f"create one with `anybind index build {folder} PATH...`") from None
+    except (OSError, ValueError) as exc:
+        raise IndexStoreError(f"{folder}: unreadable index manifest ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != INDEX_FORMAT:
+        hint = " (it looks like `anybind embed` output)" if isinstance(manifest, dict) and "shards" in manifest else ""
+        raise IndexStoreError(f"{folder}: not an anybind index{hint}")
+    if manifest.get("version") != INDEX_VERSION:
+        raise IndexStoreError(f"{folder}: unsupported index version {manifest.get('version')!r}")
+    return manifest
+
+
+def live_count(manifest: dict[str, Any]) -> int:
+    """Rows a snapshot of ``manifest`` holds (shard rows minus tombstones)."""
+    return sum(s["rows"] - len(s.get("dead", ())) for s in manifest["shards"])
+
+
+class IndexStore:
+    """Read access to an index folder. Cheap to open; ``snapshot`` reloads only new shards."""
+
+    def __init__(self, folder: str | os.PathLike, manifest: dict[str, Any]):
+        self.folder = Path(folder)
+        self._manifest = manifest
+        self._cache: dict[str, tuple[np.ndarray, list[dict[str, Any]]]] = {}
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike) -> "IndexStore":
+        """Open an existing index; raises IndexStoreError naming ``folder`` if it is not one."""
+        return cls(folder, read_manifest(folder))
+
+    @property
+    def model(self) -> str | None:
+        return self._manifest.get("model")
+
+    @property
+    def dim(self) -> int:
+        return int(self._manifest["dim"])
+
+    def manifest(self) -> dict[str, Any]:
+        """The manifest as committed now (read again from disk)."""
+        self._manifest = read_manifest(self.folder)
+        return self._manifest
+
+    def snapshot(self) -> Snapshot:
+        """A consistent view: the manifest is read once and only the shards it lists are loaded."""
+        for _ in range(SNAPSHOT_RETRIES):
+            manifest = self.manifest()
+            try:
+                return self._snapshot_of(manifest)
+            except FileNotFoundError:
+                continue  # a writer dropped a shard after we read the manifest: read it again
+        raise IndexStoreError(f"{self.folder}: shards kept disappearing while reading; is a writer compacting?")
+
+    def _snapshot_of(self, manifest: dict[str, Any]) -> Snapshot:
+        dim = int(manifest["dim"])
+        blocks, rows = [], []
+        for entry in manifest["shards"]:
+            emb, meta = self._shard(entry)
+            dead = set(entry.get("dead", ()))
+            keep = [i for i in range(len(meta)) if i not in dead]
+            blocks.append(emb[keep] if dead else emb)
+            rows.extend(dict(meta[i], shard=entry["id"], row=i) for i in keep)
+        self._cache = {e["embeddings"]: self._cache[e["embeddings"]] for e in manifest["shards"]}
+        vectors = np.ascontiguousarray(np.concatenate(blocks) if blocks else np.zeros((0, dim), np.float32))
+        vectors.flags.writeable = False
+        return Snapshot(vectors, rows, manifest.get("model"), int(manifest["generation"]), dim, manifest)
+
+    def _shard(self, entry: dict[str, Any]) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        key = entry["embeddings"]
+        if key not in self._cache:
+            try:
+                self._cache[key] = load_shard(self.folder, entry)
+            except ValueError as exc:
+                raise IndexStoreError(str(exc)) from None
+        return self._cache[key]

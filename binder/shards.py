@@ -104,14 +104,20 @@ class ShardWriter:
         self._write_manifest()
 
     def _write_manifest(self) -> None:
-        manifest = {"dim": self.dim, "count": self.count, "shards": self.shards, **self.info}
-        data = json.dumps(manifest, indent=2).encode()
-        _atomic_write_bytes(self.folder / MANIFEST, lambda fh: fh.write(data))
+        write_manifest(self.folder, self.dim, self.shards, self.info)
 
     def close(self) -> None:
         self.flush()
         if not self.shards:
             self._write_manifest()
+
+
+def write_manifest(folder: str | os.PathLike, dim: int, shards: list[dict[str, Any]],
+                   info: dict | None = None) -> None:
+    """Atomically replace the manifest of an embedding folder so that it lists ``shards``."""
+    manifest = {"dim": dim, "count": sum(s["rows"] for s in shards), "shards": shards, **(info or {})}
+    data = json.dumps(manifest, indent=2).encode()
+    _atomic_write_bytes(Path(folder) / MANIFEST, lambda fh: fh.write(data))
 
 
 def read_shards(folder: str | os.PathLike) -> tuple[np.ndarray, list[dict[str, Any]]]:

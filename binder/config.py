@@ -28,6 +28,8 @@ class TrunkConfig:
     ``kind="standalone"`` builds a fresh transformer of ``width``/``layers``/``heads``.
     ``trainable_blocks`` unfreezes the last k blocks; ``lora_rank`` > 0 adds LoRA to the
     attention projections. Any trainable trunk is a copy, so the anchor never changes.
+    ``norm_eps``, ``pre_norm`` (a LayerNorm before the first block) and ``add_bias_kv`` (a learned
+    extra key/value in every attention) shape a standalone trunk; ImageBind's use 1e-6 and bias_kv.
     """
 
     kind: str = "anchor"
@@ -38,6 +40,9 @@ class TrunkConfig:
     layers: int = 4
     heads: int = 4
     mlp_ratio: float = 4.0
+    norm_eps: float = 1e-5
+    pre_norm: bool = True
+    add_bias_kv: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in ("anchor", "standalone"):
@@ -54,6 +59,7 @@ class HeadConfig:
     logit_scale: float = 1 / 0.07
     learn_logit_scale: bool = True
     init_from_anchor: bool = True
+    norm_eps: float = 1e-5
 
     def __post_init__(self) -> None:
         if self.pool not in ("cls", "mean", "attention"):
@@ -64,11 +70,18 @@ class HeadConfig:
 
 @dataclass(frozen=True)
 class ModalityConfig:
-    """One modality held by a model: its registry name, tokenizer/preprocess options, head."""
+    """One modality held by a model: its registry name, tokenizer/preprocess options, head.
+
+    ``trunk`` gives the modality a transformer of its own instead of the shared one (ImageBind's
+    per-modality encoders). ``output_scale`` is the fixed factor ImageBind multiplies unit
+    embeddings by (its post-processing); ``encode(..., scaled=True)`` applies it.
+    """
 
     name: str
     options: Mapping[str, Any] = field(default_factory=dict)
     head: HeadConfig = field(default_factory=HeadConfig)
+    trunk: TrunkConfig | None = None
+    output_scale: float | None = None
 
     def __post_init__(self) -> None:
         # JSON turns tuples into lists; store sequences as tuples so a config equals its round trip
@@ -106,6 +119,8 @@ class BindConfig:
                 name=m["name"],
                 options=dict(m.get("options", {})),
                 head=HeadConfig(**m.get("head", {})),
+                trunk=TrunkConfig(**m["trunk"]) if m.get("trunk") else None,
+                output_scale=m.get("output_scale"),
             )
             for m in data.get("modalities", ())
         )

@@ -18,7 +18,7 @@ class Head(nn.Module):
     def __init__(self, width: int, embed_dim: int, cfg: HeadConfig):
         super().__init__()
         self.pool = cfg.pool
-        self.norm = nn.LayerNorm(width)
+        self.norm = nn.LayerNorm(width, eps=cfg.norm_eps)
         self.proj = nn.Linear(width, embed_dim, bias=False)
         if cfg.pool == "attention":
             self.query = nn.Parameter(torch.zeros(1, 1, width))

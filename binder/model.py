@@ -50,6 +50,7 @@ class BindingModel(nn.Module):
             self.modalities: dict[str, Modality] = {}
             self.tokenizers = nn.ModuleDict()
             self.heads = nn.ModuleDict()
+            self.trunks = nn.ModuleDict()  # modalities with an encoder of their own (ImageBind)
             for mcfg in config.modalities:
                 self._add_modality(mcfg)
 
@@ -58,8 +59,11 @@ class BindingModel(nn.Module):
         modality.configure(self.anchor)
         self.modalities[mcfg.name] = modality
         if modality.tower is None:
-            self.tokenizers[mcfg.name] = modality.build_tokenizer(modality.options, self.trunk.width)
-            head = Head(self.trunk.width, self.anchor.embed_dim, mcfg.head)
+            if mcfg.trunk is not None:
+                self.trunks[mcfg.name] = build_trunk(mcfg.trunk, None)
+            width = self.trunk_for(mcfg.name).width
+            self.tokenizers[mcfg.name] = modality.build_tokenizer(modality.options, width)
+            head = Head(width, self.anchor.embed_dim, mcfg.head)
             if mcfg.head.init_from_anchor:
                 head.init_from_anchor(self.anchor.visual)
             self.heads[mcfg.name] = head
@@ -81,28 +85,42 @@ class BindingModel(nn.Module):
             raise ModalityError(None, f"this model has no binding for modality {name!r} "
                                       f"(it holds: {', '.join(self.modalities)})") from None
 
+    def trunk_for(self, name: str) -> nn.Module:
+        """The transformer ``name`` runs through: its own, else the shared trunk."""
+        return self.trunks[name] if name in self.trunks else self.trunk
+
     def encode(self, name: str, batch: torch.Tensor, token_drop: float = 0.0,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+               generator: torch.Generator | None = None, scaled: bool = False) -> torch.Tensor:
         """(B, *input_shape) preprocessed batch → (B, embed_dim) L2-normalized embeddings.
 
         ``token_drop`` (training only) keeps a random ``1 - token_drop`` share of each sequence's
-        tokens (FLIP), which makes the trunk pass cheaper in proportion.
+        tokens (FLIP), which makes the trunk pass cheaper in proportion. ``scaled=True`` returns
+        ImageBind's post-processed output instead: unit clip vectors times the modality's fixed
+        ``output_scale``, averaged over clips without renormalizing.
         """
         modality = self.modality(name)
         if modality.tower == "image":
-            return self.anchor.encode_image(batch)
-        if modality.tower == "text":
-            return self.anchor.encode_text(batch)
-        clips = batch.shape[1] if modality.has_clips else 0
+            z = self.anchor.encode_image(batch)
+        elif modality.tower == "text":
+            z = self.anchor.encode_text(batch)
+        else:
+            z = self._encode_tokens(name, batch, modality.has_clips, token_drop, generator, scaled)
+        scale = self.config.modality(name).output_scale if scaled else None
+        return z * scale if scale else z
+
+    def _encode_tokens(self, name: str, batch: torch.Tensor, has_clips: bool, token_drop: float,
+                       generator: torch.Generator | None, scaled: bool) -> torch.Tensor:
+        clips = batch.shape[1] if has_clips else 0
         if clips:
             batch = batch.flatten(0, 1)
         out = self.tokenizers[name](batch)
         tokens, pad_mask = out if isinstance(out, tuple) else (out, None)
         if token_drop > 0:
             tokens, pad_mask = drop_tokens(tokens, pad_mask, token_drop, generator)
-        z = self.heads[name](self.trunk(tokens, pad_mask), pad_mask)
+        z = self.heads[name](self.trunk_for(name)(tokens, pad_mask), pad_mask)
         if clips:
-            z = F.normalize(z.view(-1, clips, z.shape[-1]).mean(dim=1), dim=-1)
+            z = z.view(-1, clips, z.shape[-1]).mean(dim=1)
+            z = z if scaled else F.normalize(z, dim=-1)
         return z
 
     def logit_scale(self, name: str) -> torch.Tensor:
@@ -117,6 +135,16 @@ class BindingModel(nn.Module):
         batch = modality.collate([modality.prepare(p) for p in paths])
         with torch.inference_mode():
             return self.encode(name, batch)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "BindingModel":
+        """A model of a named architecture (``anybind presets`` lists them), randomly initialised.
+
+        Pretrained weights come from the preset's anchor tag or from ``anybind convert``.
+        """
+        from binder.presets import preset_config
+
+        return cls(preset_config(name, **overrides)).eval()
 
     def train(self, mode: bool = True) -> "BindingModel":
         super().train(mode)

@@ -7,10 +7,11 @@ itself never changes. A standalone trunk is a fresh transformer for presets that
 from __future__ import annotations
 
 import copy
+import functools
 import math
 
 import torch
-from open_clip.transformer import Transformer
+from open_clip.transformer import LayerNorm, Transformer
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -60,10 +61,7 @@ class Trunk(nn.Module):
 def build_trunk(cfg: TrunkConfig, anchor_visual: nn.Module | None) -> Trunk:
     """The trunk ``cfg`` asks for, reusing ``anchor_visual``'s blocks when ``cfg.kind == "anchor"``."""
     if cfg.kind == "standalone":
-        t = Transformer(cfg.width, cfg.layers, cfg.heads, cfg.mlp_ratio)
-        trunk = Trunk(nn.LayerNorm(cfg.width), t.resblocks, cfg.width, shared=False)
-        _add_lora(trunk, cfg)
-        return trunk
+        return _standalone(cfg)
     if anchor_visual is None or not hasattr(anchor_visual, "transformer"):
         raise ValueError("an 'anchor' trunk needs an anchor with a ViT image tower (VisionTransformer)")
     ln_pre, blocks = anchor_visual.ln_pre, anchor_visual.transformer.resblocks
@@ -77,6 +75,19 @@ def build_trunk(cfg: TrunkConfig, anchor_visual: nn.Module | None) -> Trunk:
         for block in list(trunk.blocks)[-cfg.trainable_blocks:]:
             for p in block.parameters():
                 p.requires_grad_(True)
+    _add_lora(trunk, cfg)
+    return trunk
+
+
+def _standalone(cfg: TrunkConfig) -> Trunk:
+    """A fresh pre-LN transformer; ``add_bias_kv`` swaps in attention with a learned extra key/value."""
+    norm = functools.partial(LayerNorm, eps=cfg.norm_eps)
+    blocks = Transformer(cfg.width, cfg.layers, cfg.heads, cfg.mlp_ratio, norm_layer=norm).resblocks
+    if cfg.add_bias_kv:
+        for block in blocks:
+            block.attn = nn.MultiheadAttention(cfg.width, cfg.heads, add_bias_kv=True, batch_first=True)
+    ln_pre = norm(cfg.width) if cfg.pre_norm else nn.Identity()
+    trunk = Trunk(ln_pre, blocks, cfg.width, shared=False)
     _add_lora(trunk, cfg)
     return trunk
 

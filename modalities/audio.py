@@ -34,7 +34,11 @@ LOW_FREQ = 20.0
 
 @dataclasses.dataclass(frozen=True)
 class AudioOptions:
-    """Options of the audio modality; the defaults are ImageBind's."""
+    """Options of the audio modality; the clip and fbank defaults are ImageBind's.
+
+    ``channel``: "mean" averages stereo, "first" reads it as ImageBind does. ``resampler``: "soxr"
+    (high quality) or "torchaudio" (ImageBind's). The ``imagebind-*`` presets set both.
+    """
 
     sample_rate: int = 16000
     num_mel_bins: int = 128
@@ -47,19 +51,29 @@ class AudioOptions:
     stride: int = 10
     short_policy: str = "pad"
     min_duration: float = 0.25
+    channel: str = "mean"
+    resampler: str = "soxr"
 
     def __post_init__(self) -> None:
         if self.short_policy not in ("pad", "repeat"):
             raise ValueError(f"audio short_policy must be 'pad' or 'repeat', got {self.short_policy!r}")
+        if self.channel not in ("mean", "first"):
+            raise ValueError(f"audio channel must be 'mean' (average) or 'first' (ImageBind), got {self.channel!r}")
+        if self.resampler not in ("soxr", "torchaudio"):
+            raise ValueError(f"audio resampler must be 'soxr' or 'torchaudio' (ImageBind), got {self.resampler!r}")
         if self.clips < 1 or self.clip_duration <= 0 or self.sample_rate <= 0:
             raise ValueError("audio clips, clip_duration and sample_rate must be positive")
 
 
-def load_waveform(path: str | os.PathLike, sample_rate: int, min_duration: float) -> np.ndarray:
-    """Decode an audio file to a mono float32 waveform at ``sample_rate``.
+def load_waveform(path: str | os.PathLike, sample_rate: int, min_duration: float, channel: str = "mean",
+                  resampler: str = "soxr") -> np.ndarray:
+    """Decode an audio file to a float32 waveform at ``sample_rate``: (samples,) or (channels, samples).
 
-    Same result as ``librosa.load(path, sr=sample_rate, mono=True)`` (decode, average channels,
-    soxr_hq resample), done step by step so NaN/inf samples and too-short files get a clear
+    By default the same result as ``librosa.load(path, sr=sample_rate, mono=True)`` (decode,
+    average channels, soxr_hq resample). ``channel="first"`` keeps every channel for ImageBind's
+    reading (fbank of the first channel after removing the mean of all of them) and
+    ``resampler="torchaudio"`` is ImageBind's ``torchaudio.functional.resample``. It is done step
+    by step so NaN/inf samples and too-short files get a clear
     ModalityError (librosa's own check would raise a bare ParameterError). librosa's
     audioread-fallback warnings are silenced: a file neither backend can read becomes one clean
     error naming the file.
@@ -79,13 +93,26 @@ def load_waveform(path: str | os.PathLike, sample_rate: int, min_duration: float
         raise ModalityError(path, f"cannot decode audio (truncated or not an audio file): {reason}") from None
     if wave.size == 0:
         raise ModalityError(path, "audio file holds no samples")
-    wave = librosa.to_mono(check_finite(path, wave))
-    duration = wave.size / native_sr
+    wave = check_finite(path, wave)
+    if channel == "mean":
+        wave = librosa.to_mono(wave)
+    duration = wave.shape[-1] / native_sr
     if duration < min_duration:
         raise ModalityError(path, f"audio is {duration:.3f} s long, shorter than min_duration {min_duration} s")
     if native_sr != sample_rate:
-        wave = librosa.resample(wave, orig_sr=native_sr, target_sr=sample_rate, res_type="soxr_hq")
+        wave = _resample(wave, native_sr, sample_rate, resampler)
     return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def _resample(wave: np.ndarray, orig_sr: int, target_sr: int, resampler: str) -> np.ndarray:
+    if resampler == "torchaudio":
+        import torchaudio
+
+        src = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
+        return torchaudio.functional.resample(src, orig_freq=orig_sr, new_freq=target_sr).numpy()
+    import librosa
+
+    return librosa.resample(wave, orig_sr=orig_sr, target_sr=target_sr, res_type="soxr_hq")
 
 
 def check_wav_complete(path: Path) -> None:
@@ -156,10 +183,11 @@ def _window(size: int) -> torch.Tensor:
 
 def _tile(wave: torch.Tensor, length: int) -> torch.Tensor:
     """Repeat a waveform end to end until it is ``length`` samples long (no-op if longer)."""
-    n = wave.numel()
+    n = wave.shape[-1]
     if n >= length or n == 0:
         return wave
-    return wave.repeat(-(-length // n))[:length]
+    reps = (1,) * (wave.dim() - 1) + (-(-length // n),)
+    return wave.repeat(*reps)[..., :length]
 
 
 def _clip_frames(wave: torch.Tensor, bounds: list[tuple[int, int]], frames: int, size: int,
@@ -170,14 +198,14 @@ def _clip_frames(wave: torch.Tensor, bounds: list[tuple[int, int]], frames: int,
     ImageBind's ``waveform -= waveform.mean()`` does on a view: overlapping clips therefore see
     the mean removal of earlier clips. Kept for numerical compatibility with ImageBind.
     """
-    work = wave.clone()
+    work = wave.clone()  # (channels, samples): the mean is taken over every channel, frames from the first
     out = wave.new_zeros(len(bounds), frames, size)
     valid = torch.zeros(len(bounds), frames, dtype=torch.bool, device=wave.device)
     for i, (start, end) in enumerate(bounds):
-        seg = work[start:end]
+        seg = work[:, start:end]
         seg -= seg.mean()
-        if seg.numel() >= size:
-            strided = seg.unfold(0, size, shift)[:frames]
+        if seg.shape[1] >= size:
+            strided = seg[0].unfold(0, size, shift)[:frames]
             out[i, : strided.shape[0]] = strided
             valid[i, : strided.shape[0]] = True
     return out, valid
@@ -193,11 +221,12 @@ def fbank_clips(waveform: torch.Tensor, opts: AudioOptions) -> torch.Tensor:
     frames that survive the crop are computed. With ``short_policy="repeat"`` a waveform shorter
     than one clip is tiled to clip length first.
     """
-    wave = torch.as_tensor(waveform, dtype=torch.float32).reshape(-1)
+    wave = torch.as_tensor(waveform, dtype=torch.float32)
+    wave = wave.reshape(1, -1) if wave.dim() < 2 else wave
     if opts.short_policy == "repeat":
         wave = _tile(wave, int(opts.clip_duration * opts.sample_rate))
     shift, size, n_fft = _frame_geometry(opts.sample_rate)
-    bounds = clip_bounds(wave.numel(), opts)
+    bounds = clip_bounds(wave.shape[1], opts)
     frames, valid = _clip_frames(wave, bounds, opts.target_length, size, shift)
     frames = frames - frames.mean(dim=-1, keepdim=True)  # kaldi remove_dc_offset
     previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)
@@ -224,7 +253,8 @@ class Audio(Modality):
 
     def load(self, path: str | os.PathLike) -> np.ndarray:
         """Mono float32 samples at ``sample_rate``; ModalityError for unreadable, non-finite or too-short audio."""
-        return load_waveform(path, self.options.sample_rate, self.options.min_duration)
+        o = self.options
+        return load_waveform(path, o.sample_rate, o.min_duration, o.channel, o.resampler)
 
     def preprocess(self, raw: np.ndarray | torch.Tensor) -> torch.Tensor:
         """(clips, 1, num_mel_bins, target_length) normalized log-mel clips."""

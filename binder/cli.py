@@ -13,9 +13,16 @@ UNTRAINED_NOTE = ("note: no --model given; using a randomly initialised tiny anc
                   "The weights are UNTRAINED: embeddings are valid vectors but carry no meaning.")
 
 
+MODEL_ENV = "ANYBIND_MODEL"
+
+
 def _load_model(path: str | None, quiet: bool = False):
+    """The model at ``path``, else at ``$ANYBIND_MODEL``, else the untrained default (with a note)."""
+    import os
+
     from binder.model import BindingModel
 
+    path = path or os.environ.get(MODEL_ENV) or None
     if path:
         return BindingModel.load(path)
     if not quiet:
@@ -57,7 +64,9 @@ def modalities_cmd(model_dir: str | None) -> None:
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
               help="Threads decoding files.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def embed_cmd(paths, modality, model_dir, out_dir, fmt, batch_size, workers, quiet) -> None:
+@click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
+              help="Run as a Ray Data job writing the same shards ('local' starts Ray here, else a cluster address).")
+def embed_cmd(paths, modality, model_dir, out_dir, fmt, batch_size, workers, quiet, ray_address) -> None:
     """Embed files and folders. Bad files are reported and skipped; exit code 1 if any failed."""
     from binder.embed import discover, embed_items
     from binder.registry import get_modality
@@ -65,6 +74,20 @@ def embed_cmd(paths, modality, model_dir, out_dir, fmt, batch_size, workers, qui
 
     if modality != "auto":
         get_modality(modality)
+    if ray_address:  # the shards are written by Ray Data tasks (binder.ray_job)
+        import os
+
+        from binder.index_build import BuildOptions
+        from binder.ray_job import embed_ray
+
+        if fmt != "npy":
+            raise click.UsageError("--ray writes npy shards; use --format npy")
+        opts = BuildOptions(modality, batch_size, workers, progress=False)
+        done, failures = embed_ray(paths, out_dir, ray_address, model_dir or os.environ.get(MODEL_ENV), opts)
+        for f in failures:
+            click.echo(f"anybind: skipped {f.path}: {f.reason}", err=True)
+        click.echo(f"embedded {done} file(s) into {out_dir} with Ray; {len(failures)} failed", err=True)
+        sys.exit(1 if failures else 0)
     items, failures = discover(paths, modality)
     model = _load_model(model_dir, quiet)
     writer = None
@@ -185,6 +208,20 @@ def world_build_cmd(folder: str, small: bool, seed: int, quiet: bool) -> None:
     cfg = dataclasses.replace(WorldConfig.small() if small else WorldConfig.full(), seed=seed)
     info = build_world(folder, cfg, progress=not quiet)
     click.echo(json.dumps(dataclasses.asdict(info) if dataclasses.is_dataclass(info) else info, indent=2, default=str))
+
+
+# Command groups that live in their own modules; each module has ``register(app)``.
+SUBCOMMAND_MODULES = ("binder.cli_convert", "binder.cli_index")
+
+
+def _register_subcommands() -> None:
+    import importlib
+
+    for name in SUBCOMMAND_MODULES:
+        importlib.import_module(name).register(app)
+
+
+_register_subcommands()
 
 
 def main() -> None:

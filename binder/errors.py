@@ -31,3 +31,7 @@ class RegistryError(AnybindError):
 
 class IndexStoreError(AnybindError):
     """An index folder is missing, malformed, locked by another writer, or built with another model."""
+
+
+class QueryError(AnybindError):
+    """A search query expression is malformed, or one of its terms cannot be read or embedded."""

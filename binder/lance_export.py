@@ -1,0 +1,94 @@
+"""Export an index to an embedded LanceDB table (vectors + metadata columns).
+
+LanceDB keeps a large collection on disk and searches it without loading every vector into
+memory, which is why it is the store of choice for collections that outgrow a snapshot. The
+export streams one shard at a time from a single manifest read, so memory stays at one shard;
+the table is replaced as a whole, so a re-export is always a clean copy of one generation.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Iterator
+
+import numpy as np
+
+from binder.errors import AnybindError, IndexStoreError
+from binder.shards import load_shard
+from binder.store import SNAPSHOT_RETRIES, read_manifest
+
+INSTALL_HINT = "LanceDB is not installed: pip install 'anybind[lance]' (lancedb, pyarrow)"
+VECTOR = "vector"
+
+
+def _require():
+    try:
+        import lancedb
+        import pyarrow as pa
+    except ImportError:
+        raise AnybindError(INSTALL_HINT) from None
+    return lancedb, pa
+
+
+def schema(pa, dim: int, manifest: dict[str, Any]):
+    """Arrow schema of the table; the index's model, generation and dim ride along as metadata."""
+    fields = [pa.field(VECTOR, pa.list_(pa.float32(), dim)), pa.field("path", pa.string()),
+              pa.field("modality", pa.string()), pa.field("size", pa.int64()), pa.field("mtime_ns", pa.int64()),
+              pa.field("hash", pa.string()), pa.field("shard", pa.string()), pa.field("row", pa.int32())]
+    meta = {"anybind.model": str(manifest.get("model")), "anybind.generation": str(manifest["generation"]),
+            "anybind.dim": str(dim)}
+    return pa.schema(fields, metadata=meta)
+
+
+def _batches(pa, index_dir: str | os.PathLike, manifest: dict[str, Any], sch, missing: list) -> Iterator[Any]:
+    """One record batch of live rows per shard; a shard file gone (compaction) is noted in ``missing``."""
+    dim = int(manifest["dim"])
+    for entry in manifest["shards"]:
+        try:
+            emb, meta = load_shard(index_dir, entry)
+        except FileNotFoundError as exc:
+            missing.append(exc)
+            raise
+        dead = set(entry.get("dead", ()))
+        keep = [i for i in range(len(meta)) if i not in dead]
+        if not keep:
+            continue
+        vectors = np.ascontiguousarray(emb[keep], dtype=np.float32).reshape(-1)
+        cols = [pa.FixedSizeListArray.from_arrays(pa.array(vectors, pa.float32()), dim)]
+        cols += [pa.array([meta[i][name] for i in keep], sch.field(name).type)
+                 for name in ("path", "modality", "size", "mtime_ns", "hash")]
+        cols += [pa.array([entry["id"]] * len(keep), pa.string()), pa.array(keep, pa.int32())]
+        yield pa.RecordBatch.from_arrays(cols, schema=sch)
+
+
+def export_lance(index_dir: str | os.PathLike, lance_dir: str | os.PathLike, table: str = "anybind") -> int:
+    """Write the index's live rows to table ``table`` in the LanceDB folder ``lance_dir`` (replacing
+    it). Returns the number of rows exported."""
+    lancedb, pa = _require()
+    db = lancedb.connect(os.fspath(lance_dir))
+    for _ in range(SNAPSHOT_RETRIES):
+        manifest = read_manifest(index_dir)
+        sch = schema(pa, int(manifest["dim"]), manifest)
+        missing: list[FileNotFoundError] = []
+        reader = pa.RecordBatchReader.from_batches(sch, _batches(pa, index_dir, manifest, sch, missing))
+        try:
+            tbl = db.create_table(table, data=reader, schema=sch, mode="overwrite")
+        except Exception:
+            if missing:  # a shard was compacted away while we read: export the new generation
+                continue
+            raise
+        return tbl.count_rows()
+    raise IndexStoreError(f"{index_dir}: shards kept disappearing while exporting; is a writer compacting?")
+
+
+def search_lance(lance_dir: str | os.PathLike, query: np.ndarray, k: int = 10, table: str = "anybind",
+                 modality: str | None = None) -> list[dict[str, Any]]:
+    """The ``k`` rows of an exported table most similar (cosine) to ``query``, best first; each
+    dict holds the metadata columns and ``score`` (cosine similarity)."""
+    lancedb, _ = _require()
+    tbl = lancedb.connect(os.fspath(lance_dir)).open_table(table)
+    q = tbl.search(np.asarray(query, dtype=np.float32).reshape(-1), vector_column_name=VECTOR)
+    q = q.distance_type("cosine").limit(k)
+    if modality is not None:
+        q = q.where(f"modality = '{modality.replace(chr(39), chr(39) * 2)}'", prefilter=True)
+    rows = q.select(["path", "modality", "size", "mtime_ns", "hash", "shard", "row"]).to_list()
+    return [{**{c: r[c] for c in r if c != "_distance"}, "score": 1.0 - float(r["_distance"])} for r in rows]

@@ -1,0 +1,76 @@
+"""Zero-shot classification of files of any modality against a list of text labels.
+
+Labels are put into prompt templates and encoded by the anchor's text tower, averaged per label
+(``binder.evaluate.class_embeddings``, CLIP's prompt ensembling); each file is embedded with its
+own modality and given the label whose embedding is nearest. Probabilities are a softmax over the
+cosine scores times the modality's logit scale (its training temperature).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from binder.embed import Failure, Item, embed_items
+from binder.errors import QueryError
+from binder.evaluate import class_embeddings
+
+DEFAULT_TEMPLATES = ("{}",)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Best labels of one file: (label, cosine score, probability), best first."""
+
+    path: str
+    modality: str
+    top: list[tuple[str, float, float]]
+
+    @property
+    def label(self) -> str:
+        return self.top[0][0]
+
+    @property
+    def score(self) -> float:
+        return self.top[0][1]
+
+
+def parse_labels(text: str) -> list[str]:
+    """Comma- or newline-separated labels, stripped, empty ones dropped; duplicates are an error."""
+    labels = [p.strip() for line in text.splitlines() for p in line.split(",") if p.strip()]
+    if not labels:
+        raise QueryError("no labels given (use --labels 'cat,dog' or --labels-file)")
+    dupes = sorted({lab for lab in labels if labels.count(lab) > 1})
+    if dupes:
+        raise QueryError(f"duplicate labels: {', '.join(dupes)}")
+    return labels
+
+
+def label_embeddings(model, labels: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES) -> np.ndarray:
+    """(L, D) unit vectors, one per label, from the anchor's text tower with prompt ensembling."""
+    for t in templates:
+        if "{}" not in t:
+            raise QueryError(f"template {t!r} has no '{{}}' where the label goes")
+    with torch.inference_mode():
+        return class_embeddings(model.anchor, labels, templates).float().cpu().numpy()
+
+
+def classify_items(model, items: list[Item], labels: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES,
+                   top: int = 3, batch_size: int = 8, progress: bool = True,
+                   failures: list[Failure] | None = None) -> Iterator[Prediction]:
+    """Predictions for every good file, in embedding order; bad files go to ``failures``."""
+    classes = label_embeddings(model, labels, templates)
+    top = max(1, min(top, len(labels)))
+    for batch in embed_items(model, items, batch_size, progress=progress, failures=failures):
+        scores = batch.embeddings @ classes.T
+        probs = _softmax(scores * float(model.logit_scale(batch.items[0].modality)))
+        for item, s, p in zip(batch.items, scores, probs):
+            order = np.argsort(-s, kind="stable")[:top]
+            yield Prediction(item.path, item.modality, [(labels[j], float(s[j]), float(p[j])) for j in order])
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    z = np.exp(x - x.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)

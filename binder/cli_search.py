@@ -1,0 +1,177 @@
+"""`anybind search` and `anybind classify` (registered by binder.cli)."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from binder.backends import AUTO_APPROX, AUTO_EXACT_MAX_ROWS, BACKENDS
+
+FORMATS = ("table", "jsonl")
+
+SEARCH_HELP = f"""Find the K items of INDEX_DIR nearest to QUERY, across modalities.
+
+INDEX_DIR is an index folder (`anybind index build`) or an `anybind embed` output folder.
+QUERY is text, a file of any modality, or a weighted sum of them (embedding arithmetic):
+
+\b
+  anybind search idx "a dog barking"
+  anybind search idx rain.wav --modality image
+  anybind search idx "rain.wav + 0.5*street.jpg - night"
+  anybind search idx "'a + b' - text:photo.jpg"
+
+\b
+Grammar: terms joined by ' + ' or ' - ' (spaces around the operator), each
+term [WEIGHT*]OPERAND. An OPERAND naming an existing file is embedded as that
+file (modality by extension); anything else is text. Quote an operand that
+contains ' + ' or ' - '; prefix text: to force text (text:photo.jpg). Each
+term is unit-normalized, the weighted sum taken, then renormalized.
+
+\b
+Backends: exact (numpy, default up to {AUTO_EXACT_MAX_ROWS:,} rows), flat, hnsw,
+ivfpq (faiss, `pip install 'anybind[faiss]'`); auto = exact up to that size,
+else {AUTO_APPROX}. Approximate indexes are cached in INDEX_DIR/ann/.
+"""
+
+
+def register(app: click.Group) -> None:
+    """Attach this module's commands to the top-level ``anybind`` group."""
+    app.add_command(search_cmd)
+    app.add_command(classify_cmd)
+
+
+def _default_format(fmt: str | None) -> str:
+    return fmt or ("table" if sys.stdout.isatty() else "jsonl")
+
+
+@click.command("search", help=SEARCH_HELP)
+@click.argument("index_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("query")
+@click.option("--k", "-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Results to return.")
+@click.option("--modality", default=None, help="Only results of this registered modality.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+              help="table (default on a terminal) or jsonl (default otherwise).")
+@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Model to embed the query with when the index records none (else $ANYBIND_MODEL).")
+@click.option("--ef-search", type=click.IntRange(min=1), default=None, help="hnsw: candidate list size.")
+@click.option("--nprobe", type=click.IntRange(min=1), default=None, help="ivfpq: cells visited.")
+@click.option("--no-cache", is_flag=True, help="Do not read or write INDEX_DIR/ann/.")
+@click.option("--quiet", is_flag=True, help="No progress bars or notes.")
+def search_cmd(index_dir, query, k, modality, backend, fmt, model_dir, ef_search, nprobe, no_cache, quiet) -> None:
+    from binder.index import EmbeddingIndex
+    from binder.query import embed_terms, parse_query
+    from binder.registry import get_modality
+
+    terms = parse_query(query)
+    if modality is not None:
+        get_modality(modality)
+    index = EmbeddingIndex.open(index_dir, backend, cache=not no_cache, progress=not quiet,
+                                ef_search=ef_search, nprobe=nprobe)
+    model = _query_model(index.model, model_dir, index_dir, quiet)
+    if model.embed_dim != index.dim:
+        from binder.errors import QueryError
+
+        raise QueryError(f"the model embeds into {model.embed_dim} dimensions but {index_dir} holds {index.dim}")
+    hits = index.search(embed_terms(model, terms), k, modality)
+    _print_hits(hits, _default_format(fmt))
+
+
+def _query_model(recorded: str | None, model_dir: str | None, index_dir: str, quiet: bool):
+    """The index's own model when it records one, else --model / $ANYBIND_MODEL / the default."""
+    from binder.cli import _load_model
+    from binder.errors import IndexStoreError
+
+    if recorded:
+        found = _find_model(recorded, index_dir)
+        if found is None and model_dir is None:
+            raise IndexStoreError(f"{index_dir} was built with model {recorded}, which is not there any more; "
+                                  f"pass --model")
+        if found is not None:
+            if model_dir and Path(model_dir).resolve() != Path(found).resolve() and not quiet:
+                click.echo(f"note: using the index's own model {found}, not --model {model_dir}", err=True)
+            return _load_model(found, quiet)
+    return _load_model(model_dir, quiet)
+
+
+def _find_model(recorded: str, index_dir: str) -> str | None:
+    for base in (Path.cwd(), Path(index_dir)):
+        path = base / os.path.expanduser(recorded)
+        if path.is_dir():
+            return str(path)
+    return None
+
+
+def _print_hits(hits, fmt: str) -> None:
+    rows = [{"rank": r, "score": round(h.score, 6), "modality": h.meta.get("modality", ""),
+             "path": h.meta.get("path", "")} for r, h in enumerate(hits, 1)]
+    if fmt == "jsonl":
+        for row, h in zip(rows, hits):
+            extra = {k: v for k, v in h.meta.items() if k not in row}
+            click.echo(json.dumps({**row, **extra}, ensure_ascii=False))
+        return
+    table = [[str(r["rank"]), f"{r['score']:+.4f}", r["modality"], r["path"]] for r in rows]
+    for line in format_table(["rank", "score", "modality", "path"], table):
+        click.echo(line)
+    if not hits:
+        click.echo("(no results)", err=True)
+
+
+def format_table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    """Left-aligned columns padded to their widest cell, a rule under the headers."""
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return [line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows]
+
+
+@click.command("classify")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--labels", default=None, help="Comma-separated labels, e.g. 'cat,dog,bird'.")
+@click.option("--labels-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Labels, one a line (or comma-separated).")
+@click.option("--template", "templates", multiple=True, default=("{}",), show_default=True,
+              help="Prompt template, '{}' = the label (repeatable; prompts are averaged).")
+@click.option("--top", type=click.IntRange(min=1), default=3, show_default=True, help="Labels shown per file.")
+@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Model folder (default: $ANYBIND_MODEL, else the untrained default).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+              help="table (default on a terminal) or jsonl (default otherwise).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def classify_cmd(paths, labels, labels_file, templates, top, model_dir, fmt, batch_size, quiet) -> None:
+    """Zero-shot classify files and folders of any modality against text labels.
+
+    Prints each file's best label, its cosine score and the top labels' probabilities. Bad files
+    are reported and skipped; exit code 1 if any failed.
+    """
+    from binder.classify import classify_items, parse_labels
+    from binder.cli import _load_model
+    from binder.embed import discover
+
+    if (labels is None) == (labels_file is None):
+        raise click.UsageError("give exactly one of --labels or --labels-file")
+    names = parse_labels(labels if labels is not None else Path(labels_file).read_text(encoding="utf-8"))
+    items, failures = discover(paths)
+    model = _load_model(model_dir, quiet)
+    preds = list(classify_items(model, items, names, templates, top, batch_size, not quiet, failures))
+    _print_predictions(preds, _default_format(fmt))
+    for f in failures:
+        click.echo(f"anybind: skipped {f.path}: {f.reason}", err=True)
+    sys.exit(1 if failures else 0)
+
+
+def _print_predictions(preds, fmt: str) -> None:
+    if fmt == "jsonl":
+        for p in preds:
+            click.echo(json.dumps({"path": p.path, "modality": p.modality, "label": p.label,
+                                   "score": round(p.score, 6),
+                                   "top": [{"label": lab, "score": round(s, 6), "prob": round(pr, 6)}
+                                           for lab, s, pr in p.top]}, ensure_ascii=False))
+        return
+    rows = [[p.path, p.modality, p.label, f"{p.score:+.4f}", ", ".join(f"{lab} {pr:.2f}" for lab, _, pr in p.top)]
+            for p in preds]
+    for line in format_table(["path", "modality", "label", "score", "top (probability)"], rows):
+        click.echo(line)

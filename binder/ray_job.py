@@ -22,7 +22,7 @@ from binder.embed import Failure, Item, discover, embed_items
 from binder.errors import AnybindError
 from binder.index_build import (BuildOptions, BuildReport, Pending, _check_dim, _done, load_model_for, plan,
                                 resolve_model, row_metadata)
-from binder.shards import load_shard, shard_names, write_manifest, write_shard
+from binder.shards import atomic_write_bytes, load_shard, shard_names, write_manifest, write_shard
 from binder.store import read_manifest
 from binder.store_writer import IndexWriter
 
@@ -107,7 +107,8 @@ class ShardEmbedder:
                 except OSError as exc:
                     failed.append(Failure(item.path, f"cannot read: {exc.strerror or exc}"))
         out = [[f.path, f.reason] for f in failed]
-        fail_path.write_text(json.dumps(out))  # before the metadata file, which marks completion
+        data = json.dumps(out).encode()  # written before the metadata file, which marks completion
+        atomic_write_bytes(fail_path, lambda fh: fh.write(data))
         dim = self.model.embed_dim
         write_shard(self.folder, shard_id, np.stack(vecs) if vecs else np.zeros((0, dim), np.float32), meta)
         return out
@@ -121,6 +122,7 @@ def run_shards(folder: str | os.PathLike, tasks: list[ShardTask], model_dir: str
     ray = require_ray()
     rows = [{"shard_id": t.shard_id, "files": json.dumps([{**asdict(p.item), "size": p.size, "mtime_ns": p.mtime_ns,
                                                            "hash": p.hash} for p in t.files])} for t in tasks]
+    ray.data.DataContext.get_current().enable_progress_bars = opts.progress
     actors = max(1, min(len(tasks), int(ray.available_resources().get("CPU", 1))))
     ds = ray.data.from_items(rows).map_batches(
         ShardEmbedder, batch_size=1, concurrency=(1, actors), num_cpus=1,

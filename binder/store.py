@@ -38,7 +38,7 @@ SNAPSHOT_RETRIES = 5
 class Snapshot:
     """One committed state of an index: live rows only, row-aligned with their metadata.
 
-    ``vectors`` is read-only (shared with the store's shard cache).
+    ``vectors`` is the snapshot's own copy (the store's shard cache is never exposed).
     """
 
     vectors: np.ndarray
@@ -123,7 +123,6 @@ class IndexStore:
             rows.extend(dict(meta[i], shard=entry["id"], row=i) for i in keep)
         self._cache = {e["embeddings"]: self._cache[e["embeddings"]] for e in manifest["shards"]}
         vectors = np.ascontiguousarray(np.concatenate(blocks) if blocks else np.zeros((0, dim), np.float32))
-        vectors.flags.writeable = False
         return Snapshot(vectors, rows, manifest.get("model"), int(manifest["generation"]), dim, manifest)
 
     def _shard(self, entry: dict[str, Any]) -> tuple[np.ndarray, list[dict[str, Any]]]:

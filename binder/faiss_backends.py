@@ -9,6 +9,7 @@ from the stored float32 vectors, which lifts recall well above what the PQ codes
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,8 @@ from binder.backends import (SUBSET_EXACT_MAX_ROWS, Backend, BackendError, Resul
 
 ADD_BLOCK = 65_536
 HNSW_M = 32
-HNSW_EF_CONSTRUCTION = 80
-HNSW_EF_SEARCH = 256
+HNSW_EF_CONSTRUCTION = 64
+HNSW_EF_SEARCH = 128
 IVF_NPROBE = 64
 IVFPQ_RERANK = 20  # candidates per wanted result re-scored exactly
 TRAIN_PER_CENTROID = 40  # training rows per k-means centroid (faiss asks for at least 39)
@@ -45,7 +46,9 @@ class FaissBackend(Backend):
         super().__init__(vectors)
         self.faiss = import_faiss()
         self.params = {**self.defaults(), **{k: v for k, v in params.items() if v is not None}}
+        start = time.perf_counter()
         self.index = index if index is not None else self._build(progress)
+        self.build_seconds = 0.0 if index is not None else time.perf_counter() - start
         if self.index.ntotal != len(self.vectors):
             raise BackendError(f"faiss index holds {self.index.ntotal} rows, the vectors {len(self.vectors)}")
         self._configure()

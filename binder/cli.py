@@ -211,7 +211,7 @@ def world_build_cmd(folder: str, small: bool, seed: int, quiet: bool) -> None:
 
 
 # Command groups that live in their own modules; each module has ``register(app)``.
-SUBCOMMAND_MODULES = ("binder.cli_convert", "binder.cli_index")
+SUBCOMMAND_MODULES = ("binder.cli_convert", "binder.cli_index", "binder.cli_search")
 
 
 def _register_subcommands() -> None:

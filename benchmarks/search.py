@@ -135,6 +135,16 @@ def markdown(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _kept_runs(out: str, specs: list[str]) -> list[dict]:
+    """Runs already in ``out`` that this invocation does not measure again."""
+    try:
+        old = json.loads(Path(out).read_text())["runs"]
+    except (OSError, ValueError, KeyError):
+        return []
+    redo = {(kind, int(n)) for kind, n in (spec.split(":") for spec in specs)}
+    return [r for r in old if (r["dataset"], r["rows_in_index"]) not in redo]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", nargs="+", default=["random:100000", "clustered:100000", "random:1000000"],
@@ -142,12 +152,18 @@ def main() -> int:
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "search.json"))
+    ap.add_argument("--hnsw-build", default=None, metavar="M,EFC",
+                    help="HNSW build parameters (default: the backend's own, M=32, efConstruction=64)")
+    ap.add_argument("--keep", action="store_true", help="keep runs of other datasets/sizes already in --out")
     args = ap.parse_args()
+    if args.hnsw_build:
+        m, efc = (int(v) for v in args.hnsw_build.split(","))
+        HNSW_BUILD.update(M=m, ef_construction=efc)
     faiss = import_faiss()
     meta = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus",
             "threads": os.environ.get("OMP_NUM_THREADS"), "faiss": faiss.__version__, "numpy": np.__version__,
             "query_batch": args.queries, "timing": "best of 2 for exact and IndexFlatIP, one pass otherwise"}
-    runs = []
+    runs = _kept_runs(args.out, args.runs) if args.keep else []
     for spec in args.runs:
         kind, n = spec.split(":")
         runs.append(run_dataset(kind, int(n), args.queries, args.dim))

@@ -72,7 +72,7 @@ class FaissBackend(Backend):
     def _configure(self) -> None:
         """Apply search-time parameters stored on the index itself."""
 
-    def _search_params(self, selector: Any) -> Any:
+    def _search_params(self, selector: Any, k: int) -> Any:
         return self.faiss.SearchParameters(sel=selector) if selector is not None else None
 
     def _fetch(self, k: int) -> int:
@@ -86,7 +86,7 @@ class FaissBackend(Backend):
             return exact_search(self.vectors, q, k, ids)
         selector = None if ids is None else self._selector(ids)
         fetch = min(self._fetch(k), len(self.vectors) if ids is None else len(ids))
-        scores, found = self.index.search(q, fetch, params=self._search_params(selector))
+        scores, found = self.index.search(q, fetch, params=self._search_params(selector, k))
         res = self._finish(q, scores, found.astype(np.int64), k)
         self._refill_short_rows(q, k, ids, res)
         return res
@@ -160,16 +160,12 @@ class HNSWBackend(FaissBackend):
         index.hnsw.efConstruction = int(self.params["ef_construction"])
         return index
 
-    def _search_params(self, selector: Any) -> Any:
+    def _search_params(self, selector: Any, k: int) -> Any:
         p = self.faiss.SearchParametersHNSW()
-        p.efSearch = int(self.params["ef_search"])
+        p.efSearch = max(int(self.params["ef_search"]), k)  # the candidate list must hold k results
         if selector is not None:
             p.sel = selector
         return p
-
-    def _search(self, q: np.ndarray, k: int, ids: np.ndarray | None) -> Results:
-        self.params["ef_search"] = max(int(self.params["ef_search"]), k)
-        return super()._search(q, k, ids)
 
 
 class IVFPQBackend(FaissBackend):
@@ -194,7 +190,7 @@ class IVFPQBackend(FaissBackend):
         rows = np.sort(np.random.default_rng(0).choice(n, sample, replace=False)) if sample < n else slice(None)
         index.train(self.vectors[rows])
 
-    def _search_params(self, selector: Any) -> Any:
+    def _search_params(self, selector: Any, k: int) -> Any:
         p = self.faiss.SearchParametersIVF()
         p.nprobe = int(self.params["nprobe"])
         if selector is not None:

@@ -85,7 +85,7 @@ def structured(rng):
 
 
 @pytest.mark.parametrize("name,params,floor", [
-    ("hnsw", {}, 0.95),
+    ("hnsw", {"ef_search": 256}, 0.95),
     ("ivfpq", {}, 0.95),
     ("ivfpq", {"rerank": 0, "nprobe": 4}, 0.0),
 ])

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from tqdm import tqdm
 
 from binder.anchor import Anchor
 from binder.errors import AnybindError, ModalityError
+from binder.workers import decode_pool
 from modalities.base import Modality
 
 
@@ -87,7 +87,7 @@ def prepare_inputs(modality: Modality, records: list[PairRecord], workers: int =
             return exc
 
     tensors, kept, failures = [], [], []
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    with decode_pool(workers) as pool:
         results = pool.map(one, records)
         for rec, out in tqdm(zip(records, results), total=len(records), disable=not progress,
                              desc=f"preprocess {modality.name}", unit="file", dynamic_ncols=True):

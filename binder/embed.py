@@ -14,6 +14,7 @@ from tqdm import tqdm
 from binder.errors import ModalityError
 from binder.model import BindingModel
 from binder.registry import modality_for_path
+from binder.workers import decode_pool
 
 
 @dataclass(frozen=True)
@@ -74,11 +75,12 @@ def embed_items(model: BindingModel, items: list[Item], batch_size: int = 8, wor
     """Yield embedded batches, grouped by modality; bad files go to ``failures`` and are skipped.
 
     Files of the next batch are decoded by ``workers`` threads while the current batch is encoded.
+    Each decode thread runs torch ops on one thread of its own (``binder.workers``).
     """
     failures = failures if failures is not None else []
     chunks = _chunks(items, batch_size)
     bar = tqdm(total=len(items), unit="file", disable=not progress, desc="embedding", dynamic_ncols=True)
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    with decode_pool(workers) as pool:
         pending = _submit(model, chunks[0], pool) if chunks else None
         for i, chunk in enumerate(chunks):
             current = pending

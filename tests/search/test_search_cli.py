@@ -125,7 +125,12 @@ def test_approximate_backend_is_cached_per_generation(corpus, model, tmp_path):
     (now,) = sorted((idx / "ann").iterdir())
     assert now != cached[0] and len(rows) == len(IndexStore.open(idx).snapshot())
     exact = jsonl(run("search", str(idx), "a dog", "--backend", "exact", "--format", "jsonl", "--k", "50"))
-    assert [r["path"] for r in rows] == [r["path"] for r in exact]
+    # the same ranking; files of identical content embedded in different batches score equal to
+    # float rounding, and such near-ties may come back in either order
+    assert sorted(r["path"] for r in rows) == sorted(r["path"] for r in exact)
+    exact_score = {r["path"]: r["score"] for r in exact}
+    np.testing.assert_allclose([r["score"] for r in rows], [r["score"] for r in exact], atol=1e-5)
+    np.testing.assert_allclose([exact_score[r["path"]] for r in rows], [r["score"] for r in rows], atol=1e-5)
 
 
 def test_search_reads_embed_output_folders(corpus, model):

@@ -14,7 +14,8 @@ FORMATS = ("table", "jsonl")
 
 SEARCH_HELP = f"""Find the K items of INDEX_DIR nearest to QUERY, across modalities.
 
-INDEX_DIR is an index folder (`anybind index build`) or an `anybind embed` output folder.
+INDEX_DIR is an index folder (`anybind index build`), an `anybind embed` output folder, or
+a LanceDB folder written by `anybind index export-lance` (searched on disk; --table).
 QUERY is text, a file of any modality, or a weighted sum of them (embedding arithmetic):
 
 \b
@@ -60,24 +61,55 @@ def _default_format(fmt: str | None) -> str:
 @click.option("--ef-search", type=click.IntRange(min=1), default=None, help="hnsw: candidate list size.")
 @click.option("--nprobe", type=click.IntRange(min=1), default=None, help="ivfpq: cells visited.")
 @click.option("--no-cache", is_flag=True, help="Do not read or write INDEX_DIR/ann/.")
+@click.option("--table", default="anybind", show_default=True, help="LanceDB INDEX_DIR: the table to search.")
 @click.option("--quiet", is_flag=True, help="No progress bars or notes.")
-def search_cmd(index_dir, query, k, modality, backend, fmt, model_dir, ef_search, nprobe, no_cache, quiet) -> None:
-    from binder.index import EmbeddingIndex
+def search_cmd(index_dir, query, k, modality, backend, fmt, model_dir, ef_search, nprobe, no_cache, table,
+               quiet) -> None:
+    from binder.lance_export import lance_tables
     from binder.query import embed_terms, parse_query
     from binder.registry import get_modality
 
     terms = parse_query(query)
     if modality is not None:
         get_modality(modality)
-    index = EmbeddingIndex.open(index_dir, backend, cache=not no_cache, progress=not quiet,
-                                ef_search=ef_search, nprobe=nprobe)
-    model = _query_model(index.model, model_dir, index_dir, quiet)
-    if model.embed_dim != index.dim:
+    tables = lance_tables(index_dir)
+    if tables:
+        if table not in tables:
+            from binder.errors import IndexStoreError
+
+            raise IndexStoreError(f"{index_dir}: this LanceDB folder has no table {table!r} "
+                                  f"(it holds {', '.join(tables)}); pass --table")
+        hits = _search_lance(index_dir, table, terms, k, modality, model_dir, quiet)
+    else:
+        from binder.index import EmbeddingIndex
+
+        index = EmbeddingIndex.open(index_dir, backend, cache=not no_cache, progress=not quiet,
+                                    ef_search=ef_search, nprobe=nprobe)
+        model = _query_model(index.model, model_dir, index_dir, quiet)
+        _check_dim(model, index.dim, index_dir)
+        hits = index.search(embed_terms(model, terms), k, modality)
+    _print_hits(hits, _default_format(fmt))
+
+
+def _search_lance(lance_dir: str, table: str, terms, k: int, modality: str | None, model_dir: str | None,
+                  quiet: bool) -> list:
+    """Search an exported LanceDB table on disk; its rows come back as index hits."""
+    from binder.index import Hit
+    from binder.lance_export import lance_table_info, search_lance
+    from binder.query import embed_terms
+
+    info = lance_table_info(lance_dir, table)
+    model = _query_model(info["model"], model_dir, lance_dir, quiet)
+    _check_dim(model, info["dim"], lance_dir)
+    rows = search_lance(lance_dir, embed_terms(model, terms), k, table, modality)
+    return [Hit(r["score"], int(r.get("row", -1)), {c: v for c, v in r.items() if c != "score"}) for r in rows]
+
+
+def _check_dim(model, dim: int, where: str) -> None:
+    if model.embed_dim != dim:
         from binder.errors import QueryError
 
-        raise QueryError(f"the model embeds into {model.embed_dim} dimensions but {index_dir} holds {index.dim}")
-    hits = index.search(embed_terms(model, terms), k, modality)
-    _print_hits(hits, _default_format(fmt))
+        raise QueryError(f"the model embeds into {model.embed_dim} dimensions but {where} holds {dim}")
 
 
 def _query_model(recorded: str | None, model_dir: str | None, index_dir: str, quiet: bool):

@@ -8,6 +8,7 @@ the table is replaced as a whole, so a re-export is always a clean copy of one g
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -92,3 +93,18 @@ def search_lance(lance_dir: str | os.PathLike, query: np.ndarray, k: int = 10, t
         q = q.where(f"modality = '{modality.replace(chr(39), chr(39) * 2)}'", prefilter=True)
     rows = q.select(["path", "modality", "size", "mtime_ns", "hash", "shard", "row"]).to_list()
     return [{**{c: r[c] for c in r if c != "_distance"}, "score": 1.0 - float(r["_distance"])} for r in rows]
+
+
+def lance_tables(folder: str | os.PathLike) -> list[str]:
+    """The tables of the LanceDB folder ``folder`` (what ``export_lance`` writes), sorted; [] if none."""
+    return sorted(p.name[:-len(".lance")] for p in Path(folder).glob("*.lance") if p.is_dir())
+
+
+def lance_table_info(lance_dir: str | os.PathLike, table: str = "anybind") -> dict[str, Any]:
+    """The exported index's ``model`` (None if it recorded none), ``dim`` and ``generation``."""
+    lancedb, _ = _require()
+    meta = lancedb.connect(os.fspath(lance_dir)).open_table(table).schema.metadata or {}
+    get = lambda key: meta.get(f"anybind.{key}".encode(), b"").decode() or None  # noqa: E731
+    model = get("model")
+    return {"model": None if model in (None, "None") else model,
+            "dim": int(get("dim") or 0), "generation": int(get("generation") or 0)}

@@ -27,7 +27,7 @@ AUTO_APPROX = "hnsw"
 BACKENDS = ("auto", "exact", "flat", "hnsw", "ivfpq")
 # A filtered faiss search falls back to exact search over the allowed rows when they are this few.
 SUBSET_EXACT_MAX_ROWS = 50_000
-SCORE_BUFFER_ELEMENTS = 8 * 1024 * 1024
+SCORE_BUFFER_ELEMENTS = 2 * 1024 * 1024  # a (rows, queries) block of scores: 8 MB, merged while in cache
 
 
 class BackendError(AnybindError):
@@ -65,27 +65,32 @@ def _chunks(n: int, ids: np.ndarray | None, block: int) -> Iterator[tuple[slice 
 
 
 def _merge(best_s: np.ndarray, best_i: np.ndarray, scores: np.ndarray, ids: np.ndarray, k: int) -> None:
-    """Fold a block's (Q, B) ``scores`` for row ``ids`` (B,) into the running top-k, in place.
+    """Fold a block's (B, Q) ``scores`` for rows ``ids`` (B,) into the running top-k, in place.
 
-    Only entries above each query's current k-th best can enter, so after the first blocks the
-    candidates are few and the merge costs one comparison pass over the block.
+    Only queries whose best score in the block beats their current k-th best are looked at, and
+    only their entries above it can enter; after the first blocks these are few, so the merge
+    costs one max-reduction over the block (a full comparison + nonzero pass measured 20x slower).
     """
     thresh = best_s[:, -1]
-    rows, cols = np.nonzero(scores > thresh[:, None])
-    if len(rows) == 0:
+    hot = np.flatnonzero(scores.max(axis=0) > thresh)
+    if len(hot) == 0:
         return
-    if len(rows) > scores.shape[0] * k * 4:  # early blocks: partition each row instead
-        kk = min(k, scores.shape[1])
-        part = np.argpartition(scores, scores.shape[1] - kk, axis=1)[:, -kk:]
-        cand_s, cand_i = np.take_along_axis(scores, part, 1), ids[part]
-        all_s, all_i = np.concatenate([best_s, cand_s], 1), np.concatenate([best_i, cand_i], 1)
+    sub = scores[:, hot]
+    cols, r = np.nonzero(sub > thresh[hot][None, :])
+    if len(r) > len(hot) * k * 4:  # early blocks: partition each hot query's column instead
+        by_query = np.ascontiguousarray(sub.T)
+        kk = min(k, by_query.shape[1])
+        part = np.argpartition(by_query, by_query.shape[1] - kk, axis=1)[:, -kk:]
+        cand_s, cand_i = np.take_along_axis(by_query, part, 1), ids[part]
+        all_s, all_i = np.concatenate([best_s[hot], cand_s], 1), np.concatenate([best_i[hot], cand_i], 1)
         order = np.argsort(-all_s, axis=1, kind="stable")[:, :k]
-        best_s[:] = np.take_along_axis(all_s, order, 1)
-        best_i[:] = np.take_along_axis(all_i, order, 1)
+        best_s[hot] = np.take_along_axis(all_s, order, 1)
+        best_i[hot] = np.take_along_axis(all_i, order, 1)
         return
+    rows = hot[r]
     touched = np.unique(rows)
     q_rows = np.concatenate([np.repeat(touched, k), rows])
-    all_s = np.concatenate([best_s[touched].ravel(), scores[rows, cols]])
+    all_s = np.concatenate([best_s[touched].ravel(), sub[cols, r]])
     all_i = np.concatenate([best_i[touched].ravel(), ids[cols]])
     order = np.lexsort((-all_s, q_rows))  # by query, then best score first
     q_sorted = q_rows[order]
@@ -100,18 +105,20 @@ def exact_search(vectors: np.ndarray, queries: np.ndarray, k: int, ids: np.ndarr
     """Exact top-``k`` by inner product over ``vectors`` (or only rows ``ids``), best first.
 
     One float32 matmul per row block against the whole query batch keeps BLAS busy; the running
-    top-k is merged per block (see ``_merge``). Ties keep the lower row id first.
+    top-k is merged per block (see ``_merge``). Ties keep the lower row id first. Scores are laid
+    out rows × queries, and a block holds about ``SCORE_BUFFER_ELEMENTS`` of them so that the
+    merge reads them while they are still in cache.
     """
     q = np.ascontiguousarray(queries, dtype=np.float32)
     n = len(vectors) if ids is None else len(ids)
     out = _empty(len(q), k)
     if k <= 0 or n == 0 or len(q) == 0:
         return out
-    block = block or int(min(262_144, max(4096, SCORE_BUFFER_ELEMENTS // max(1, len(q)))))
-    buf = np.empty((len(q), block), np.float32)
+    block = block or int(min(65_536, max(1024, SCORE_BUFFER_ELEMENTS // max(1, len(q)))))
+    buf, q_t = np.empty((block, len(q)), np.float32), q.T
     for rows, row_ids in _chunks(len(vectors), ids, block):
         part = vectors[rows]
-        scores = np.matmul(q, part.T, out=buf[:, :len(part)])
+        scores = np.matmul(part, q_t, out=buf[:len(part)])  # (B, Q): rows × queries
         block_ids = np.arange(rows.start, rows.stop) if row_ids is None else np.asarray(row_ids, np.int64)
         _merge(out.scores, out.ids, scores, block_ids, k)
     _order_ties(out)

@@ -9,7 +9,7 @@ import pytest
 
 from binder import backends, faiss_backends
 from binder.backends import BackendError, ExactBackend, exact_search, make_backend, recall_at_k, resolve_name
-from conftest import brute_force, clustered, unit
+from search_helpers import brute_force, clustered, unit
 
 N, D = 3000, 32
 

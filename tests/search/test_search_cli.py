@@ -16,7 +16,7 @@ from binder.index import EmbeddingIndex
 from binder.index_build import BuildOptions, build_index
 from binder.query import embed_query
 from binder.store import IndexStore
-from conftest import brute_force
+from search_helpers import brute_force
 from samplegen import MAKERS
 
 MODALITIES = ("image", "text", "depth", "imu")

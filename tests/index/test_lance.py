@@ -75,3 +75,11 @@ def test_search_cli_names_a_missing_lance_table(tmp_path, model):
     assert isinstance(result.exception, IndexStoreError)
     message = str(result.exception)
     assert str(tmp_path / "lance") in message and "'t2'" in message and "t1" in message
+
+
+def test_search_cli_names_a_damaged_lance_table(tmp_path):
+    (tmp_path / "lance" / "anybind.lance").mkdir(parents=True)
+    (tmp_path / "lance" / "anybind.lance" / "_versions").write_text("not a lance table\n")
+    result = CliRunner().invoke(app, ["search", str(tmp_path / "lance"), "a digit", "--quiet"])
+    assert isinstance(result.exception, IndexStoreError)
+    assert str(tmp_path / "lance") in str(result.exception) and "'anybind'" in str(result.exception)

@@ -127,16 +127,21 @@ def tensor_inputs(model, batch: int) -> dict[str, torch.Tensor]:
             "imu": torch.randn(batch, 6, 2000, generator=g)}
 
 
+def reference_load(name: str, paths: list[Path]) -> torch.Tensor:
+    """The reference loader's input tensor for ``paths`` (its deprecation warnings silenced)."""
+    data, _ = reference()
+    loader = data.load_and_transform_audio_data if name == "audio" else data.load_and_transform_vision_data
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return loader([str(p) for p in paths], "cpu")
+
+
 def end_to_end(ref, ours, files: dict[str, list[Path]], batch: int):
     """name → (reference fn, anybind fn) embedding files from disk."""
-    data, _ = reference()
-
     def ref_fn(name):
-        loader = data.load_and_transform_audio_data if name == "audio" else data.load_and_transform_vision_data
         key = REF_KEY.get(name, name)
-        with torch.inference_mode(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return ref({key: loader([str(p) for p in files[name]], "cpu")})[key]
+        with torch.inference_mode():
+            return ref({key: reference_load(name, files[name])})[key]
 
     def our_fn(name):
         items = [Item(str(p), name) for p in files[name]]
@@ -148,19 +153,11 @@ def end_to_end(ref, ours, files: dict[str, list[Path]], batch: int):
 
 def preprocessing(ours, files: dict[str, list[Path]]):
     """name → (reference loader, anybind loader) producing the model's input tensor from files."""
-    data, _ = reference()
-
-    def ref_fn(name):
-        loader = data.load_and_transform_audio_data if name == "audio" else data.load_and_transform_vision_data
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return loader([str(p) for p in files[name]], "cpu")
-
     def our_fn(name):
         modality = ours.modality(name)
         return modality.collate([modality.prepare(p) for p in files[name]])
 
-    return {name: (lambda n=name: ref_fn(n), lambda n=name: our_fn(n)) for name in files}
+    return {name: (lambda n=name: reference_load(n, files[n]), lambda n=name: our_fn(n)) for name in files}
 
 
 def run(preset: str, batch: int, repeats: int) -> list[dict]:
@@ -180,7 +177,7 @@ def run(preset: str, batch: int, repeats: int) -> list[dict]:
         for name, (ref_fn, our_fn) in preprocessing(ours, files).items():
             t_ref, m_ref, x_ref = measure(ref_fn, repeats)
             t_our, m_our, x_our = measure(our_fn, repeats)
-            rows.append(row(f"{name} (file → tensor, one thread)", batch, t_ref, t_our, m_ref, m_our, x_ref, x_our,
+            rows.append(row(f"{name} (file → tensor, sequential)", batch, t_ref, t_our, m_ref, m_our, x_ref, x_our,
                             unit=False))
         for name, (ref_fn, our_fn) in end_to_end(ref, ours, files, batch).items():
             t_ref, m_ref, z_ref = measure(ref_fn, repeats)

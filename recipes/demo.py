@@ -81,7 +81,7 @@ def mixed_folder() -> tuple[Path, dict[str, int]]:
         caption = folder / f"caption-{word}.txt"
         if not caption.is_file():
             caption.write_text(f"the digit {word}\n")
-        labels[str(folder / f"caption-{word}.txt")] = i
+        labels[str(caption)] = i
     return folder, labels
 
 

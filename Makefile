@@ -8,7 +8,7 @@ TORCH := torch==2.11.0 torchvision==0.26.0 torchaudio==2.11.0
 APT_PACKAGES := espeak-ng
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install apt demo test bench clean
+.PHONY: install apt demo test lint bench clean
 
 install: $(STAMP) apt
 
@@ -30,8 +30,13 @@ apt:
 demo: install
 	$(BIN)/python recipes/demo.py
 
-test: install
+test: install lint
 	$(BIN)/python -m pytest -q
+
+# ruff and mypy, configured in pyproject.toml; part of `make test`.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 bench: install
 	$(BIN)/python benchmarks/embed_throughput.py

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from binder.config import AnchorConfig, BindConfig, ModalityConfig  # noqa: E402
-from binder.embed import Item, embed_items  # noqa: E402
+from binder.embed.pipeline import Item, embed_items  # noqa: E402
 from binder.model import BindingModel  # noqa: E402
 from binder.registry import list_modalities, modality_for_path  # noqa: E402
 
@@ -114,7 +114,8 @@ def main() -> None:
             f_ips, t_ips = bench_modality(model, name, files[name], args.repeats)
             print(f"{name:<13} {f_ips:>17.1f} {t_ips:>19.1f}")
         print("\nimage file→emb against plain open_clip (PIL → its preprocess → encode_image), same weights:")
-        for label, paths in (("bundled 64 px PNG", files["image"]), ("640x480 JPEG photo", photos(args.batch, Path(tmp)))):
+        inputs = (("bundled 64 px PNG", files["image"]), ("640x480 JPEG photo", photos(args.batch, Path(tmp))))
+        for label, paths in inputs:
             ours, _ = bench_modality(model, "image", paths, args.repeats)
             ref = bench_open_clip(model, paths, args.repeats)
             print(f"  {label:<19} anybind {ours:7.1f} items/s   open_clip {ref:7.1f} items/s   ratio {ours / ref:.2f}x")

@@ -25,9 +25,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from binder.anchor_train import load_anchor_recipe, train_anchor  # noqa: E402
-from binder.recipe import Recipe, load_recipe  # noqa: E402
-from binder.train import Trainer  # noqa: E402
+from binder.train.anchor_train import load_anchor_recipe, train_anchor  # noqa: E402
+from binder.train.recipe import Recipe, load_recipe  # noqa: E402
+from binder.train.trainer import Trainer  # noqa: E402
 from recipes.world.build import build_world  # noqa: E402
 from recipes.world.config import WorldConfig  # noqa: E402
 
@@ -67,7 +67,8 @@ def emergence_row(name: str, args) -> dict:
            "to_image_R@10": by_image["to_image"]["R@10"], "text_bound_top1": by_text["zero_shot_top1"],
            "chance": by_image["chance_top1"], "test_items": by_image["items"], "minutes": (t_img + t_txt) / 60}
     print(f"  {name:<13} emergent {row['emergent_top1']:.3f}  R@1 {row['to_image_R@1']:.3f}  "
-          f"text-bound {row['text_bound_top1']:.3f}  chance {row['chance']:.3f}  ({row['minutes']:.1f} min)", flush=True)
+          f"text-bound {row['text_bound_top1']:.3f}  chance {row['chance']:.3f}  ({row['minutes']:.1f} min)",
+          flush=True)
     return row
 
 
@@ -116,13 +117,17 @@ def main() -> None:
     previous = _previous(args.out / "results.json")
     fresh = {m: emergence_row(m, args) for m in args.modalities.split(",") if m}
     rows = [fresh.get(m) or previous["rows"][m] for m in MODALITIES if m in fresh or m in previous["rows"]]
-    bm = basic_motions(args) if not args.skip_basic_motions or "basic_motions" not in previous else previous["basic_motions"]
+    if not args.skip_basic_motions or "basic_motions" not in previous:
+        bm = basic_motions(args)
+    else:
+        bm = previous["basic_motions"]
     report = table(rows) + (f"\nBasicMotions (real IMU, official 40/40 split, {bm['test_items']} test series): anybind "
                             f"bound to text labels {bm['anybind_text_bound_top1']:.3f}; same split, same run: ROCKET "
                             f"{bm['rocket_top1']:.3f}, 1-NN DTW {bm['dtw_1nn_top1']:.3f}\n")
     print("\n" + report)
     args.out.mkdir(parents=True, exist_ok=True)
-    _write(args.out / "results.json", json.dumps({"rows": {r["modality"]: r for r in rows}, "basic_motions": bm}, indent=2))
+    results = {"rows": {r["modality"]: r for r in rows}, "basic_motions": bm}
+    _write(args.out / "results.json", json.dumps(results, indent=2))
     _write(args.out / "results.md", report)
 
 

@@ -26,9 +26,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from binder.backends import ExactBackend, recall_at_k  # noqa: E402
-from binder.faiss_backends import (HNSW_EF_CONSTRUCTION, HNSW_M, HNSWBackend, IVFPQBackend,  # noqa: E402
-                                   import_faiss)
+from binder.index.backends import recall_at_k
+from binder.index.backends.exact import ExactBackend  # noqa: E402
+from binder.index.backends.faiss import HNSW_EF_CONSTRUCTION, HNSW_M, HNSWBackend, IVFPQBackend, import_faiss  # noqa: E402
 
 K = 10
 HNSW_BUILD = {"M": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION}
@@ -86,7 +86,7 @@ def run_dataset(kind: str, n: int, nq: int, dim: int) -> dict:
     rows.append(row("faiss.IndexFlatIP", "plain", nq / t, recall_at_k(ids, truth.ids), tb, dim * 4,
                     "its own copy of the rows"))
     emit(rows[-1])
-    del plain
+    plain = None  # drop faiss's copy of the rows before the next build
     gc.collect()
     rows += sweep(HNSWBackend(x, **HNSW_BUILD), "ef_search", HNSW_EF, q, truth, n,
                   f"M={HNSW_BUILD['M']}, efConstruction={HNSW_BUILD['ef_construction']}")

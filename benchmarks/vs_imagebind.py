@@ -31,9 +31,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.append(str(ROOT / "tests"))
 
-from binder.embed import Item, embed_items  # noqa: E402
-from binder.imagebind import convert_state_dict  # noqa: E402
 from reference_imagebind import HUGE_KWARGS, TEST_KWARGS, random_reference, reference  # noqa: E402
+
+from binder.embed.pipeline import Item, embed_items  # noqa: E402
+from binder.imagebind import convert_state_dict  # noqa: E402
 
 KWARGS = {"imagebind-huge": HUGE_KWARGS, "imagebind-test": TEST_KWARGS}
 REF_KEY = {"image": "vision"}
@@ -55,7 +56,7 @@ def rss_bytes() -> int:
 class PeakMemory:
     """Peak resident memory above the starting level while the block runs (sampled every 2 ms)."""
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         gc.collect()
         release_free_memory()
         self.start = self.peak = rss_bytes()
@@ -195,7 +196,8 @@ def row(label, batch, t_ref, t_our, m_ref, m_our, z_ref, z_our, unit: bool) -> d
 
 def print_table(rows: list[dict], preset: str, batch: int) -> None:
     print(f"\n{preset}, batch {batch}, {torch.get_num_threads()} threads, fp32 CPU")
-    print("| input | ImageBind items/s | anybind items/s | anybind / ImageBind | ImageBind peak MB | anybind peak MB | max abs diff |")
+    print("| input | ImageBind items/s | anybind items/s | anybind / ImageBind "
+          "| ImageBind peak MB | anybind peak MB | max abs diff |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['what']} | {r['ref_items_s']:.2f} | {r['anybind_items_s']:.2f} | {r['ratio']:.2f}× | "

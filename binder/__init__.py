@@ -4,8 +4,8 @@ The public API lives here so that users import from one place::
 
     from binder import BindingModel, BindConfig, list_modalities
 """
-from binder.errors import AnybindError, AnchorError, CheckpointError, ModalityError, RegistryError
 from binder.config import AnchorConfig, BindConfig, HeadConfig, ModalityConfig, TrunkConfig
+from binder.errors import AnchorError, AnybindError, CheckpointError, ModalityError, RegistryError
 from binder.registry import get_modality, list_modalities, modality_for_path, register_modality
 
 __all__ = [

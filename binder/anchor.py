@@ -11,8 +11,9 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import Any, cast
 
 import open_clip
 import torch
@@ -21,6 +22,7 @@ from torch import nn
 
 from binder.config import AnchorConfig
 from binder.errors import AnchorError
+from binder.io import atomic_path, atomic_write_json
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 open_clip.add_model_config(CONFIG_DIR)
@@ -30,6 +32,9 @@ LOCAL_WEIGHTS = "open_clip_model.safetensors"
 
 class Anchor(nn.Module):
     """A frozen CLIP image + text pair of towers with their preprocessing."""
+
+    # An open_clip model (CLIP, CustomTextCLIP, CoCa, ...); open_clip ships no type information.
+    clip: Any
 
     def __init__(self, clip: nn.Module, tokenizer, config: AnchorConfig):
         super().__init__()
@@ -42,7 +47,7 @@ class Anchor(nn.Module):
         self.clip.eval()
         sequence_first_text(self.clip)
 
-    def train(self, mode: bool = True) -> "Anchor":
+    def train(self, mode: bool = True) -> Anchor:
         """The anchor never leaves eval mode (no dropout, fixed statistics)."""
         return super().train(False)
 
@@ -100,13 +105,13 @@ def sequence_first_text(clip: nn.Module) -> bool:
     text = getattr(clip, "text", clip)  # CustomTextCLIP keeps its text tower in .text
     stack = getattr(text, "transformer", None)
     blocks = getattr(stack, "resblocks", None)
-    if blocks is None or not getattr(stack, "batch_first", False):
+    if stack is None or blocks is None or not getattr(stack, "batch_first", False):
         return False
     attns = [getattr(b, "attn", None) for b in blocks]
     if not all(isinstance(a, nn.MultiheadAttention) for a in attns):
         return False
     stack.batch_first = False  # the stack transposes once on entry and once on exit
-    for attn in attns:
+    for attn in cast("list[nn.MultiheadAttention]", attns):  # all checked just above
         attn.batch_first = False
     return True
 
@@ -166,7 +171,8 @@ def _explain(cfg: AnchorConfig, exc: Exception) -> str:
     if "download" in msg.lower() or "connection" in msg.lower() or "offline" in msg.lower():
         return (f"could not fetch pretrained weights {cfg.pretrained!r} for anchor {cfg.model!r} (offline?). "
                 f"Put the checkpoint file in the open_clip cache (cache_dir={cfg.cache_dir}), pass a local file "
-                f"as pretrained, or use model='local-dir:/path/to/folder'; HF_HUB_OFFLINE=1 fails fast. Cause: {msg.splitlines()[0]}")
+                f"as pretrained, or use model='local-dir:/path/to/folder'; HF_HUB_OFFLINE=1 fails fast. "
+                f"Cause: {msg.splitlines()[0]}")
     if "not found" in msg.lower() and "config" in msg.lower():
         return (f"unknown anchor architecture {cfg.model!r}; open_clip.list_models() names the "
                 f"{len(open_clip.list_models())} known ones")
@@ -180,9 +186,7 @@ def save_anchor_dir(anchor: Anchor, folder: str | os.PathLike) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     payload = anchor.arch()
-    tmp_w, tmp_c = folder / (LOCAL_WEIGHTS + ".tmp"), folder / (LOCAL_CONFIG + ".tmp")
-    save_model(anchor.clip, str(tmp_w))
-    tmp_c.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp_w, folder / LOCAL_WEIGHTS)
-    os.replace(tmp_c, folder / LOCAL_CONFIG)
+    with atomic_path(folder / LOCAL_WEIGHTS) as tmp:
+        save_model(anchor.clip, str(tmp))
+    atomic_write_json(folder / LOCAL_CONFIG, payload)
     return folder

@@ -11,6 +11,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from binder.errors import CheckpointError
+from binder.io import atomic_path, atomic_write_json
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -21,11 +22,9 @@ def save_checkpoint(folder: str | os.PathLike, module: nn.Module, config: dict[s
     """Write weights then config, each through a temp file, so a folder with config.json is complete."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp_w, tmp_c = folder / f".{WEIGHTS}.tmp", folder / f".{CONFIG}.tmp"
-    save_model(module, str(tmp_w), metadata={"format": "pt", "library": "anybind"})
-    tmp_c.write_text(json.dumps(config, indent=2, sort_keys=True))
-    os.replace(tmp_w, folder / WEIGHTS)
-    os.replace(tmp_c, folder / CONFIG)
+    with atomic_path(folder / WEIGHTS) as tmp:
+        save_model(module, str(tmp), metadata={"format": "pt", "library": "anybind"})
+    atomic_write_json(folder / CONFIG, config, sort_keys=True)
     return folder
 
 

@@ -1,6 +1,8 @@
 """Human-readable description of the modalities a model holds (the ``anybind modalities`` table)."""
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 
 from binder.model import BindingModel
@@ -11,7 +13,7 @@ def token_shape(model: BindingModel, name: str) -> tuple[int, int]:
     modality = model.modality(name)
     if modality.tower == "image":
         visual = model.anchor.visual
-        grid = visual.grid_size if hasattr(visual, "grid_size") else (0, 0)
+        grid = cast("tuple[int, int]", visual.grid_size) if hasattr(visual, "grid_size") else (0, 0)
         return grid[0] * grid[1] + 1, model.anchor.width
     if modality.tower == "text":
         return modality.input_shape()[0], int(model.anchor.clip.transformer.width)

@@ -17,8 +17,9 @@ import dataclasses
 import os
 import pickle
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import cast
 
 import torch
 
@@ -74,7 +75,8 @@ def target_key(key: str) -> tuple[str, Transform] | None:
         m = pattern.match(key)
         if m:
             if template.endswith("{block}"):
-                return m.expand(template[: -len("{block}")]) + _block_part(m.group(m.lastindex)), fn
+                last = cast(int, m.lastindex)  # every {block} pattern has groups
+                return m.expand(template[: -len("{block}")]) + _block_part(m.group(last)), fn
             return m.expand(template), fn
     return None
 
@@ -114,7 +116,7 @@ def convert_state_dict(state: dict[str, torch.Tensor], preset: str = "imagebind-
 
     text_scale = state.get("modality_postprocessors.text.1.log_logit_scale")
     model = BindingModel(_config_with_scales(preset_config(preset, pretrained=None), state))
-    params = dict(model.named_parameters())
+    params: dict[str, torch.Tensor] = dict(model.named_parameters())
     params.update(dict(model.named_buffers()))
     placed, unknown = set(), []
     for key, value in state.items():

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +15,7 @@ from binder.config import BindConfig, ModalityConfig
 from binder.errors import CheckpointError, ModalityError
 from binder.heads import Head
 from binder.registry import get_modality, list_modalities
-from binder.trunk import build_trunk
+from binder.trunk import Trunk, build_trunk
 from modalities.base import Modality
 
 FORMAT_VERSION = 1
@@ -69,7 +70,7 @@ class BindingModel(nn.Module):
             self.heads[mcfg.name] = head
 
     @classmethod
-    def default(cls, modalities: list[str] | None = None, seed: int = 0) -> "BindingModel":
+    def default(cls, modalities: list[str] | None = None, seed: int = 0) -> BindingModel:
         """A randomly initialised tiny model holding every registered modality (untrained)."""
         names = modalities or list_modalities()
         return cls(BindConfig(modalities=tuple(ModalityConfig(n) for n in names), seed=seed))
@@ -85,9 +86,9 @@ class BindingModel(nn.Module):
             raise ModalityError(None, f"this model has no binding for modality {name!r} "
                                       f"(it holds: {', '.join(self.modalities)})") from None
 
-    def trunk_for(self, name: str) -> nn.Module:
+    def trunk_for(self, name: str) -> Trunk:
         """The transformer ``name`` runs through: its own, else the shared trunk."""
-        return self.trunks[name] if name in self.trunks else self.trunk
+        return cast(Trunk, self.trunks[name]) if name in self.trunks else self.trunk
 
     def encode(self, name: str, batch: torch.Tensor, token_drop: float = 0.0,
                generator: torch.Generator | None = None, scaled: bool = False) -> torch.Tensor:
@@ -126,7 +127,7 @@ class BindingModel(nn.Module):
     def logit_scale(self, name: str) -> torch.Tensor:
         """The modality's learned inverse temperature (the anchor's own for image/text)."""
         if name in self.heads:
-            return self.heads[name].logit_scale
+            return cast(Head, self.heads[name]).logit_scale
         return self.anchor.clip.logit_scale.exp().clamp(max=100.0)
 
     def embed_files(self, name: str, paths: list[str | os.PathLike]) -> torch.Tensor:
@@ -137,7 +138,7 @@ class BindingModel(nn.Module):
             return self.encode(name, batch)
 
     @classmethod
-    def from_preset(cls, name: str, **overrides) -> "BindingModel":
+    def from_preset(cls, name: str, **overrides) -> BindingModel:
         """A model of a named architecture (``anybind presets`` lists them), randomly initialised.
 
         Pretrained weights come from the preset's anchor tag or from ``anybind convert``.
@@ -146,7 +147,7 @@ class BindingModel(nn.Module):
 
         return cls(preset_config(name, **overrides)).eval()
 
-    def train(self, mode: bool = True) -> "BindingModel":
+    def train(self, mode: bool = True) -> BindingModel:
         super().train(mode)
         self.anchor.train(False)
         if self.trunk.shared:
@@ -159,7 +160,7 @@ class BindingModel(nn.Module):
         return save_checkpoint(folder, self, payload)
 
     @classmethod
-    def load(cls, folder: str | os.PathLike) -> "BindingModel":
+    def load(cls, folder: str | os.PathLike) -> BindingModel:
         """Rebuild from ``config.json`` and load the safetensors weights (bit-exact)."""
         payload = read_config(folder)
         if payload.get("format_version") != FORMAT_VERSION or "bind" not in payload:

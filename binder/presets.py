@@ -12,8 +12,10 @@ a pre-LN transformer (LayerNorm eps 1e-6, a learned extra key/value in attention
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from types import EllipsisType
+from typing import Any
 
 from binder.config import AnchorConfig, BindConfig, HeadConfig, ModalityConfig, TrunkConfig
 from binder.errors import RegistryError
@@ -38,7 +40,7 @@ def preset_summary(name: str) -> str:
     return (_PRESETS[name].__doc__ or "").strip().splitlines()[0]
 
 
-def preset_config(name: str, pretrained: str | None | object = ..., cache_dir: str | None = None) -> BindConfig:
+def preset_config(name: str, pretrained: str | None | EllipsisType = ..., cache_dir: str | None = None) -> BindConfig:
     """The ``BindConfig`` of preset ``name``; ``pretrained`` replaces the anchor's weights tag
     (``None`` = random anchor weights, e.g. offline or before ``anybind convert``)."""
     try:
@@ -64,7 +66,7 @@ class EncoderShape:
 
 # ImageBind's preprocessing, where it differs from anybind's defaults: the left channel of stereo
 # audio and torchaudio's resampler; IMU in physical units; depth and thermal 224 × 224, 16 × 16 patches.
-IMAGEBIND_OPTIONS = {
+IMAGEBIND_OPTIONS: dict[str, dict[str, Any]] = {
     "audio": {"channel": "first", "resampler": "torchaudio", "patch": 16, "stride": 10},
     "depth": {"image_size": 224, "patch": 16},
     "thermal": {"image_size": 224, "patch": 16},

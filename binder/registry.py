@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from binder.errors import RegistryError
 
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
     from modalities.base import Modality
 
 ENTRY_POINT_GROUP = "anybind.modalities"
-_REGISTRY: dict[str, type["Modality"]] = {}
+_REGISTRY: dict[str, type[Modality]] = {}
 _SOURCES: dict[str, str] = {}
 _state = {"builtins": False, "plugins": False}
 M = TypeVar("M", bound=type)
@@ -69,7 +70,7 @@ def _ensure_loaded() -> None:
     _load_plugins()
 
 
-def get_modality(name: str) -> type["Modality"]:
+def get_modality(name: str) -> type[Modality]:
     """The Modality class registered as ``name``."""
     _ensure_loaded()
     try:

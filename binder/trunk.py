@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+from typing import cast
 
 import torch
 from open_clip.transformer import LayerNorm, Transformer
@@ -51,7 +52,7 @@ class Trunk(nn.Module):
 
     def _attention_mask(self, pad_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """Additive (B·heads, N, N) mask that hides padded keys from every query."""
-        heads = self.blocks[0].attn.num_heads
+        heads = cast(nn.MultiheadAttention, self.blocks[0].attn).num_heads
         b, n = pad_mask.shape
         mask = torch.zeros(b, 1, 1, n, dtype=dtype, device=pad_mask.device)
         mask = mask.masked_fill(pad_mask[:, None, None, :], float("-inf"))
@@ -64,11 +65,12 @@ def build_trunk(cfg: TrunkConfig, anchor_visual: nn.Module | None) -> Trunk:
         return _standalone(cfg)
     if anchor_visual is None or not hasattr(anchor_visual, "transformer"):
         raise ValueError("an 'anchor' trunk needs an anchor with a ViT image tower (VisionTransformer)")
-    ln_pre, blocks = anchor_visual.ln_pre, anchor_visual.transformer.resblocks
+    transformer = cast(Transformer, anchor_visual.transformer)
+    ln_pre, blocks = cast(nn.Module, anchor_visual.ln_pre), cast(nn.ModuleList, transformer.resblocks)
     shared = cfg.trainable_blocks == 0 and cfg.lora_rank == 0
     if not shared:
         ln_pre, blocks = copy.deepcopy(ln_pre), copy.deepcopy(blocks)
-    trunk = Trunk(ln_pre, blocks, anchor_visual.transformer.width, shared=shared)
+    trunk = Trunk(ln_pre, blocks, transformer.width, shared=shared)
     for p in trunk.parameters():
         p.requires_grad_(False)
     if cfg.trainable_blocks:
@@ -99,7 +101,8 @@ def _add_lora(trunk: Trunk, cfg: TrunkConfig) -> None:
     # heads built after the trunk are then identical with and without LoRA (which starts as identity).
     with torch.random.fork_rng(devices=[]):
         for block in trunk.blocks:
-            attn = block.attn
+            attn = cast(nn.MultiheadAttention, block.attn)
             width = attn.embed_dim
-            parametrize.register_parametrization(attn, "in_proj_weight", LoRA(3 * width, width, cfg.lora_rank, cfg.lora_alpha))
-            parametrize.register_parametrization(attn.out_proj, "weight", LoRA(width, width, cfg.lora_rank, cfg.lora_alpha))
+            rank, alpha = cfg.lora_rank, cfg.lora_alpha
+            parametrize.register_parametrization(attn, "in_proj_weight", LoRA(3 * width, width, rank, alpha))
+            parametrize.register_parametrization(attn.out_proj, "weight", LoRA(width, width, rank, alpha))

@@ -11,9 +11,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from pathlib import Path
 import warnings
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -104,7 +104,7 @@ def load_waveform(path: str | os.PathLike, sample_rate: int, min_duration: float
     return np.ascontiguousarray(wave, dtype=np.float32)
 
 
-def _resample(wave: np.ndarray, orig_sr: int, target_sr: int, resampler: str) -> np.ndarray:
+def _resample(wave: np.ndarray, orig_sr: float, target_sr: int, resampler: str) -> np.ndarray:
     if resampler == "torchaudio":
         import torchaudio
 
@@ -240,7 +240,8 @@ def fbank_clips(waveform: torch.Tensor, opts: AudioOptions) -> torch.Tensor:
 
 @register_modality
 class Audio(Modality):
-    """Resampled to 16 kHz mono and cut into `clips` evenly spaced 2 s clips (ImageBind); audio shorter than a clip is zero-padded (or tiled with short_policy="repeat"), under min_duration (0.25 s) rejected.
+    """Resampled to 16 kHz mono and cut into `clips` evenly spaced 2 s clips (ImageBind); audio shorter
+    than a clip is zero-padded (or tiled with short_policy="repeat"), under min_duration (0.25 s) rejected.
 
     Each clip becomes a 128 × 204 normalized kaldi log-mel fbank, tokenized by overlapping 16 × 16
     patches with stride 10 (AST/ImageBind). Clip embeddings are averaged by the model.

@@ -2,15 +2,21 @@
 
 A modality knows how to read its files (``load``), turn what it read into one fixed-shape
 tensor under an explicit length policy (``preprocess``), and build the tokenizer that maps a
-batch of those tensors to a token sequence of the trunk's width (``build_tokenizer``).
+batch of those tensors to a token sequence of the trunk's width (``build_tokenizer``). For
+training it may also declare augmentations (``AugmentOptions``, ``augment`` on the decoded item,
+``augment_tensor`` on the preprocessed one) that the trainer draws from a generator seeded by
+(seed, step, item), so a resumed run sees the same variations.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -33,6 +39,7 @@ class Modality(ABC):
     name: ClassVar[str]
     extensions: ClassVar[tuple[str, ...]] = ()
     Options: ClassVar[type] = NoOptions
+    AugmentOptions: ClassVar[type | None] = None
     tower: ClassVar[str | None] = None
     has_clips: ClassVar[bool] = False
 
@@ -69,10 +76,56 @@ class Modality(ABC):
         """Stack preprocessed items into a batch."""
         return torch.stack(items)
 
+    # ---------------------------------------------------------------- training augmentation
+    def augment_options(self, values: Mapping[str, Any] | bool | None = True) -> Any | None:
+        """A recipe's ``augment`` value as this modality's ``AugmentOptions`` (None = no augmentation).
+
+        ``True`` or ``{}`` takes the defaults, a table overrides fields, ``False`` switches it off.
+        """
+        if values is False or values is None or self.AugmentOptions is None:
+            if isinstance(values, Mapping) and values and self.AugmentOptions is None:
+                raise ValueError(f"modality {self.name!r} has no augmentations to tune (got {sorted(values)})")
+            return None
+        kwargs = {} if values is True else dict(values)
+        try:
+            opts = self.AugmentOptions(**kwargs)
+        except TypeError as exc:
+            fields = [f.name for f in dataclasses.fields(self.AugmentOptions)]
+            raise ValueError(f"bad augment options for modality {self.name!r}: {exc}; valid: {fields}") from None
+        return opts if getattr(opts, "enabled", True) else None
+
+    def augment(self, raw: Any, rng: np.random.Generator, options: Any) -> Any:
+        """A training-time variation of a decoded item, drawn from ``rng`` only. Default: unchanged."""
+        return raw
+
+    def augment_tensor(self, tensor: torch.Tensor, rng: np.random.Generator, options: Any) -> torch.Tensor:
+        """A variation of the preprocessed tensor (e.g. SpecAugment masks). Default: unchanged."""
+        return tensor
+
+    # ---------------------------------------------------------------- file → tensor, errors named
+    def load_checked(self, path: str | os.PathLike) -> Any:
+        """``load`` with every failure turned into a ModalityError that names the file."""
+        with self._named_errors(path):
+            return self.load(path)
+
     def prepare(self, path: str | os.PathLike) -> torch.Tensor:
         """load + preprocess with every failure turned into a ModalityError that names the file."""
+        raw = self.load_checked(path)
+        with self._named_errors(path):
+            tensor = self.preprocess(raw)
+        return self._checked_shape(path, tensor)
+
+    def prepare_augmented(self, path: str | os.PathLike, raw: Any, rng: np.random.Generator,
+                          options: Any) -> torch.Tensor:
+        """augment + preprocess + augment_tensor of an item decoded from ``path`` (training)."""
+        with self._named_errors(path):
+            tensor = self.augment_tensor(self.preprocess(self.augment(raw, rng, options)), rng, options)
+        return self._checked_shape(path, tensor)
+
+    @contextlib.contextmanager
+    def _named_errors(self, path: str | os.PathLike) -> Iterator[None]:
         try:
-            tensor = self.preprocess(self.load(path))
+            yield
         except ModalityError as exc:
             if exc.path is None:
                 raise ModalityError(path, exc.reason) from exc
@@ -81,11 +134,14 @@ class Modality(ABC):
             raise
         except Exception as exc:  # decoder libraries raise anything; the user needs the file name
             raise ModalityError(path, f"cannot read as {self.name}: {type(exc).__name__}: {exc}") from exc
+
+    def _checked_shape(self, path: str | os.PathLike, tensor: torch.Tensor) -> torch.Tensor:
         if tuple(tensor.shape) != self.input_shape():
             raise ModalityError(path, f"preprocessed to shape {tuple(tensor.shape)}, expected {self.input_shape()}")
         return tensor
 
     def describe(self) -> str:
         """One-line summary of the length policy, shown by ``anybind modalities``."""
-        doc = (type(self).__doc__ or "").strip().splitlines()
-        return doc[0] if doc else ""
+        # The summary is the docstring's first paragraph, which may be wrapped over several lines.
+        summary = (type(self).__doc__ or "").strip().split("\n\n")[0]
+        return " ".join(line.strip() for line in summary.splitlines())

@@ -31,7 +31,8 @@ class DepthOptions(RasterOptions):
 
 @register_modality
 class Depth(RasterModality):
-    """Depth → disparity 1/d (invalid pixels filled with the mean), optional plane removal, resize + crop, standardized."""
+    """Depth → disparity 1/d (invalid pixels filled with the mean), optional plane removal,
+    resize + crop, standardized."""
 
     name = "depth"
     extensions = (".depth.png", ".depth.npy", ".depth.tif", ".depth.tiff", ".disparity.png", ".disparity.npy")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 
 from binder.errors import CheckpointError, ModalityError
+from binder.io import atomic_path
 from binder.registry import register_modality
 from binder.tokenizers import SequenceEmbedding
 from modalities.audio import load_waveform
@@ -102,7 +102,7 @@ class Codebook:
         return self.centroids.shape[0]
 
     @classmethod
-    def fit(cls, features: Sequence[np.ndarray] | np.ndarray, k: int, seed: int = 0) -> "Codebook":
+    def fit(cls, features: Sequence[np.ndarray] | np.ndarray, k: int, seed: int = 0) -> Codebook:
         """Fit k centroids with scikit-learn's MiniBatchKMeans on standardized frames (NaN rows ignored)."""
         from sklearn.cluster import MiniBatchKMeans
 
@@ -123,23 +123,15 @@ class Codebook:
         return np.where(_valid_rows(feats), ids, -1)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write as safetensors atomically (temp file in the same folder, then os.replace)."""
+        """Write as safetensors, atomically (binder.io)."""
         from safetensors.numpy import save_file
 
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            save_file({"centroids": self.centroids, "mean": self.mean, "std": self.std}, tmp,
+        with atomic_path(path) as tmp:
+            save_file({"centroids": self.centroids, "mean": self.mean, "std": self.std}, str(tmp),
                       metadata={"format": "anybind.speech_units.codebook"})
-            os.chmod(tmp, 0o644)  # mkstemp makes it private; a codebook is shared data
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Codebook":
+    def load(cls, path: str | os.PathLike) -> Codebook:
         """Read a codebook saved by ``save``; anything that is not safetensors (e.g. a pickle) is refused."""
         from safetensors.numpy import load_file
 
@@ -203,6 +195,11 @@ class SpeechUnitTokenizer(nn.Module):
     (``num_units``) is the padding id.
     """
 
+    # Buffers, registered in __init__.
+    centroids: torch.Tensor
+    feat_mean: torch.Tensor
+    feat_std: torch.Tensor
+
     def __init__(self, opts: SpeechUnitsOptions, width: int):
         super().__init__()
         k, dim = opts.num_units, opts.feature_dim
@@ -241,7 +238,8 @@ class SpeechUnitTokenizer(nn.Module):
 
 @register_modality
 class SpeechUnits(Modality):
-    """16 kHz speech as MFCC+Δ+ΔΔ frames (first max_frames = 10 s kept, NaN rows pad the rest), quantized to k-means units with repeats merged, first max_units units kept.
+    """16 kHz speech as MFCC+Δ+ΔΔ frames (first max_frames = 10 s kept, NaN rows pad the rest),
+    quantized to k-means units with repeats merged, first max_units units kept.
 
     Files use a double extension (``.speech.wav``) so plain ``.wav`` stays audio. Padding rows
     of ``preprocess`` are all-NaN: real NaN samples were already rejected by ``load``, so NaN is an

@@ -53,6 +53,15 @@ class ChannelPatchTokens(nn.Module):
         return self.seq(tokens.reshape(b, c * p, w), pad)
 
 
+def _looks_like_a_map(path: str | os.PathLike, shape: tuple[int, ...]) -> str:
+    """A hint for a 2-D array that was probably meant as an image-like map, not a time series."""
+    name = os.path.basename(path)
+    stem = name[: -len(".npy")] if name.endswith(".npy") else os.path.splitext(name)[0]
+    return (f" (read as a time series because of the plain extension; if this {shape[0]}x{shape[1]} array is a "
+            f"depth or thermal map, name it {stem}.depth.npy or {stem}.thermal.npy, or pass --modality depth "
+            f"or --modality thermal)")
+
+
 @register_modality
 class TimeSeries(Modality):
     """Each channel linearly resampled to `length` steps and standardized; absent channels are NaN rows."""
@@ -65,7 +74,8 @@ class TimeSeries(Modality):
         arr = read_signal(path)
         opts = self.options
         if arr.shape[0] > opts.max_channels:
-            raise ModalityError(path, f"{arr.shape[0]} channels; this model takes at most {opts.max_channels}")
+            raise ModalityError(path, f"{arr.shape[0]} channels; this model takes at most {opts.max_channels}"
+                                + _looks_like_a_map(path, arr.shape))
         if arr.shape[1] < opts.min_length:
             raise ModalityError(path, f"only {arr.shape[1]} time steps; need at least {opts.min_length}")
         return arr

@@ -53,7 +53,8 @@ def farneback_flow(rgb: torch.Tensor, cfg: TwoStreamOptions) -> torch.Tensor:
     weights = torch.tensor([0.299, 0.587, 0.114], dtype=rgb.dtype).view(1, 3, 1, 1)
     gray = ((rgb * weights).sum(1) * 255.0).round().clamp(0, 255).to(torch.uint8).numpy()
     flows = [
-        cv2.calcOpticalFlowFarneback(prev, nxt, None, cfg.pyr_scale, cfg.levels, cfg.winsize,
+        # The opencv stubs omit that flow (an output array) may be None.
+        cv2.calcOpticalFlowFarneback(prev, nxt, None, cfg.pyr_scale, cfg.levels, cfg.winsize,  # type: ignore[call-overload]
                                      cfg.iterations, cfg.poly_n, cfg.poly_sigma, 0)
         for prev, nxt in zip(gray[:-1], gray[1:])
     ]
@@ -82,7 +83,8 @@ class TwoStreamTokenizer(nn.Module):
 
 @register_modality
 class TwoStream(Modality):
-    """T+1 frames sampled uniformly over the whole clip give T RGB frames and T flows (frames repeat when short); fewer than min_frames is an error.
+    """T+1 frames sampled uniformly over the whole clip give T RGB frames and T flows (frames repeat when short);
+    fewer than min_frames is an error.
 
     Output of ``preprocess``: one ``(5, T, S, S)`` float tensor. Channels 0-2 are the RGB stream
     (the first T sampled frames, exactly as the video modality prepares them); channels 3-4 are
@@ -111,6 +113,6 @@ class TwoStream(Modality):
         o = self.options
         return (5, o.num_frames, o.image_size, o.image_size)
 
-    def build_tokenizer(self, cfg: TwoStreamOptions | None, width: int) -> nn.Module:
+    def build_tokenizer(self, cfg: TwoStreamOptions, width: int) -> nn.Module:
         """Two-stream tubelet tokenizer for ``(B, 5, T, S, S)`` → ``(B, 1 + 2N, width)``."""
         return TwoStreamTokenizer(width, (cfg.num_frames, cfg.image_size, cfg.image_size), cfg.tubelet)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -214,7 +215,8 @@ class VideoTokenizer(nn.Module):
 
 @register_modality
 class Video(Modality):
-    """T frames sampled uniformly over the whole clip (frames repeat when the clip is shorter); fewer than min_frames is an error.
+    """T frames sampled uniformly over the whole clip (frames repeat when the clip is shorter);
+    fewer than min_frames is an error.
 
     Output of ``preprocess``: ``(3, T, S, S)`` float, short side resized to S then center-cropped,
     normalized with CLIP's mean/std. Tokens: ``tubelet``-sized Conv3d patches plus CLS.
@@ -239,6 +241,6 @@ class Video(Modality):
         o = self.options
         return (3, o.num_frames, o.image_size, o.image_size)
 
-    def build_tokenizer(self, cfg: VideoOptions | None, width: int) -> nn.Module:
+    def build_tokenizer(self, cfg: VideoOptions, width: int) -> nn.Module:
         """Tubelet tokenizer for ``(B, 3, T, S, S)`` clips → ``(B, 1 + N, width)``."""
         return VideoTokenizer(3, width, (cfg.num_frames, cfg.image_size, cfg.image_size), cfg.tubelet)

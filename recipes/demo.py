@@ -18,18 +18,17 @@ import sys
 import time
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from binder.anchor_train import load_anchor_recipe, train_anchor  # noqa: E402
-from binder.data import read_manifest  # noqa: E402
-from binder.index import EmbeddingIndex  # noqa: E402
-from binder.index_build import BuildOptions, build_index  # noqa: E402
+from binder.index.build import BuildOptions, build_index  # noqa: E402
+from binder.index.query import embed_query  # noqa: E402
+from binder.index.search import EmbeddingIndex  # noqa: E402
 from binder.model import BindingModel  # noqa: E402
-from binder.query import embed_query  # noqa: E402
-from binder.recipe import load_recipe  # noqa: E402
-from binder.train import Trainer  # noqa: E402
+from binder.train.anchor_train import load_anchor_recipe, train_anchor  # noqa: E402
+from binder.train.data import read_pairs  # noqa: E402
+from binder.train.recipe import load_recipe  # noqa: E402
+from binder.train.trainer import Trainer  # noqa: E402
 from recipes.world.build import build_world  # noqa: E402
 from recipes.world.config import WorldConfig  # noqa: E402
 
@@ -70,7 +69,7 @@ def mixed_folder() -> tuple[Path, dict[str, int]]:
     labels = {}
     picks = [("audio", 40), ("depth", 40), ("images", 30)]
     for name, count in picks:
-        rows = read_manifest(OUT / "world" / "manifests" / f"{name}.test.jsonl", OUT / "world")
+        rows = read_pairs(OUT / "world" / "manifests" / f"{name}.test.jsonl", OUT / "world")
         step = max(1, len(rows) // count)
         for rec in rows[::step][:count]:
             dst = folder / f"{name}-{Path(rec.path).name}"
@@ -102,7 +101,8 @@ def searches(model: BindingModel, index: EmbeddingIndex, labels: dict[str, int])
 
     def ask(expr: str, modality: str, want: int, note: str = "") -> None:
         shown = expr.replace(f"{ROOT}/", "")
-        print(f"$ anybind search out/demo/index '{shown}' --modality {modality} --k 5" + (f"   # {note}" if note else ""))
+        comment = f"   # {note}" if note else ""
+        print(f"$ anybind search out/demo/index '{shown}' --modality {modality} --k 5" + comment)
         show(f"  {modality} hits", index.search(embed_query(model, expr), 5, modality), labels, want)
 
     ask("the digit seven", "audio", 7)

@@ -5,8 +5,8 @@ makers in their own ``samplegen_*.py`` module; this module gathers them.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image

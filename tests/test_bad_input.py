@@ -10,16 +10,16 @@ import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
-
-from binder.cli import app
-from binder.config import BindConfig, ModalityConfig
-from binder.errors import ModalityError
-from binder.model import BindingModel
-from binder.registry import get_modality, modality_for_path
-from binder.shards import read_shards
 from samplegen import MAKERS, SMALL_OPTIONS
 from samplegen_audio import voiced_speech, write_wav
 from samplegen_video import moving_blob, write_video
+
+from binder.cli import app
+from binder.config import BindConfig, ModalityConfig
+from binder.embed.shards import read_shards
+from binder.errors import ModalityError
+from binder.model import BindingModel
+from binder.registry import get_modality, modality_for_path
 
 SMALL = SMALL_OPTIONS
 EXT = {
@@ -200,7 +200,8 @@ def test_cli_embeds_good_files_and_reports_bad_ones(folders, model_dir, loaded, 
     _check_shards(out, folders["mixed_items"], loaded)
     for bad in folders["bad"]:
         assert any(line.startswith(f"anybind: skipped {bad}:") for line in result.stderr.splitlines()), bad
-    assert f"{len(folders['mixed_items'])} file(s)" in result.stderr and f"{len(folders['bad'])} failed" in result.stderr
+    assert f"{len(folders['mixed_items'])} file(s)" in result.stderr
+    assert f"{len(folders['bad'])} failed" in result.stderr
     assert "readme.unknownext" not in result.stderr + result.stdout  # unknown types inside a folder are skipped
 
 
@@ -246,3 +247,14 @@ def test_cli_reports_missing_path_and_unknown_extension(folders, model_dir, tmp_
     emb, meta = read_shards(out)
     assert [m["path"] for m in meta] == [good] and emb.shape == (1, 64)
     assert torch.isfinite(torch.from_numpy(emb)).all()
+
+
+def test_a_plain_npy_map_is_refused_with_a_hint_how_to_name_it(tmp_path):
+    from binder.registry import get_modality
+
+    path = tmp_path / "scan.npy"
+    np.save(path, np.ones((120, 160), np.float32))
+    with pytest.raises(ModalityError) as err:
+        get_modality("timeseries")().prepare(path)
+    assert err.value.path == path or str(err.value.path) == str(path)
+    assert "scan.depth.npy" in err.value.reason and "--modality depth" in err.value.reason

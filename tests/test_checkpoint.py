@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from samplegen import MAKERS
 
 from binder.anchor import LOCAL_WEIGHTS, load_anchor, save_anchor_dir
 from binder.checkpoint import CONFIG, WEIGHTS
 from binder.config import AnchorConfig, BindConfig, ModalityConfig, TrunkConfig
 from binder.errors import AnchorError, CheckpointError
 from binder.model import BindingModel
-from samplegen import MAKERS
 
 SMALL = {
     "image": {},
@@ -109,7 +109,8 @@ def test_lora_model_trains_without_touching_the_anchor_and_round_trips(files, tm
     anchor_state = {k: v.clone() for k, v in model.anchor.state_dict().items()}
     lora_before = _lora_Bs(model)
     assert len(lora_before) == 2 * 2 and all(not b.any() for b in lora_before.values())  # 2 blocks x (in, out)
-    trunk_before = {k: v.detach().clone() for k, v in model.trunk.named_parameters() if ".0.A" not in k and ".0.B" not in k}
+    trunk_before = {k: v.detach().clone() for k, v in model.trunk.named_parameters()
+                    if ".0.A" not in k and ".0.B" not in k}
 
     model.train()
     assert model.trunk.training and not model.anchor.training
@@ -127,7 +128,8 @@ def test_lora_model_trains_without_touching_the_anchor_and_round_trips(files, tm
         assert torch.equal(v, anchor_state[k]), k
     lora_after = _lora_Bs(model)
     assert all(lora_after[k].abs().sum() > 0 for k in lora_before)  # every LoRA B moved off zero
-    changed = {k for k, v in model.trunk.named_parameters() if k in trunk_before and not torch.equal(v, trunk_before[k])}
+    changed = {k for k, v in model.trunk.named_parameters()
+               if k in trunk_before and not torch.equal(v, trunk_before[k])}
     assert "blocks.1.mlp.c_fc.weight" in changed  # the unfrozen copy of the last block trained ...
     assert all(k.startswith("blocks.1.") for k in changed)  # ... and nothing else of the trunk
 

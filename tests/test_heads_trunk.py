@@ -23,7 +23,8 @@ ATOL = 1e-6
 
 def _config(trunk: TrunkConfig | None = None, seed: int = 0, pool: str = "cls") -> BindConfig:
     return BindConfig(trunk=trunk or TrunkConfig(), seed=seed,
-                      modalities=tuple(ModalityConfig(n, options=o, head=HeadConfig(pool=pool)) for n, o in SMALL.items()))
+                      modalities=tuple(ModalityConfig(n, options=o, head=HeadConfig(pool=pool))
+                                       for n, o in SMALL.items()))
 
 
 @pytest.fixture(scope="module")

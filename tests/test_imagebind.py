@@ -11,12 +11,12 @@ import soundfile
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from reference_imagebind import TEST_KWARGS, random_reference, reference
+from samplegen import MAKERS
 
 from binder.errors import CheckpointError
 from binder.imagebind import convert_imagebind, convert_state_dict, read_state_dict
 from binder.model import BindingModel
-from reference_imagebind import TEST_KWARGS, random_reference, reference
-from samplegen import MAKERS
 
 REF_NAMES = {"image": "vision"}
 SIX = ("image", "text", "audio", "depth", "thermal", "imu")
@@ -136,7 +136,8 @@ def test_cli_convert_and_refusal(ref_model, tmp_path, capsys):
 def _tone(seconds: float, sr: int, channels: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * sr)) / sr
-    chans = [0.3 * np.sin(2 * np.pi * (220 + 110 * c) * t) + 0.05 * rng.standard_normal(t.size) for c in range(channels)]
+    chans = [0.3 * np.sin(2 * np.pi * (220 + 110 * c) * t) + 0.05 * rng.standard_normal(t.size)
+             for c in range(channels)]
     return np.stack(chans, axis=1).astype(np.float32)
 
 

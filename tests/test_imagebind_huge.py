@@ -8,10 +8,10 @@ import gc
 
 import pytest
 import torch
+from reference_imagebind import HUGE_KWARGS, random_reference
 
 from binder.imagebind import convert_imagebind
 from binder.model import BindingModel
-from reference_imagebind import HUGE_KWARGS, random_reference
 
 pytestmark = pytest.mark.slow
 

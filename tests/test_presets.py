@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from samplegen import MAKERS
 
 from binder.errors import AnchorError, RegistryError
 from binder.model import BindingModel
 from binder.presets import list_presets, preset_config
-from samplegen import MAKERS
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from samplegen import MAKERS, SMALL_OPTIONS
 
 import binder.registry as registry
 from binder.config import BindConfig, ModalityConfig
@@ -18,7 +19,6 @@ from binder.errors import RegistryError
 from binder.model import BindingModel
 from binder.registry import get_modality, list_modalities, modality_for_path, register_modality
 from modalities.base import Modality
-from samplegen import MAKERS, SMALL_OPTIONS
 
 WIDTH = 64  # anybind-tiny: visual width 64, patch 8, 64 px images, text context 16, embed_dim 64
 EMBED_DIM = 64

@@ -11,16 +11,16 @@ from click.testing import CliRunner
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from binder.anchor_train import load_anchor_recipe, train_anchor
 from binder.cli import app
 from binder.config import AnchorConfig, BindConfig, ModalityConfig
-from binder.data import anchor_targets, read_manifest
 from binder.errors import AnybindError
-from binder.evaluate import recall_at_k
-from binder.loss import BindingLoss
 from binder.model import BindingModel, drop_tokens
-from binder.recipe import load_recipe
-from binder.train import Trainer
+from binder.train.anchor_train import load_anchor_recipe, train_anchor
+from binder.train.data import anchor_targets, read_pairs
+from binder.train.evaluate import recall_at_k
+from binder.train.loss import BindingLoss
+from binder.train.recipe import load_recipe
+from binder.train.trainer import Trainer
 
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
@@ -37,7 +37,8 @@ def digits_world(tmp_path_factory) -> Path:
             img.save(root / f"{i}.png")
             np.save(root / f"{i}.depth.npy", (1.0 + d.images[i] / 16).astype(np.float32))
             label, text = int(d.target[i]), f"the digit {WORDS[d.target[i]]}"
-            pairs.append({"modality": "depth", "path": f"{i}.depth.npy", "image": f"{i}.png", "label": label, "text": text})
+            pairs.append({"modality": "depth", "path": f"{i}.depth.npy", "image": f"{i}.png",
+                          "label": label, "text": text})
             images.append({"modality": "image", "path": f"{i}.png", "label": label, "text": text})
         (root / f"depth.{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pairs))
         (root / f"images.{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in images))
@@ -110,7 +111,7 @@ def test_token_drop_keeps_cls_and_real_tokens_first():
 
 def test_targets_are_cached_and_reused(digits_world, tmp_path):
     model = BindingModel.default(["image", "depth"])
-    records = read_manifest(digits_world / "depth.train.jsonl")[:20]
+    records = read_pairs(digits_world / "depth.train.jsonl")[:20]
     keys = [r.image for r in records]
     t1, ids = anchor_targets(model.anchor, keys, "image", tmp_path, image_modality=model.modalities["image"])
     cached = list(tmp_path.glob("targets-image-*.safetensors"))
@@ -178,7 +179,8 @@ def test_cli_train_and_eval(digits_world, tmp_path):
     out = runner.invoke(app, ["train", str(recipe), "--quiet", "--set", "train.steps=3"])
     assert out.exit_code == 0, out.output
     assert json.loads((tmp_path / "cli" / "metrics.json").read_text())["depth"]["items"] == 60
-    res = runner.invoke(app, ["eval", str(digits_world / "depth.test.jsonl"), "--model", str(tmp_path / "cli" / "model"),
+    res = runner.invoke(app, ["eval", str(digits_world / "depth.test.jsonl"),
+                              "--model", str(tmp_path / "cli" / "model"),
                               "--classes", ",".join(WORDS), "--template", "the digit {}",
                               "--gallery", str(digits_world / "images.test.jsonl")])
     assert res.exit_code == 0, res.output
@@ -189,5 +191,6 @@ def test_cli_train_and_eval(digits_world, tmp_path):
 def test_anchor_training_learns_digits(trained_anchor):
     folder, metrics = trained_anchor
     assert metrics["zero_shot_top1"] > 0.5  # on its own training digits, chance is ~0.1
-    model = BindingModel(BindConfig(anchor=AnchorConfig(model=f"local-dir:{folder}"), modalities=(ModalityConfig("image"),)))
+    model = BindingModel(BindConfig(anchor=AnchorConfig(model=f"local-dir:{folder}"),
+                                    modalities=(ModalityConfig("image"),)))
     assert (folder / "open_clip_config.json").is_file() and model.embed_dim == 64

@@ -2,11 +2,11 @@
 import threading
 
 import torch
-
-from binder.embed import Item, embed_items
-from binder.model import BindingModel
-from binder.workers import decode_pool
 from samplegen import make_image
+
+from binder.embed.pipeline import Item, embed_items
+from binder.embed.workers import decode_pool
+from binder.model import BindingModel
 
 
 def _count_in_new_thread() -> int:

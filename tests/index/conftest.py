@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import pytest
-
-from binder.index_build import build_index
-from binder.model import BindingModel
 from index_helpers import QUIET, state
+
+from binder.index.build import build_index
+from binder.model import BindingModel
 
 
 @pytest.fixture(scope="session")

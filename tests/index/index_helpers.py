@@ -4,9 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from binder.index_build import BuildOptions
-from binder.store import IndexStore
 from samplegen import MAKERS
+
+from binder.index.build import BuildOptions
+from binder.index.store import IndexStore
 
 CORPUS_MODALITIES = ("image", "text", "imu", "depth")
 QUIET = BuildOptions(batch_size=4, workers=1, shard_size=3, progress=False)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 from click.testing import CliRunner
+from index_helpers import make_corpus, state
 
 from binder.cli import app
 from binder.errors import IndexStoreError
-from index_helpers import make_corpus, state
 
 
 def _run(*args):

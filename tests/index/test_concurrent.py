@@ -6,10 +6,10 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-
-from binder.index_build import BuildOptions, build_index, compact_index, remove_from_index
-from binder.store import IndexStore
 from index_helpers import make_corpus
+
+from binder.index.build import BuildOptions, build_index, compact_index, remove_from_index
+from binder.index.store import IndexStore
 
 ONE_ROW_SHARDS = BuildOptions(batch_size=2, workers=1, shard_size=1, progress=False)
 

@@ -8,13 +8,13 @@ import lancedb
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from index_helpers import QUIET, make_corpus
 
 from binder.cli import app
 from binder.errors import IndexStoreError
-from binder.index_build import build_index, remove_from_index
-from binder.lance_export import search_lance
-from binder.store import IndexStore
-from index_helpers import QUIET, make_corpus
+from binder.index.build import build_index, remove_from_index
+from binder.index.lance import search_lance
+from binder.index.store import IndexStore
 
 
 def test_lance_export_searches_like_brute_force(tmp_path, model):

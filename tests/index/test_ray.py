@@ -8,14 +8,14 @@ import os
 import pytest
 import ray
 from click.testing import CliRunner
+from index_helpers import QUIET, assert_same_index, make_corpus, state
 
 from binder.cli import app
-from binder.embed import discover
-from binder.index_build import BuildOptions, BuildReport, build_index, plan
-from binder.ray_job import ShardEmbedder, build_index_ray, plan_shards
-from binder.shards import read_shards, shard_names
-from binder.store_writer import IndexWriter
-from index_helpers import QUIET, assert_same_index, make_corpus, state
+from binder.embed.pipeline import discover
+from binder.embed.shards import read_shards, shard_names
+from binder.index.build import BuildOptions, BuildReport, build_index, plan
+from binder.index.ray_job import ShardEmbedder, build_index_ray, plan_shards
+from binder.index.writer import IndexWriter
 
 RAY_OPTS = BuildOptions(batch_size=4, workers=1, shard_size=5, progress=False)
 
@@ -70,7 +70,7 @@ def test_without_ray_the_error_says_what_to_install(monkeypatch):
     import sys
 
     from binder.errors import AnybindError
-    from binder.ray_job import require_ray
+    from binder.index.ray_job import require_ray
 
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(AnybindError, match=r"pip install 'anybind\[ray\]'"):

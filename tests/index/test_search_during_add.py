@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from binder.index import EmbeddingIndex
-from binder.index_build import build_index
 from index_helpers import QUIET, make_corpus
+
+from binder.index.build import build_index
+from binder.index.search import EmbeddingIndex
 
 ROOT = Path(__file__).resolve().parents[2]
 

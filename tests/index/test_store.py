@@ -9,14 +9,15 @@ import shutil
 import numpy as np
 import pytest
 import torch
-
-from binder.embed import discover
-from binder.errors import IndexStoreError
-from binder.index_build import BuildOptions, build_index, compact_index, file_hash, remove_from_index
-from binder.shards import ShardWriter
-from binder.store import IndexStore
-from binder.store_writer import IndexWriter
 from index_helpers import QUIET, assert_same_index, make_corpus, state
+
+from binder.embed.pipeline import discover
+from binder.embed.shards import ShardWriter
+from binder.errors import IndexStoreError
+from binder.index.build import BuildOptions, build_index, compact_index, file_hash, remove_from_index
+from binder.index.store import IndexStore
+from binder.index.writer import IndexWriter
+from binder.io import temp_name
 
 
 def test_build_rows_hold_file_state_and_model_embeddings(tmp_path, model):
@@ -88,13 +89,14 @@ def test_interrupted_build_resumes_to_a_fresh_build(tmp_path, model, fresh):
         build_index(tmp_path / "idx", [src], model=model, options=QUIET, on_done=stop_after_two_shards)
     assert sorted(state(tmp_path / "idx")) == sorted(done)
     # debris of a crash in the middle of a commit: a temp file and a shard no manifest lists
-    (tmp_path / "idx" / ".embeddings-000099.npy.tmp").write_bytes(b"partial")
+    leftover = temp_name(tmp_path / "idx" / "embeddings-000099.npy")
+    leftover.write_bytes(b"partial")
     shutil.copy(tmp_path / "idx" / "metadata-000000.jsonl", tmp_path / "idx" / "metadata-000042.jsonl")
 
     report = build_index(tmp_path / "idx", [src], model=model, options=QUIET)
     assert (report.added, report.unchanged) == (12 - len(done), len(done))
     assert_same_index(state(tmp_path / "idx"), fresh(src))
-    assert not (tmp_path / "idx" / ".embeddings-000099.npy.tmp").exists()
+    assert not leftover.exists()
     assert not (tmp_path / "idx" / "metadata-000042.jsonl").exists()
 
 

@@ -9,8 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-from binder.index_build import build_index
 from index_helpers import QUIET, assert_same_index, make_corpus, state
+
+from binder.index.build import build_index
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,19 +8,20 @@ import numpy as np
 import pytest
 import torch
 import torchaudio
+from samplegen import MAKERS
+from samplegen_audio import chirp, write_wav
 
 from binder.errors import ModalityError
 from binder.registry import modality_for_path
 from modalities.audio import Audio, AudioOptions, clip_bounds, clip_starts, fbank_clips
-from samplegen import MAKERS
-from samplegen_audio import chirp, write_wav
 
 SR = 16000
 PAD_VALUE = ((torch.zeros(()) - AudioOptions.mean) / AudioOptions.std).item()  # zero fbank frame, normalized
 
 
-def imagebind_reference(wave: torch.Tensor, opts: AudioOptions = AudioOptions()) -> torch.Tensor:
+def imagebind_reference(wave: torch.Tensor, opts: AudioOptions | None = None) -> torch.Tensor:
     """ImageBind's load_and_transform_audio_data after loading, transcribed loop for loop."""
+    opts = opts or AudioOptions()
     waveform = wave.clone()[None]
     duration = waveform.size(1) / opts.sample_rate
     clip = Fraction(opts.clip_duration)

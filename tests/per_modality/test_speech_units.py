@@ -6,12 +6,13 @@ import warnings
 import numpy as np
 import pytest
 import torch
-
-from binder.errors import CheckpointError, ModalityError
-from binder.registry import modality_for_path
-from modalities.speech_units import Codebook, SpeechUnits, dedup_units, fit_codebook, mfcc_features
 from samplegen import MAKERS
 from samplegen_audio import voiced_speech, write_wav
+
+from binder.errors import CheckpointError, ModalityError
+from binder.io import is_temp_name
+from binder.registry import modality_for_path
+from modalities.speech_units import Codebook, SpeechUnits, dedup_units, fit_codebook, mfcc_features
 
 SR = 16000
 
@@ -64,7 +65,7 @@ def test_codebook_fit_save_load_roundtrip(tmp_path, speech_files, codebook):
     feats = SpeechUnits().prepare(speech_files[1]).numpy()
     path = tmp_path / "units.safetensors"
     codebook.save(path)
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # temp file replaced
+    assert not [p for p in tmp_path.iterdir() if is_temp_name(p.name)]  # temp file replaced
     loaded = Codebook.load(path)
     assert loaded.centroids.shape == (16, 39)
     np.testing.assert_array_equal(loaded.centroids, codebook.centroids)

@@ -6,13 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from samplegen import MAKERS
+from samplegen_video import moving_blob, write_video
 
 from binder.errors import ModalityError
 from binder.registry import modality_for_path
 from modalities.two_stream import TwoStream
 from modalities.video import Video, read_frames
-from samplegen import MAKERS
-from samplegen_video import moving_blob, write_video
 
 SMALL = dict(num_frames=4, image_size=32, tubelet=(2, 8, 8))
 N_TOKENS = (4 // 2) * (32 // 8) * (32 // 8)

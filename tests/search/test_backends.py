@@ -6,10 +6,12 @@ import sys
 
 import numpy as np
 import pytest
-
-from binder import backends, faiss_backends
-from binder.backends import BackendError, ExactBackend, exact_search, make_backend, recall_at_k, resolve_name
 from search_helpers import brute_force, clustered, unit
+
+from binder.index import backends
+from binder.index.backends import BackendError, make_backend, recall_at_k, resolve_name
+from binder.index.backends import faiss as faiss_backends
+from binder.index.backends.exact import ExactBackend, exact_search
 
 N, D = 3000, 32
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from binder import query
 from binder.errors import AnybindError, QueryError
-from binder.query import Term, embed_terms, parse_query
+from binder.index import query
+from binder.index.query import Term, embed_terms, parse_query
 
 
 @pytest.fixture

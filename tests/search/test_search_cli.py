@@ -8,16 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from samplegen import MAKERS
+from search_helpers import brute_force
 
-import binder.cli
+import binder.cli.common
 from binder.cli import app
 from binder.errors import QueryError, RegistryError
-from binder.index import EmbeddingIndex
-from binder.index_build import BuildOptions, build_index
-from binder.query import embed_query
-from binder.store import IndexStore
-from search_helpers import brute_force
-from samplegen import MAKERS
+from binder.index.build import BuildOptions, build_index
+from binder.index.query import embed_query
+from binder.index.search import EmbeddingIndex
+from binder.index.store import IndexStore
 
 MODALITIES = ("image", "text", "depth", "imu")
 
@@ -45,7 +45,7 @@ def corpus(tmp_path_factory, model):
 @pytest.fixture(autouse=True)
 def shared_model(monkeypatch, model):
     """The CLI's model loader hands out the one model the tests already built (same weights)."""
-    monkeypatch.setattr(binder.cli, "_load_model", lambda path, quiet=False: model)
+    monkeypatch.setattr(binder.cli.common, "load_model", lambda path, quiet=False: model)
 
 
 def run(*args, ok=True):
@@ -143,7 +143,7 @@ def test_search_reads_embed_output_folders(corpus, model):
 
 
 def test_classify(corpus, model):
-    from binder.classify import label_embeddings
+    from binder.index.classify import label_embeddings
 
     bad = corpus / "cls" / "bad.png"
     bad.parent.mkdir()
@@ -180,3 +180,17 @@ def test_library_index_keeps_its_api(model):
     np.testing.assert_allclose([h.score for h in hits], scores, atol=1e-6)
     with pytest.raises(RegistryError):
         index.search(q, 3, "smell")
+
+
+
+def test_classify_prints_no_torch_warning(corpus):
+    """torch warns once per process, so a fresh process is the only honest check."""
+    import subprocess
+    import sys
+
+    cli = Path(__file__).resolve().parents[2] / "cli.py"
+    depth = sorted((corpus / "files").glob("*.depth.*"))[0]  # a trained head: its logit scale has a gradient
+    res = subprocess.run([sys.executable, str(cli), "classify", str(depth), "--labels", "seven,three", "--quiet"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "Warning" not in res.stderr and "seven" in res.stdout

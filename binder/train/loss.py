@@ -38,3 +38,27 @@ class BindingLoss(nn.Module):
             enqueue = torch.cat([torch.zeros(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool)]).to(z.device)
             forth = self.memory(torch.cat([z * scale, targets]), torch.cat([ids, ids]), enqueue_mask=enqueue)
         return (forth + back) / 2
+
+    def get_extra_state(self) -> dict[str, torch.Tensor]:
+        """The queue of past targets (and where it is), so that a resumed run continues it exactly."""
+        if self.memory is None:
+            return {}
+        m = self.memory
+        return {"embeddings": m.embedding_memory, "labels": m.label_memory,
+                "queue_idx": torch.tensor(int(m.queue_idx)), "filled": torch.tensor(bool(m.has_been_filled))}
+
+    def set_extra_state(self, state: dict[str, torch.Tensor]) -> None:
+        if self.memory is None:
+            if state:
+                raise ValueError("the saved loss has a memory queue but this one has none")
+            return
+        if not state:
+            raise ValueError("the saved loss has no memory queue but this one has")
+        m = self.memory
+        if tuple(state["embeddings"].shape) != tuple(m.embedding_memory.shape):
+            raise ValueError(f"memory queue of shape {tuple(state['embeddings'].shape)}, "
+                             f"expected {tuple(m.embedding_memory.shape)}")
+        m.embedding_memory = state["embeddings"].clone()
+        m.label_memory = state["labels"].clone()
+        m.queue_idx = int(state["queue_idx"])
+        m.has_been_filled = bool(state["filled"])

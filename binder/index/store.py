@@ -14,7 +14,7 @@ manifest once and then loads the shards it lists sees one consistent state. A sh
 commit drops (all its rows removed, or compaction) is deleted after that commit; a reader that
 raced with the deletion reads the manifest again (``snapshot`` retries).
 
-Writing lives in ``binder.store_writer``; building and updating in ``binder.index_build``.
+Writing lives in ``binder.index.writer``; building and updating in ``binder.index.build``.
 """
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from binder.embed.shards import MANIFEST, load_shard
 from binder.errors import IndexStoreError
-from binder.shards import MANIFEST, load_shard
 
 INDEX_FORMAT = "anybind-index"
 INDEX_VERSION = 1
@@ -52,7 +52,7 @@ class Snapshot:
         return len(self.rows)
 
 
-def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
+def read_index_manifest(folder: str | os.PathLike) -> dict[str, Any]:
     """The index manifest of ``folder``; IndexStoreError naming the folder if it is not an index."""
     folder = Path(folder)
     path = folder / MANIFEST
@@ -85,9 +85,9 @@ class IndexStore:
         self._cache: dict[str, tuple[np.ndarray, list[dict[str, Any]]]] = {}
 
     @classmethod
-    def open(cls, folder: str | os.PathLike) -> "IndexStore":
+    def open(cls, folder: str | os.PathLike) -> IndexStore:
         """Open an existing index; raises IndexStoreError naming ``folder`` if it is not one."""
-        return cls(folder, read_manifest(folder))
+        return cls(folder, read_index_manifest(folder))
 
     @property
     def model(self) -> str | None:
@@ -99,7 +99,7 @@ class IndexStore:
 
     def manifest(self) -> dict[str, Any]:
         """The manifest as committed now (read again from disk)."""
-        self._manifest = read_manifest(self.folder)
+        self._manifest = read_index_manifest(self.folder)
         return self._manifest
 
     def snapshot(self) -> Snapshot:
@@ -114,7 +114,8 @@ class IndexStore:
 
     def _snapshot_of(self, manifest: dict[str, Any]) -> Snapshot:
         dim = int(manifest["dim"])
-        blocks, rows = [], []
+        blocks: list[np.ndarray] = []
+        rows: list[dict[str, Any]] = []
         for entry in manifest["shards"]:
             emb, meta = self._shard(entry)
             dead = set(entry.get("dead", ()))

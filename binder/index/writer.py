@@ -13,15 +13,17 @@ import json
 import os
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
+from binder.embed.shards import MANIFEST, write_shard
 from binder.errors import IndexStoreError
-from binder.shards import MANIFEST, atomic_write_bytes, fsync_dir, write_shard
-from binder.store import INDEX_FORMAT, INDEX_VERSION, live_count, read_manifest
+from binder.index.store import INDEX_FORMAT, INDEX_VERSION, live_count, read_index_manifest
+from binder.io import atomic_write_bytes, fsync_dir, is_temp_name
 
 LOCK = ".lock"
 # Shards the plain writer numbers itself; anything else (e.g. Ray's content-named shards) is kept
@@ -59,11 +61,11 @@ class IndexWriter:
         if create:
             self.folder.mkdir(parents=True, exist_ok=True)
         elif not (self.folder / MANIFEST).exists():
-            read_manifest(self.folder)  # raises the "not an index" error
-        self._lock_fd = _acquire_lock(self.folder, wait)
+            read_index_manifest(self.folder)  # raises the "not an index" error
+        self._lock_fd: int | None = _acquire_lock(self.folder, wait)
         try:
             if (self.folder / MANIFEST).exists():
-                self.manifest = read_manifest(self.folder)
+                self.manifest = read_index_manifest(self.folder)
             elif dim is None:
                 raise IndexStoreError(f"{self.folder}: not an anybind index and no model dim to create one")
             else:
@@ -77,7 +79,7 @@ class IndexWriter:
         self._rows: list[np.ndarray] = []
         self._meta: list[dict[str, Any]] = []
 
-    def __enter__(self) -> "IndexWriter":
+    def __enter__(self) -> IndexWriter:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -169,7 +171,7 @@ class IndexWriter:
         self.manifest["updated"] = time.time()
         data = json.dumps(self.manifest, indent=1).encode()
         fsync_dir(self.folder)  # the shard renames are durable before the manifest names them
-        atomic_write_bytes(self.folder / MANIFEST, lambda fh: fh.write(data))
+        atomic_write_bytes(self.folder / MANIFEST, data)
         fsync_dir(self.folder)
         kept = _files(self.manifest)
         for name in self._committed - kept:
@@ -190,7 +192,7 @@ class IndexWriter:
         listed = _files(self.manifest)
         for path in self.folder.iterdir():
             name = path.name
-            if (name.startswith(".") and name.endswith(".tmp")) or (_NUMBERED.match(name) and name not in listed):
+            if is_temp_name(name) or (_NUMBERED.match(name) and name not in listed):
                 _unlink(path)
 
     def unlisted_files(self) -> list[Path]:

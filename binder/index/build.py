@@ -9,30 +9,26 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 
-from binder.embed import Failure, Item, discover, embed_items
+from binder.embed.pipeline import EmbedOptions, Failure, Item, discover, embed_items
+from binder.embed.shards import MANIFEST
 from binder.errors import IndexStoreError
-from binder.shards import MANIFEST
-from binder.store import read_manifest
-from binder.store_writer import IndexWriter
+from binder.index.store import read_index_manifest
+from binder.index.writer import IndexWriter
 
 HASH_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
-class BuildOptions:
-    """How to embed and how big each committed shard is."""
+class BuildOptions(EmbedOptions):
+    """How to embed, how big each committed shard is, and how long to wait for the writer lock."""
 
-    modality: str = "auto"
-    batch_size: int = 8
-    workers: int = 2
-    shard_size: int = 1024
-    progress: bool = True
     wait_lock: float = 0.0
 
 
@@ -75,7 +71,7 @@ def resolve_model(folder: str | os.PathLike, model_dir: str | os.PathLike | None
     requested = None if model_dir is None else os.path.realpath(model_dir)
     if not (Path(folder) / MANIFEST).exists():
         return requested
-    recorded = read_manifest(folder).get("model")
+    recorded = read_index_manifest(folder).get("model")
     if model_dir is not None and requested != recorded:
         raise IndexStoreError(f"{folder}: index was built with model {recorded or 'untrained-default'}; "
                               f"cannot add embeddings of model {requested} (build a new index)")
@@ -141,12 +137,12 @@ def build_index(folder: str | os.PathLike, paths: Iterable[str | os.PathLike], m
     opts = options or BuildOptions()
     model_id = resolve_model(folder, model_dir)
     if not create:
-        read_manifest(folder)
+        read_index_manifest(folder)
     items, failures = discover(paths, opts.modality)
     report = BuildReport(failures=list(failures))
     model = model if model is not None else load_model_for(model_id)
     with IndexWriter(folder, model.embed_dim, model_id, create, opts.shard_size, opts.wait_lock) as writer:
-        _check_dim(writer, model.embed_dim)
+        check_dim(writer, model.embed_dim)
         todo = plan(writer, items, report)
         _embed_into(writer, model, todo, opts, report, on_done)
         if writer.manifest["generation"] == 0:
@@ -156,7 +152,8 @@ def build_index(folder: str | os.PathLike, paths: Iterable[str | os.PathLike], m
     return report
 
 
-def _check_dim(writer: IndexWriter, dim: int) -> None:
+def check_dim(writer: IndexWriter, dim: int) -> None:
+    """Refuse to add ``dim``-d vectors to an index of another dimension."""
     if writer.manifest["dim"] != dim:
         raise IndexStoreError(f"{writer.folder}: index holds {writer.manifest['dim']}-d vectors; "
                               f"this model makes {dim}-d ones")
@@ -176,11 +173,11 @@ def _embed_into(writer: IndexWriter, model, todo: list[Pending], opts: BuildOpti
                 keep.append(i)
             except OSError as exc:
                 report.failures.append(Failure(item.path, f"cannot read: {exc.strerror or exc}"))
-        _done(writer.append(batch.embeddings[keep], meta), replacing, report, on_done)
-    _done(writer.flush(), replacing, report, on_done)
+        count_committed(writer.append(batch.embeddings[keep], meta), replacing, report, on_done)
+    count_committed(writer.flush(), replacing, report, on_done)
 
 
-def _done(rows: list[dict[str, Any]], replacing: set[str], report: BuildReport,
+def count_committed(rows: list[dict[str, Any]], replacing: set[str], report: BuildReport,
           on_done: Callable[[str], None] | None) -> None:
     """Count rows a commit made durable and report each of them."""
     for row in rows:
@@ -211,11 +208,12 @@ def compact_index(folder: str | os.PathLike, shard_size: int | None = None, wait
 
     Readers holding an older manifest retry with the new one. Returns the number of shards.
     """
-    from binder.shards import load_shard, write_shard
+    from binder.embed.shards import load_shard, write_shard
 
     with IndexWriter(folder, create=False, wait=wait_lock) as writer:
         size = shard_size or writer.shard_size
-        vecs, metas = [], []
+        vecs: list[np.ndarray] = []
+        metas: list[dict[str, Any]] = []
         for entry in writer.manifest["shards"]:
             emb, meta = load_shard(folder, entry)
             keep = [i for i in range(len(meta)) if i not in set(entry["dead"])]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import open_clip
 import torch
@@ -18,11 +18,11 @@ from tqdm import tqdm
 
 from binder.anchor import Anchor, quiet_open_clip, save_anchor_dir
 from binder.config import AnchorConfig
-from binder.data import prepare_inputs, read_manifest, under_root
 from binder.errors import AnybindError
-from binder.evaluate import class_embeddings, label_indices, zero_shot_accuracy
-from binder.loss import BindingLoss
-from binder.recipe import EvalSpec, _build, read_recipe_toml
+from binder.train.data import prepare_inputs, read_pairs, under_root
+from binder.train.evaluate import class_embeddings, label_indices, zero_shot_accuracy
+from binder.train.loss import BindingLoss
+from binder.train.recipe import EvalSpec, build_section, read_recipe_toml
 from modalities.image import ImageModality
 
 
@@ -45,7 +45,8 @@ class AnchorTrainConfig:
 def load_anchor_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[AnchorTrainConfig, EvalSpec]:
     data = read_recipe_toml(path, overrides, sections=("train", "eval"))
     ev = {k: tuple(v) if isinstance(v, list) else v for k, v in data.get("eval", {}).items()}
-    return _build(AnchorTrainConfig, data.get("train", {}), f"{path} [train]"), _build(EvalSpec, ev, f"{path} [eval]")
+    return (build_section(AnchorTrainConfig, data.get("train", {}), f"{path} [train]"),
+            build_section(EvalSpec, ev, f"{path} [eval]"))
 
 
 def train_anchor(cfg: AnchorTrainConfig, ev: EvalSpec, progress: bool = True) -> dict[str, Any]:
@@ -57,20 +58,21 @@ def train_anchor(cfg: AnchorTrainConfig, ev: EvalSpec, progress: bool = True) ->
     tokenizer = open_clip.get_tokenizer(cfg.model)
     image = ImageModality()
     image.use_preprocess_cfg(open_clip.get_model_preprocess_cfg(clip))
-    records = read_manifest(under_root(cfg.root, cfg.train), cfg.root)
+    records = read_pairs(under_root(cfg.root, cfg.train), cfg.root)
     images = prepare_inputs(image, records, progress=progress).inputs
     texts = [r.text for r in records]
     if any(t is None for t in texts):
         raise AnybindError(f"{cfg.train}: every record needs a caption in 'text' to train an anchor")
-    _fit(clip, tokenizer, images, texts, cfg, progress)
+    _fit(clip, tokenizer, images, cast("list[str]", texts), cfg, progress)  # no None: checked above
     anchor = Anchor(clip, tokenizer, anchor_cfg)
-    metrics = {"train_pairs": len(records)}
+    metrics: dict[str, float] = {"train_pairs": len(records)}
     if cfg.test and ev.classes:
-        test = read_manifest(under_root(cfg.root, cfg.test), cfg.root)
+        test = read_pairs(under_root(cfg.root, cfg.test), cfg.root)
         x = prepare_inputs(image, test, progress=False).inputs
         emb = torch.cat([anchor.encode_image(x[i:i + 256]) for i in range(0, len(x), 256)])
         labels = label_indices([r.label for r in test], ev.classes)
-        metrics["zero_shot_top1"] = zero_shot_accuracy(emb, labels, class_embeddings(anchor, ev.prompt_names, ev.templates))
+        classes = class_embeddings(anchor, ev.prompt_names, ev.templates)
+        metrics["zero_shot_top1"] = zero_shot_accuracy(emb, labels, classes)
         metrics["test_items"] = len(test)
     save_anchor_dir(anchor, cfg.out)
     return metrics

@@ -11,8 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from binder.backends import BackendError
-from binder.faiss_backends import CLASSES, FaissBackend
+from binder.index.backends import BackendError, backend_class
+from binder.index.backends.faiss import FaissBackend
 
 ANN_DIR = "ann"
 
@@ -26,7 +26,9 @@ def cache_path(folder: str | os.PathLike, name: str, generation: int, rows: int,
 
 def cached_backend(folder: str | os.PathLike, snap: Any, name: str, progress: bool = False, **params) -> FaissBackend:
     """Load the cached ``name`` index for ``snap``, or build, save and return it."""
-    cls = CLASSES[name]
+    cls = backend_class(name)
+    if not issubclass(cls, FaissBackend):
+        raise BackendError(f"{name!r} is not a cached approximate backend")
     build_keys = {"M", "ef_construction", "nlist", "m", "nbits"}
     path = cache_path(folder, name, snap.generation, len(snap.vectors),
                       {k: v for k, v in params.items() if k in build_keys})

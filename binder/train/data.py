@@ -13,15 +13,16 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast, overload
 
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from binder.anchor import Anchor
+from binder.embed.workers import decode_pool
 from binder.errors import AnybindError, ModalityError
-from binder.workers import decode_pool
+from binder.io import atomic_path
 from modalities.base import Modality
 
 
@@ -34,7 +35,7 @@ class PairRecord:
     text: str | None = None
 
 
-def read_manifest(path: str | os.PathLike, root: str | os.PathLike | None = None) -> list[PairRecord]:
+def read_pairs(path: str | os.PathLike, root: str | os.PathLike | None = None) -> list[PairRecord]:
     """Records of a JSONL manifest with absolute paths; a malformed line is an error naming its number."""
     path = Path(path)
     if not path.is_file():
@@ -62,6 +63,10 @@ def under_root(root: str | os.PathLike | None, path: str) -> str:
     return path if root is None or os.path.isabs(path) else os.path.join(root, path)
 
 
+@overload
+def _resolve(base: Path, p: str) -> str: ...
+@overload
+def _resolve(base: Path, p: None) -> None: ...
 def _resolve(base: Path, p: str | None) -> str | None:
     if p is None:
         return None
@@ -107,7 +112,7 @@ def target_keys(records: list[PairRecord], target: str) -> list[str]:
     missing = [r.path for r, k in zip(records, keys) if k is None]
     if missing:
         raise AnybindError(f"{len(missing)} records have no {target!r} to bind to, e.g. {missing[0]}")
-    return keys
+    return cast("list[str]", keys)  # no None left: checked above
 
 
 def anchor_fingerprint(anchor: Anchor) -> str:
@@ -133,10 +138,8 @@ def anchor_targets(anchor: Anchor, keys: list[str], target: str, cache_dir: str 
             for i in range(0, len(unique), batch_size)]
     targets = torch.cat(embs)
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(cache.name + ".tmp")
-        save_file({"targets": targets.contiguous()}, str(tmp))
-        os.replace(tmp, cache)
+        with atomic_path(cache, durable=False) as tmp:  # a cache: recomputed if lost
+            save_file({"targets": targets.contiguous()}, str(tmp))
     return targets, ids
 
 

@@ -3,7 +3,7 @@
 ``EmbeddingIndex`` opens either an index folder (``anybind index build``, read through
 ``IndexStore`` snapshots) or a plain shard folder (``anybind embed --out``), and answers
 ``search(query, k, modality)`` with ``Hit`` objects, best first. The backend (exact by default,
-faiss ones optional; see ``binder.backends``) does the nearest-neighbour work, and the modality
+faiss ones optional; see ``binder.index.backends.base``) does the nearest-neighbour work, and the modality
 filter is applied inside it, so ``k`` hits of that modality come back whenever ``k`` exist.
 """
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from binder.backends import Backend, make_backend, resolve_name
-from binder.shards import MANIFEST, read_shards
+from binder.embed.shards import MANIFEST, read_shards
+from binder.index.backends import Backend, make_backend, resolve_name
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class EmbeddingIndex:
 
     @classmethod
     def open(cls, folder: str | os.PathLike, backend: str = "exact", cache: bool = True, progress: bool = False,
-             **params) -> "EmbeddingIndex":
+             **params) -> EmbeddingIndex:
         """An index folder (its current snapshot) or an ``anybind embed`` shard folder.
 
         With ``cache``, an approximate backend built for an index folder is kept in
@@ -56,12 +56,12 @@ class EmbeddingIndex:
             model = json.loads((Path(folder) / MANIFEST).read_text()).get("model")
             return cls(emb, meta, backend, model=None if model == "untrained-default" else model,
                        progress=progress, **params)
-        from binder.store import IndexStore
+        from binder.index.store import IndexStore
 
         snap = IndexStore.open(folder).snapshot()
         name = resolve_name(backend, len(snap.vectors))
         if name != "exact" and cache and len(snap.vectors):
-            from binder.ann_cache import cached_backend
+            from binder.index.ann_cache import cached_backend
 
             built = cached_backend(folder, snap, name, progress=progress, **params)
             return cls(snap.vectors, snap.rows, built, model=snap.model)

@@ -1,21 +1,21 @@
 """Zero-shot classification of files of any modality against a list of text labels.
 
 Labels are put into prompt templates and encoded by the anchor's text tower, averaged per label
-(``binder.evaluate.class_embeddings``, CLIP's prompt ensembling); each file is embedded with its
+(``binder.train.evaluate.class_embeddings``, CLIP's prompt ensembling); each file is embedded with its
 own modality and given the label whose embedding is nearest. Probabilities are a softmax over the
 cosine scores times the modality's logit scale (its training temperature).
 """
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
-from binder.embed import Failure, Item, embed_items
+from binder.embed.pipeline import Failure, Item, embed_items
 from binder.errors import QueryError
-from binder.evaluate import class_embeddings
+from binder.train.evaluate import class_embeddings
 
 DEFAULT_TEMPLATES = ("{}",)
 
@@ -65,7 +65,7 @@ def classify_items(model, items: list[Item], labels: Sequence[str], templates: S
     top = max(1, min(top, len(labels)))
     for batch in embed_items(model, items, batch_size, progress=progress, failures=failures):
         scores = batch.embeddings @ classes.T
-        probs = _softmax(scores * float(model.logit_scale(batch.items[0].modality)))
+        probs = _softmax(scores * float(model.logit_scale(batch.items[0].modality).detach()))
         for item, s, p in zip(batch.items, scores, probs):
             order = np.argsort(-s, kind="stable")[:top]
             yield Prediction(item.path, item.modality, [(labels[j], float(s[j]), float(p[j])) for j in order])

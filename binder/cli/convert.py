@@ -1,4 +1,7 @@
-"""`anybind convert` (bring released weights into anybind) and `anybind presets` (registered by binder.cli)."""
+"""`anybind convert` (bring released weights into anybind) and `anybind presets`.
+
+Both are registered in binder/cli/__init__.py.
+"""
 from __future__ import annotations
 
 import click

@@ -12,9 +12,9 @@ neither the encoder nor threads started later run on one thread by accident.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 

@@ -12,19 +12,30 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
-from binder.embed import Failure, Item, discover, embed_items
+from binder.embed.pipeline import EmbedOptions, Failure, Item, discover, embed_items
+from binder.embed.shards import load_shard, shard_names, write_manifest, write_shard
 from binder.errors import AnybindError
-from binder.index_build import (BuildOptions, BuildReport, Pending, _check_dim, _done, load_model_for, plan,
-                                resolve_model, row_metadata)
-from binder.shards import atomic_write_bytes, load_shard, shard_names, write_manifest, write_shard
-from binder.store import read_manifest
-from binder.store_writer import IndexWriter
+from binder.index.build import (
+    BuildOptions,
+    BuildReport,
+    Pending,
+    check_dim,
+    count_committed,
+    load_model_for,
+    plan,
+    resolve_model,
+    row_metadata,
+)
+from binder.index.store import read_index_manifest
+from binder.index.writer import IndexWriter
+from binder.io import atomic_write_bytes
 
 INSTALL_HINT = "Ray is not installed: pip install 'anybind[ray]' (ray[data])"
 
@@ -108,14 +119,14 @@ class ShardEmbedder:
                     failed.append(Failure(item.path, f"cannot read: {exc.strerror or exc}"))
         out = [[f.path, f.reason] for f in failed]
         data = json.dumps(out).encode()  # written before the metadata file, which marks completion
-        atomic_write_bytes(fail_path, lambda fh: fh.write(data))
+        atomic_write_bytes(fail_path, data)
         dim = self.model.embed_dim
         write_shard(self.folder, shard_id, np.stack(vecs) if vecs else np.zeros((0, dim), np.float32), meta)
         return out
 
 
 def run_shards(folder: str | os.PathLike, tasks: list[ShardTask], model_dir: str | None,
-               opts: BuildOptions) -> Iterator[tuple[str, list[Failure]]]:
+               opts: EmbedOptions) -> Iterator[tuple[str, list[Failure]]]:
     """Embed ``tasks`` with Ray Data; yields (shard_id, failures) as each shard is on disk."""
     if not tasks:
         return
@@ -139,13 +150,13 @@ def build_index_ray(folder: str | os.PathLike, paths: Iterable[str | os.PathLike
     opts = options or BuildOptions()
     model_id = resolve_model(folder, model_dir)
     if not create:
-        read_manifest(folder)
+        read_index_manifest(folder)
     connect(address)
     items, failures = discover(paths, opts.modality)
     report = BuildReport(failures=list(failures))
     dim = _dim_of(folder, model_id)
     with IndexWriter(folder, dim, model_id, create, opts.shard_size, opts.wait_lock) as writer:
-        _check_dim(writer, dim)
+        check_dim(writer, dim)
         todo = plan(writer, items, report)
         replacing = {p.item.path for p in todo if p.item.path in writer.live}
         for shard_id, failed in run_shards(folder, plan_shards(todo, opts.shard_size, model_id), model_id, opts):
@@ -161,7 +172,7 @@ def build_index_ray(folder: str | os.PathLike, paths: Iterable[str | os.PathLike
 def _dim_of(folder: str | os.PathLike, model_id: str | None) -> int:
     """The index's dim, or (for a new index) the model's, loading it in the driver once."""
     try:
-        return int(read_manifest(folder)["dim"])
+        return int(read_index_manifest(folder)["dim"])
     except AnybindError:
         return load_model_for(model_id).embed_dim
 
@@ -171,7 +182,7 @@ def _commit_shard(writer: IndexWriter, shard_id: str, replacing: set[str], repor
     entry, meta = _written_shard(writer.folder, shard_id)
     writer.add_shard(shard_id, entry, meta)
     (writer.folder / _failures_name(shard_id)).unlink(missing_ok=True)
-    _done(meta, replacing, report, on_done)
+    count_committed(meta, replacing, report, on_done)
 
 
 def _written_shard(folder: str | os.PathLike, shard_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -185,10 +196,10 @@ def _written_shard(folder: str | os.PathLike, shard_id: str) -> tuple[dict[str, 
 
 
 def embed_ray(paths: Iterable[str | os.PathLike], out_dir: str | os.PathLike, address: str,
-              model_dir: str | None = None, options: BuildOptions | None = None) -> tuple[int, list[Failure]]:
+              model_dir: str | None = None, options: EmbedOptions | None = None) -> tuple[int, list[Failure]]:
     """``anybind embed --ray``: write the shards of ``paths`` into ``out_dir`` and a manifest listing
     them in plan order. Returns (rows written, failures)."""
-    opts = options or BuildOptions()
+    opts = options or EmbedOptions()
     model_dir = model_dir and os.path.realpath(model_dir)
     connect(address)
     items, failures = discover(paths, opts.modality)

@@ -3,13 +3,19 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import tomllib
 
 from binder.config import AnchorConfig, BindConfig, HeadConfig, ModalityConfig, TrunkConfig
 from binder.errors import AnybindError
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 @dataclass(frozen=True)
@@ -103,24 +109,25 @@ def load_recipe(path: str | os.PathLike, overrides: dict[str, Any] | None = None
     """Parse a binding recipe; unknown keys are errors that name the section."""
     path = Path(path)
     data = read_recipe_toml(path, overrides)
-    specs = tuple(_build(BindSpec, m, f"{path} [[modality]]") for m in data.get("modality", []))
+    specs = tuple(build_section(BindSpec, m, f"{path} [[modality]]") for m in data.get("modality", []))
     if not specs:
         raise AnybindError(f"{path}: a recipe needs at least one [[modality]]")
-    mods = [ModalityConfig(s.name, dict(s.options), _build(HeadConfig, s.head, f"{path} head")) for s in specs]
+    mods = [ModalityConfig(s.name, dict(s.options), build_section(HeadConfig, s.head, f"{path} head")) for s in specs]
     if any(s.target == "image" for s in specs) and "image" not in [m.name for m in mods]:
         mods.append(ModalityConfig("image"))
     if "text" not in [m.name for m in mods]:
         mods.append(ModalityConfig("text"))
-    bind = BindConfig(anchor=_build(AnchorConfig, data.get("anchor", {}), f"{path} [anchor]"),
-                      trunk=_build(TrunkConfig, data.get("trunk", {}), f"{path} [trunk]"),
+    bind = BindConfig(anchor=build_section(AnchorConfig, data.get("anchor", {}), f"{path} [anchor]"),
+                      trunk=build_section(TrunkConfig, data.get("trunk", {}), f"{path} [trunk]"),
                       modalities=tuple(mods), seed=int(data.get("train", {}).get("seed", 0)))
     ev = dict(data.get("eval", {}))
     ev = {k: tuple(v) if isinstance(v, list) else v for k, v in ev.items()}
-    return Recipe(bind, _build(TrainConfig, data.get("train", {}), f"{path} [train]"), specs,
-                  _build(EvalSpec, ev, f"{path} [eval]"), str(path))
+    return Recipe(bind, build_section(TrainConfig, data.get("train", {}), f"{path} [train]"), specs,
+                  build_section(EvalSpec, ev, f"{path} [eval]"), str(path))
 
 
-def _build(cls, values: dict[str, Any], where: str):
+def build_section(cls: type[T], values: dict[str, Any], where: str) -> T:
+    """A config dataclass from one TOML section; unknown keys and bad values are errors naming ``where``."""
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(values) - names
     if unknown:

@@ -8,15 +8,16 @@ the table is replaced as a whole, so a re-export is always a clean copy of one g
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
+from binder.embed.shards import load_shard
 from binder.errors import AnybindError, IndexStoreError
-from binder.shards import load_shard
-from binder.store import SNAPSHOT_RETRIES, read_manifest
+from binder.index.store import SNAPSHOT_RETRIES, read_index_manifest
 
 INSTALL_HINT = "LanceDB is not installed: pip install 'anybind[lance]' (lancedb, pyarrow)"
 VECTOR = "vector"
@@ -68,7 +69,7 @@ def export_lance(index_dir: str | os.PathLike, lance_dir: str | os.PathLike, tab
     lancedb, pa = _require()
     db = lancedb.connect(os.fspath(lance_dir))
     for _ in range(SNAPSHOT_RETRIES):
-        manifest = read_manifest(index_dir)
+        manifest = read_index_manifest(index_dir)
         sch = schema(pa, int(manifest["dim"]), manifest)
         missing: list[FileNotFoundError] = []
         reader = pa.RecordBatchReader.from_batches(sch, _batches(pa, index_dir, manifest, sch, missing))

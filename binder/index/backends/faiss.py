@@ -15,8 +15,19 @@ from typing import Any
 
 import numpy as np
 
-from binder.backends import (SUBSET_EXACT_MAX_ROWS, Backend, BackendError, Results, _empty, _order_ties,
-                             default_threads, exact_search, ivf_lists, progress_bar)
+from binder.index.backends.base import (
+    SUBSET_EXACT_MAX_ROWS,
+    Backend,
+    BackendError,
+    Results,
+    default_threads,
+    empty_results,
+    ivf_lists,
+    order_ties,
+    progress_bar,
+)
+from binder.index.backends.exact import exact_search
+from binder.io import atomic_path
 
 ADD_BLOCK = 65_536
 HNSW_M = 32
@@ -56,6 +67,10 @@ class FaissBackend(Backend):
     def defaults(self) -> dict[str, Any]:
         return {}
 
+    def _empty_index(self) -> Any:
+        """The untrained, empty faiss index this backend fills (each subclass builds its own)."""
+        raise NotImplementedError
+
     def _build(self, progress: bool) -> Any:
         index = self._empty_index()
         self._train(index)
@@ -81,7 +96,7 @@ class FaissBackend(Backend):
 
     def _search(self, q: np.ndarray, k: int, ids: np.ndarray | None) -> Results:
         if k <= 0 or len(self.vectors) == 0 or (ids is not None and len(ids) == 0):
-            return _empty(len(q), max(k, 0))
+            return empty_results(len(q), max(k, 0))
         if ids is not None and len(ids) <= max(SUBSET_EXACT_MAX_ROWS, k):
             return exact_search(self.vectors, q, k, ids)
         selector = None if ids is None else self._selector(ids)
@@ -93,7 +108,7 @@ class FaissBackend(Backend):
 
     def _finish(self, q: np.ndarray, scores: np.ndarray, found: np.ndarray, k: int) -> Results:
         """faiss output → Results of width ``k`` (IVF-PQ overrides this to re-rank)."""
-        out = _empty(len(q), k)
+        out = empty_results(len(q), k)
         w = min(k, found.shape[1])
         out.scores[:, :w], out.ids[:, :w] = scores[:, :w], found[:, :w]
         out.scores[out.ids < 0] = -np.inf
@@ -127,12 +142,11 @@ class FaissBackend(Backend):
     def save(self, path: str | os.PathLike) -> None:
         """Write the index to ``path`` atomically (temp file + rename)."""
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        self.faiss.write_index(self.index, str(tmp))
-        os.replace(tmp, path)
+        with atomic_path(path, durable=False) as tmp:  # a cache: rebuilt if lost
+            self.faiss.write_index(self.index, str(tmp))
 
     @classmethod
-    def load(cls, path: str | os.PathLike, vectors: np.ndarray, **params) -> "FaissBackend":
+    def load(cls, path: str | os.PathLike, vectors: np.ndarray, **params) -> FaissBackend:
         """An index written by ``save`` over the same ``vectors``."""
         faiss = import_faiss()
         return cls(vectors, index=faiss.read_index(str(path)), **params)
@@ -213,11 +227,11 @@ class IVFPQBackend(FaissBackend):
         exact[found < 0] = -np.inf
         w = min(k, found.shape[1])
         part = np.argpartition(-exact, w - 1, axis=1)[:, :w]
-        out = _empty(len(q), k)
+        out = empty_results(len(q), k)
         out.scores[:, :w] = np.take_along_axis(exact, part, 1)
         out.ids[:, :w] = np.take_along_axis(found, part, 1)
         out.ids[~np.isfinite(out.scores)] = -1
-        _order_ties(out)
+        order_ties(out)
         return out
 
 
@@ -225,11 +239,3 @@ def _pq_subquantizers(d: int) -> int:
     """PQ sub-vector count: about one byte per 8 dimensions, a divisor of ``d``."""
     target = max(1, d // 8)
     return max(m for m in range(1, target + 1) if d % m == 0)
-
-
-CLASSES = {cls.name: cls for cls in (FlatBackend, HNSWBackend, IVFPQBackend)}
-
-
-def build(name: str, vectors: np.ndarray, progress: bool = False, **params) -> FaissBackend:
-    """Build the faiss backend ``name`` over ``vectors``."""
-    return CLASSES[name](vectors, progress=progress, **params)

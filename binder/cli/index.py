@@ -1,12 +1,15 @@
-"""`anybind index` commands (registered by binder.cli): a thin layer over binder.index_build."""
+"""`anybind index` commands (registered in binder/cli/__init__.py): a thin layer over binder.index.build."""
 from __future__ import annotations
 
 import json
 import os
 import sys
-from typing import Callable, TextIO
+from collections.abc import Callable
+from typing import TextIO
 
 import click
+
+from binder.cli.common import MODEL_ENV, UNTRAINED_NOTE
 
 
 def register(app: click.Group) -> None:
@@ -58,22 +61,21 @@ def add_cmd(**kw) -> None:
 
 def _run_build(index_dir, paths, modality, model_dir, batch_size, workers, shard_size, log_file,
                ray_address, quiet, create) -> None:
-    from binder.cli import MODEL_ENV, UNTRAINED_NOTE
-    from binder.index_build import BuildOptions, build_index, resolve_model
+    from binder.index.build import BuildOptions, build_index, resolve_model
+    from binder.index.store import read_index_manifest
     from binder.registry import get_modality
-    from binder.store import read_manifest
 
     if modality != "auto":
         get_modality(modality)
     if not create:
-        read_manifest(index_dir)  # `add` needs an index: say so before loading anything
+        read_index_manifest(index_dir)  # `add` needs an index: say so before loading anything
     model_dir = model_dir or os.environ.get(MODEL_ENV) or None
     if resolve_model(index_dir, model_dir) is None and not quiet:
         click.echo(UNTRAINED_NOTE, err=True)
     opts = BuildOptions(modality, batch_size, workers, shard_size, progress=not quiet)
     with _log(log_file) as log:
         if ray_address:
-            from binder.ray_job import build_index_ray
+            from binder.index.ray_job import build_index_ray
 
             report = build_index_ray(index_dir, paths, ray_address, model_dir, opts, log.done, create)
         else:
@@ -92,7 +94,7 @@ class _log:
     def __init__(self, path: str | None):
         self.fh: TextIO | None = open(path, "a", encoding="utf-8") if path else None
 
-    def __enter__(self) -> "_log":
+    def __enter__(self) -> _log:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -117,7 +119,7 @@ class _log:
 @click.option("--missing", is_flag=True, help="Also remove rows whose file no longer exists.")
 def rm_cmd(index_dir: str, paths: tuple[str, ...], missing: bool) -> None:
     """Remove the rows of PATHS (files, or every row under a folder)."""
-    from binder.index_build import remove_from_index
+    from binder.index.build import remove_from_index
 
     if not paths and not missing:
         raise click.UsageError("give PATHS to remove, or --missing")
@@ -129,7 +131,7 @@ def rm_cmd(index_dir: str, paths: tuple[str, ...], missing: bool) -> None:
 @click.argument("index_dir", type=click.Path(exists=True, file_okay=False))
 def info_cmd(index_dir: str) -> None:
     """Print the index's manifest summary as JSON: rows, generation, model, dim, shards."""
-    from binder.store import IndexStore
+    from binder.index.store import IndexStore
 
     m = IndexStore.open(index_dir).manifest()
     dead = sum(len(s["dead"]) for s in m["shards"])
@@ -142,7 +144,7 @@ def info_cmd(index_dir: str) -> None:
 @click.option("--shard-size", type=click.IntRange(min=1), default=1024, show_default=True)
 def compact_cmd(index_dir: str, shard_size: int) -> None:
     """Rewrite live rows into fresh shards, dropping removed rows and unused shard files."""
-    from binder.index_build import compact_index
+    from binder.index.build import compact_index
 
     n = compact_index(index_dir, shard_size)
     click.echo(f"index {index_dir}: compacted into {n} shard(s)", err=True)
@@ -154,7 +156,7 @@ def compact_cmd(index_dir: str, shard_size: int) -> None:
 @click.option("--table", default="anybind", show_default=True, help="LanceDB table name (replaced if it exists).")
 def export_lance_cmd(index_dir: str, lance_dir: str, table: str) -> None:
     """Export the index's live rows (vectors + metadata) to an embedded LanceDB table."""
-    from binder.lance_export import export_lance
+    from binder.index.lance import export_lance
 
     n = export_lance(index_dir, lance_dir, table)
     click.echo(f"exported {n} row(s) to {lance_dir} (table {table})", err=True)

@@ -7,10 +7,7 @@ batches an unbroken run would have seen.
 """
 from __future__ import annotations
 
-import json
 import math
-import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +16,15 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from binder.data import PreparedSet, anchor_targets, prepare_inputs, read_manifest, target_keys, under_root
+from binder.checkpoint import load_weights
 from binder.errors import AnybindError, CheckpointError
-from binder.evaluate import evaluate_manifest
-from binder.loss import BindingLoss
+from binder.io import atomic_dir, atomic_write_json
 from binder.model import BindingModel
-from binder.recipe import BindSpec, Recipe
-from binder.train_state import load_train_state, save_train_state
+from binder.train.data import PreparedSet, anchor_targets, prepare_inputs, read_pairs, target_keys, under_root
+from binder.train.evaluate import evaluate_manifest
+from binder.train.loss import BindingLoss
+from binder.train.recipe import BindSpec, Recipe
+from binder.train.state import load_train_state, save_train_state
 
 
 @dataclass
@@ -60,7 +59,7 @@ class Trainer:
         return under_root(self.cfg.root, path)
 
     def _load(self, spec: BindSpec) -> BindData:
-        records = read_manifest(self.manifest(spec.train), self.cfg.root)
+        records = read_pairs(self.manifest(spec.train), self.cfg.root)
         prepared = prepare_inputs(self.model.modality(spec.name), records, self.cfg.workers, self.progress)
         _report_failures(prepared)
         keys = target_keys(prepared.records, spec.target)
@@ -70,10 +69,12 @@ class Trainer:
 
     def _param_groups(self) -> list[dict[str, Any]]:
         """No weight decay on norms, biases, embeddings, CLS/position tokens and logit scales."""
-        decay, no_decay = [], []
+        decay: list[torch.nn.Parameter] = []
+        no_decay: list[torch.nn.Parameter] = []
         for name, p in self.model.named_parameters():
             if p.requires_grad:
-                (no_decay if p.ndim < 2 or any(k in name for k in ("cls", "pos", "embed", "scale")) else decay).append(p)
+                no_wd = p.ndim < 2 or any(k in name for k in ("cls", "pos", "embed", "scale"))
+                (no_decay if no_wd else decay).append(p)
         return [{"params": decay, "weight_decay": self.cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
     def _lr_factor(self, step: int) -> float:
@@ -133,51 +134,26 @@ class Trainer:
         self.model.eval()
         metrics = self.evaluate()
         self.model.save(out / "model")
-        _write_json(out / "metrics.json", metrics)
+        atomic_write_json(out / "metrics.json", metrics)
         return metrics
 
     # ------------------------------------------------------------------ checkpoints
+    def stateful_parts(self) -> dict[str, Any]:
+        """Everything besides the model weights that a resumed run needs, by name."""
+        return {"optimizer": self.optimizer, "scheduler": self.scheduler, "losses": self.losses}
+
     def save_checkpoint(self, folder: Path) -> None:
-        """Weights + optimizer + queues + step; written beside, then swapped in whole."""
-        tmp = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        self.model.save(tmp)
-        save_train_state(tmp, self.optimizer, self._memory_tensors(),
-                         {"step": self.step, "memory": self._memory_info(), "recipe": self.recipe.path})
-        old = folder.with_name(folder.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        if folder.exists():
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        shutil.rmtree(old, ignore_errors=True)
+        """Weights + optimizer + scheduler + loss queues + step; built beside, then swapped in whole."""
+        with atomic_dir(folder) as tmp:
+            self.model.save(tmp)
+            save_train_state(tmp, self.stateful_parts(), {"step": self.step, "recipe": self.recipe.path})
 
     def load_checkpoint(self, folder: Path) -> None:
         if not folder.is_dir():
             raise CheckpointError(f"{folder}: no checkpoint to resume from")
-        from binder.checkpoint import load_weights
-
         load_weights(folder, self.model)
-        extra, info = load_train_state(folder, self.optimizer)
+        info = load_train_state(folder, self.stateful_parts())
         self.step = int(info["step"])
-        self.scheduler.last_epoch = self.step
-        self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
-        for name, loss in self.losses.items():
-            if loss.memory is not None:
-                loss.memory.embedding_memory = extra[f"mem.{name}.embedding"]
-                loss.memory.label_memory = extra[f"mem.{name}.label"]
-                loss.memory.queue_idx, loss.memory.has_been_filled = info["memory"][name]
-
-    def _memory_tensors(self) -> dict[str, torch.Tensor]:
-        out = {}
-        for name, loss in self.losses.items():
-            if loss.memory is not None:
-                out[f"mem.{name}.embedding"] = loss.memory.embedding_memory
-                out[f"mem.{name}.label"] = loss.memory.label_memory
-        return out
-
-    def _memory_info(self) -> dict[str, list]:
-        return {name: [int(loss.memory.queue_idx), bool(loss.memory.has_been_filled)]
-                for name, loss in self.losses.items() if loss.memory is not None}
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict[str, Any]:
@@ -196,10 +172,3 @@ class Trainer:
 def _report_failures(prepared: PreparedSet) -> None:
     for path, reason in prepared.failures:
         tqdm.write(f"anybind: skipped {path}: {reason}")
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)

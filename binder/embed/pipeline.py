@@ -2,19 +2,31 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import cast
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from binder.embed.workers import decode_pool
 from binder.errors import ModalityError
 from binder.model import BindingModel
 from binder.registry import modality_for_path
-from binder.workers import decode_pool
+
+
+@dataclass(frozen=True)
+class EmbedOptions:
+    """How files are embedded: modality (or auto), batch size, decode threads, rows per shard."""
+
+    modality: str = "auto"
+    batch_size: int = 8
+    workers: int = 2
+    shard_size: int = 1024
+    progress: bool = True
 
 
 @dataclass(frozen=True)
@@ -75,7 +87,7 @@ def embed_items(model: BindingModel, items: list[Item], batch_size: int = 8, wor
     """Yield embedded batches, grouped by modality; bad files go to ``failures`` and are skipped.
 
     Files of the next batch are decoded by ``workers`` threads while the current batch is encoded.
-    Each decode thread runs torch ops on one thread of its own (``binder.workers``).
+    Each decode thread runs torch ops on one thread of its own (``binder.embed.workers``).
     """
     failures = failures if failures is not None else []
     chunks = _chunks(items, batch_size)
@@ -85,7 +97,8 @@ def embed_items(model: BindingModel, items: list[Item], batch_size: int = 8, wor
         for i, chunk in enumerate(chunks):
             current = pending
             pending = _submit(model, chunks[i + 1], pool) if i + 1 < len(chunks) else None
-            batch = _encode_chunk(model, chunk, current, failures)
+            # pending is None only past the last chunk, so every chunk has its submission
+            batch = _encode_chunk(model, chunk, cast("list[Future] | ModalityError", current), failures)
             bar.update(len(chunk))
             if batch is not None:
                 yield batch

@@ -7,7 +7,8 @@ query set against a gallery, where a hit is a gallery item with the query's labe
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -75,10 +76,10 @@ def evaluate_manifest(model: BindingModel, manifest: str, root: str | None = Non
                       by: str = "label", workers: int = 2, names: Sequence[str] = ()) -> dict[str, Any]:
     """Zero-shot top-1 (with ``classes``; prompts use ``names`` when given) and R@1/5/10 against a
     gallery manifest of any modality."""
-    from binder.data import prepare_inputs, read_manifest
+    from binder.train.data import prepare_inputs, read_pairs
 
     def embed(path: str):
-        records = read_manifest(path, root)
+        records = read_pairs(path, root)
         names = {r.modality for r in records}
         if len(names) != 1:
             raise ValueError(f"{path}: one modality per manifest, found {sorted(names)}")

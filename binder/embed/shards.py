@@ -13,33 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from binder.io import atomic_write
+
 MANIFEST = "manifest.json"
-
-
-def _atomic_write_bytes(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        write(fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-atomic_write_bytes = _atomic_write_bytes
-
-
-def fsync_dir(folder: str | os.PathLike) -> None:
-    """Make renames inside ``folder`` durable (a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def shard_names(shard_id: str) -> tuple[str, str]:
@@ -56,9 +32,9 @@ def write_shard(folder: str | os.PathLike, shard_id: str, embeddings: np.ndarray
     if rows.ndim != 2 or len(rows) != len(metadata):
         raise ValueError(f"embeddings {rows.shape} do not match {len(metadata)} metadata rows")
     emb_name, meta_name = shard_names(shard_id)
-    _atomic_write_bytes(folder / emb_name, lambda fh: np.save(fh, rows))
+    atomic_write(folder / emb_name, lambda fh: np.save(fh, rows))
     lines = "".join(json.dumps(m, ensure_ascii=False) + "\n" for m in metadata).encode()
-    _atomic_write_bytes(folder / meta_name, lambda fh: fh.write(lines))
+    atomic_write(folder / meta_name, lambda fh: fh.write(lines))
     return {"embeddings": emb_name, "metadata": meta_name, "rows": len(metadata)}
 
 
@@ -117,7 +93,7 @@ def write_manifest(folder: str | os.PathLike, dim: int, shards: list[dict[str, A
     """Atomically replace the manifest of an embedding folder so that it lists ``shards``."""
     manifest = {"dim": dim, "count": sum(s["rows"] for s in shards), "shards": shards, **(info or {})}
     data = json.dumps(manifest, indent=2).encode()
-    _atomic_write_bytes(Path(folder) / MANIFEST, lambda fh: fh.write(data))
+    atomic_write(Path(folder) / MANIFEST, lambda fh: fh.write(data))
 
 
 def read_shards(folder: str | os.PathLike) -> tuple[np.ndarray, list[dict[str, Any]]]:

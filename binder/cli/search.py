@@ -1,4 +1,4 @@
-"""`anybind search` and `anybind classify` (registered by binder.cli)."""
+"""`anybind search` and `anybind classify` (registered in binder/cli/__init__.py)."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from binder.backends import AUTO_APPROX, AUTO_EXACT_MAX_ROWS, BACKENDS
+from binder.cli import common
+from binder.index.backends import AUTO_APPROX, AUTO_EXACT_MAX_ROWS, BACKENDS
 
 FORMATS = ("table", "jsonl")
 
@@ -65,8 +66,8 @@ def _default_format(fmt: str | None) -> str:
 @click.option("--quiet", is_flag=True, help="No progress bars or notes.")
 def search_cmd(index_dir, query, k, modality, backend, fmt, model_dir, ef_search, nprobe, no_cache, table,
                quiet) -> None:
-    from binder.lance_export import lance_tables
-    from binder.query import embed_terms, parse_query
+    from binder.index.lance import lance_tables
+    from binder.index.query import embed_terms, parse_query
     from binder.registry import get_modality
 
     terms = parse_query(query)
@@ -81,7 +82,7 @@ def search_cmd(index_dir, query, k, modality, backend, fmt, model_dir, ef_search
                                   f"(it holds {', '.join(tables)}); pass --table")
         hits = _search_lance(index_dir, table, terms, k, modality, model_dir, quiet)
     else:
-        from binder.index import EmbeddingIndex
+        from binder.index.search import EmbeddingIndex
 
         index = EmbeddingIndex.open(index_dir, backend, cache=not no_cache, progress=not quiet,
                                     ef_search=ef_search, nprobe=nprobe)
@@ -94,9 +95,9 @@ def search_cmd(index_dir, query, k, modality, backend, fmt, model_dir, ef_search
 def _search_lance(lance_dir: str, table: str, terms, k: int, modality: str | None, model_dir: str | None,
                   quiet: bool) -> list:
     """Search an exported LanceDB table on disk; its rows come back as index hits."""
-    from binder.index import Hit
-    from binder.lance_export import lance_table_info, search_lance
-    from binder.query import embed_terms
+    from binder.index.lance import lance_table_info, search_lance
+    from binder.index.query import embed_terms
+    from binder.index.search import Hit
 
     info = lance_table_info(lance_dir, table)
     model = _query_model(info["model"], model_dir, lance_dir, quiet)
@@ -114,7 +115,6 @@ def _check_dim(model, dim: int, where: str) -> None:
 
 def _query_model(recorded: str | None, model_dir: str | None, index_dir: str, quiet: bool):
     """The index's own model when it records one, else --model / $ANYBIND_MODEL / the default."""
-    from binder.cli import _load_model
     from binder.errors import IndexStoreError
 
     if recorded:
@@ -125,8 +125,8 @@ def _query_model(recorded: str | None, model_dir: str | None, index_dir: str, qu
         if found is not None:
             if model_dir and Path(model_dir).resolve() != Path(found).resolve() and not quiet:
                 click.echo(f"note: using the index's own model {found}, not --model {model_dir}", err=True)
-            return _load_model(found, quiet)
-    return _load_model(model_dir, quiet)
+            return common.load_model(found, quiet)
+    return common.load_model(model_dir, quiet)
 
 
 def _find_model(recorded: str, index_dir: str) -> str | None:
@@ -179,15 +179,14 @@ def classify_cmd(paths, labels, labels_file, templates, top, model_dir, fmt, bat
     Prints each file's best label, its cosine score and the top labels' probabilities. Bad files
     are reported and skipped; exit code 1 if any failed.
     """
-    from binder.classify import classify_items, parse_labels
-    from binder.cli import _load_model
-    from binder.embed import discover
+    from binder.embed.pipeline import discover
+    from binder.index.classify import classify_items, parse_labels
 
     if (labels is None) == (labels_file is None):
         raise click.UsageError("give exactly one of --labels or --labels-file")
     names = parse_labels(labels if labels is not None else Path(labels_file).read_text(encoding="utf-8"))
     items, failures = discover(paths)
-    model = _load_model(model_dir, quiet)
+    model = common.load_model(model_dir, quiet)
     preds = list(classify_items(model, items, names, templates, top, batch_size, not quiet, failures))
     _print_predictions(preds, _default_format(fmt))
     for f in failures:

@@ -1,0 +1,45 @@
+"""What the command modules share: the model resolution rule and recipe overrides."""
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+import click
+import tomllib
+
+if TYPE_CHECKING:
+    from binder.model import BindingModel
+
+UNTRAINED_NOTE = ("note: no --model given; using a randomly initialised tiny anchor and bindings. "
+                  "The weights are UNTRAINED: embeddings are valid vectors but carry no meaning.")
+MODEL_ENV = "ANYBIND_MODEL"
+
+
+def load_model(path: str | None, quiet: bool = False) -> BindingModel:
+    """The model at ``path``, else at ``$ANYBIND_MODEL``, else the untrained default (with a note)."""
+    from binder.model import BindingModel  # imported here so that `anybind --help` stays fast
+
+    path = path or os.environ.get(MODEL_ENV) or None
+    if path:
+        return BindingModel.load(path)
+    if not quiet:
+        click.echo(UNTRAINED_NOTE, err=True)
+    return BindingModel.default().eval()
+
+
+def parse_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``--set train.steps=100`` → {"train.steps": 100} (values parsed as TOML scalars)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or "." not in key:
+            raise click.BadParameter(f"{pair!r}: use SECTION.KEY=VALUE", param_hint="--set")
+        try:
+            out[key] = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key] = raw
+    return out
+
+
+SET_OPTION = click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE",
+                          help="Override a recipe value, e.g. --set train.steps=100 (repeatable).")

@@ -1,0 +1,72 @@
+"""`anybind train`, `anybind anchor train` and `anybind eval`: bindings and their measurement."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from binder.cli.common import SET_OPTION, parse_overrides
+
+
+def register(app: click.Group) -> None:
+    """Attach this module's commands to the top-level ``anybind`` group."""
+    app.add_command(train_cmd)
+    app.add_command(anchor_group)
+    app.add_command(eval_cmd)
+
+
+@click.command("train")
+@click.argument("recipe", type=click.Path(exists=True, dir_okay=False))
+@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.")
+@SET_OPTION
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def train_cmd(recipe: str, resume: bool, sets: tuple[str, ...], quiet: bool) -> None:
+    """Bind the recipe's modalities to its anchor; writes OUT/model, OUT/metrics.json."""
+    from binder.train.recipe import load_recipe
+    from binder.train.trainer import Trainer
+
+    rec = load_recipe(recipe, parse_overrides(sets))
+    metrics = Trainer(rec, progress=not quiet).run(resume=resume)
+    click.echo(json.dumps(metrics, indent=2))
+    click.echo(f"model saved to {rec.train.out}/model", err=True)
+
+
+@click.group("anchor")
+def anchor_group() -> None:
+    """Build the frozen anchor itself."""
+
+
+@anchor_group.command("train")
+@click.argument("recipe", type=click.Path(exists=True, dir_okay=False))
+@SET_OPTION
+@click.option("--quiet", is_flag=True)
+def anchor_train_cmd(recipe: str, sets: tuple[str, ...], quiet: bool) -> None:
+    """Train a small CLIP-format anchor on (image, caption) pairs and save it as an open_clip folder."""
+    from binder.train.anchor_train import load_anchor_recipe, train_anchor
+
+    cfg, ev = load_anchor_recipe(recipe, parse_overrides(sets))
+    metrics = train_anchor(cfg, ev, progress=not quiet)
+    click.echo(json.dumps(metrics, indent=2))
+    click.echo(f"anchor saved to {cfg.out} (use anchor model = \"local-dir:{cfg.out}\")", err=True)
+
+
+@click.command("eval")
+@click.argument("manifest", type=click.Path(exists=True, dir_okay=False))
+@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False), required=True)
+@click.option("--root", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Folder that relative manifest paths start from (default: the manifest's folder).")
+@click.option("--classes", default="", help="Comma-separated class names (index = integer label) for zero-shot.")
+@click.option("--template", "templates", multiple=True, default=("{}",), show_default=True,
+              help="Prompt template, '{}' = class name (repeatable).")
+@click.option("--gallery", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Manifest of any modality to retrieve from: prints R@1/5/10.")
+@click.option("--by", type=click.Choice(["label", "pair"]), default="label", show_default=True,
+              help="A retrieval hit shares the query's label, or is the query's own paired item.")
+def eval_cmd(manifest, model_dir, root, classes, templates, gallery, by) -> None:
+    """Zero-shot classification and cross-modal retrieval of a manifest's items."""
+    from binder.model import BindingModel
+    from binder.train.evaluate import evaluate_manifest
+
+    names = tuple(c.strip() for c in classes.split(",") if c.strip())
+    result = evaluate_manifest(BindingModel.load(model_dir), manifest, root, names, templates, gallery, by)
+    click.echo(json.dumps(result, indent=2))

@@ -22,6 +22,7 @@ from torch import nn
 from binder.errors import ModalityError
 from binder.registry import register_modality
 from binder.tokenizers import PatchTokens2d
+from modalities.augment.audio import AudioAugment, augment_wave, mask_spectrogram
 from modalities.base import Modality
 from modalities.common import check_file, check_finite
 
@@ -53,6 +54,8 @@ class AudioOptions:
     min_duration: float = 0.25
     channel: str = "mean"
     resampler: str = "soxr"
+    trim_silence: bool = True
+    trim_top_db: float = 40.0
 
     def __post_init__(self) -> None:
         if self.short_policy not in ("pad", "repeat"):
@@ -61,6 +64,8 @@ class AudioOptions:
             raise ValueError(f"audio channel must be 'mean' (average) or 'first' (ImageBind), got {self.channel!r}")
         if self.resampler not in ("soxr", "torchaudio"):
             raise ValueError(f"audio resampler must be 'soxr' or 'torchaudio' (ImageBind), got {self.resampler!r}")
+        if self.trim_top_db <= 0:
+            raise ValueError(f"audio trim_top_db must be positive, got {self.trim_top_db}")
         if self.clips < 1 or self.clip_duration <= 0 or self.sample_rate <= 0:
             raise ValueError("audio clips, clip_duration and sample_rate must be positive")
 
@@ -102,6 +107,26 @@ def load_waveform(path: str | os.PathLike, sample_rate: int, min_duration: float
     if native_sr != sample_rate:
         wave = _resample(wave, native_sr, sample_rate, resampler)
     return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def trim_silence(wave: np.ndarray, sample_rate: int, top_db: float, min_duration: float) -> np.ndarray:
+    """``wave`` without its leading and trailing silence: frames quieter than the loudest by ``top_db``.
+
+    Energy-based (librosa.effects.trim on the channel mean). What is kept is never shorter than
+    ``min_duration``: around a very short sound, or in a silent file, the kept span is widened
+    symmetrically inside the recording, so silence still embeds instead of failing.
+    """
+    import librosa
+
+    mono = wave if wave.ndim == 1 else wave.mean(axis=0)
+    if not np.any(mono):
+        return wave
+    _, (start, end) = librosa.effects.trim(mono, top_db=top_db, frame_length=512, hop_length=128)
+    need = min(mono.shape[-1], int(np.ceil(min_duration * sample_rate)))
+    if end - start < need:
+        start = max(0, min(start - (need - (end - start)) // 2, mono.shape[-1] - need))
+        end = start + need
+    return np.ascontiguousarray(wave[..., start:end])
 
 
 def _resample(wave: np.ndarray, orig_sr: float, target_sr: int, resampler: str) -> np.ndarray:
@@ -250,6 +275,7 @@ class Audio(Modality):
     name = "audio"
     extensions = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".opus")
     Options = AudioOptions
+    AugmentOptions = AudioAugment
     has_clips = True
 
     def load(self, path: str | os.PathLike) -> np.ndarray:
@@ -258,8 +284,20 @@ class Audio(Modality):
         return load_waveform(path, o.sample_rate, o.min_duration, o.channel, o.resampler)
 
     def preprocess(self, raw: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """(clips, 1, num_mel_bins, target_length) normalized log-mel clips."""
-        return fbank_clips(torch.as_tensor(np.asarray(raw, dtype=np.float32)), self.options)
+        """(clips, 1, num_mel_bins, target_length) normalized log-mel clips, leading/trailing silence trimmed."""
+        o = self.options
+        wave = np.asarray(raw, dtype=np.float32)
+        if o.trim_silence:
+            wave = trim_silence(wave, o.sample_rate, o.trim_top_db, o.min_duration)
+        return fbank_clips(torch.as_tensor(wave), o)
+
+    def augment(self, raw: np.ndarray, rng: np.random.Generator, options: AudioAugment) -> np.ndarray:
+        """Shift, crop, silence, gain, noise, speed and pitch of the waveform (modalities.augment.audio)."""
+        return augment_wave(raw, rng, options, self.options.sample_rate)
+
+    def augment_tensor(self, tensor: torch.Tensor, rng: np.random.Generator, options: AudioAugment) -> torch.Tensor:
+        """SpecAugment time and frequency masks on each clip's fbank."""
+        return mask_spectrogram(tensor, rng, options)
 
     def input_shape(self) -> tuple[int, ...]:
         o = self.options

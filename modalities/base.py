@@ -110,7 +110,10 @@ class Modality(ABC):
 
     def prepare(self, path: str | os.PathLike) -> torch.Tensor:
         """load + preprocess with every failure turned into a ModalityError that names the file."""
-        raw = self.load_checked(path)
+        return self.prepare_raw(path, self.load_checked(path))
+
+    def prepare_raw(self, path: str | os.PathLike, raw: Any) -> torch.Tensor:
+        """preprocess of an item already decoded from ``path``, errors named and shape checked."""
         with self._named_errors(path):
             tensor = self.preprocess(raw)
         return self._checked_shape(path, tensor)

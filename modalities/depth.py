@@ -7,6 +7,7 @@ import numpy as np
 
 from binder.errors import ModalityError
 from binder.registry import register_modality
+from modalities.augment.raster import DepthAugment, augment_depth
 from modalities.raster import RasterModality, RasterOptions
 
 
@@ -37,6 +38,12 @@ class Depth(RasterModality):
     name = "depth"
     extensions = (".depth.png", ".depth.npy", ".depth.tif", ".depth.tiff", ".disparity.png", ".disparity.npy")
     Options = DepthOptions
+    AugmentOptions = DepthAugment
+
+    def augment(self, raw: tuple[np.ndarray, int], rng: np.random.Generator,
+                options: DepthAugment) -> tuple[np.ndarray, int]:
+        """Resized crop, rotation, translation, depth-proportional noise and holes (modalities.augment.raster)."""
+        return augment_depth(raw, rng, options)
 
     def to_signal(self, arr: np.ndarray, bits: int) -> np.ndarray:
         opts = self.options

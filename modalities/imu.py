@@ -11,6 +11,7 @@ from torch import nn
 from binder.errors import ModalityError
 from binder.registry import register_modality
 from binder.tokenizers import LinearTokens
+from modalities.augment.signals import SignalAugment, augment_signal
 from modalities.base import Modality
 from modalities.common import resample_time, standardize
 from modalities.signals import read_signal
@@ -39,6 +40,11 @@ class IMU(Modality):
     name = "imu"
     extensions = (".imu.npy", ".imu.csv", ".imu.ts")
     Options = IMUOptions
+    AugmentOptions = SignalAugment
+
+    def augment(self, raw: np.ndarray, rng: np.random.Generator, options: SignalAugment) -> np.ndarray:
+        """Scaling, jitter, time and magnitude warps, window crop, channel dropout (modalities.augment.signals)."""
+        return augment_signal(raw, rng, options)
 
     def load(self, path: str | os.PathLike) -> np.ndarray:
         arr = read_signal(path, self.options.channels)

@@ -21,7 +21,8 @@ from binder.errors import CheckpointError, ModalityError
 from binder.io import atomic_path
 from binder.registry import register_modality
 from binder.tokenizers import SequenceEmbedding
-from modalities.audio import load_waveform
+from modalities.audio import load_waveform, trim_silence
+from modalities.augment.audio import AudioAugment, augment_wave
 from modalities.base import Modality
 
 DELTA_WIDTH = 9  # librosa.feature.delta's default window; the utterance needs at least this many frames
@@ -43,6 +44,8 @@ class SpeechUnitsOptions:
     max_units: int = 256
     min_duration: float = 0.25
     codebook: str | None = None
+    trim_silence: bool = True
+    trim_top_db: float = 40.0
 
     @property
     def feature_dim(self) -> int:
@@ -250,6 +253,7 @@ class SpeechUnits(Modality):
     name = "speech_units"
     extensions = (".speech.wav", ".speech.flac")
     Options = SpeechUnitsOptions
+    AugmentOptions = AudioAugment
 
     def load(self, path: str | os.PathLike) -> np.ndarray:
         """Mono float32 samples at ``sample_rate``; ModalityError for unreadable, non-finite or too-short audio."""
@@ -257,10 +261,18 @@ class SpeechUnits(Modality):
 
     def preprocess(self, raw: np.ndarray | torch.Tensor) -> torch.Tensor:
         """(max_frames, 3·n_mfcc) float32 features; rows past the end of the utterance are NaN."""
-        feats = mfcc_features(np.asarray(raw, dtype=np.float32), self.options)[: self.options.max_frames]
+        o = self.options
+        wave = np.asarray(raw, dtype=np.float32)
+        if o.trim_silence:
+            wave = trim_silence(wave, o.sample_rate, o.trim_top_db, o.min_duration)
+        feats = mfcc_features(wave, o)[: o.max_frames]
         out = torch.full(self.input_shape(), float("nan"), dtype=torch.float32)
         out[: feats.shape[0]] = torch.from_numpy(feats)
         return out
+
+    def augment(self, raw: np.ndarray, rng: np.random.Generator, options: AudioAugment) -> np.ndarray:
+        """The audio waveform augmentations (shift, silence, gain, noise, speed, pitch); units are then re-derived."""
+        return augment_wave(raw, rng, options, self.options.sample_rate)
 
     def input_shape(self) -> tuple[int, ...]:
         return (self.options.max_frames, self.options.feature_dim)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from binder.registry import register_modality
+from modalities.augment.raster import ThermalAugment, augment_thermal
 from modalities.raster import RasterModality
 
 
@@ -13,6 +14,12 @@ class Thermal(RasterModality):
 
     name = "thermal"
     extensions = (".thermal.png", ".thermal.npy", ".thermal.tif", ".thermal.tiff", ".ir.png")
+    AugmentOptions = ThermalAugment
+
+    def augment(self, raw: tuple[np.ndarray, int], rng: np.random.Generator,
+                options: ThermalAugment) -> tuple[np.ndarray, int]:
+        """Resized crop, rotation, translation, sensor noise, gain and offset (modalities.augment.raster)."""
+        return augment_thermal(raw, rng, options)
 
     def to_signal(self, arr: np.ndarray, bits: int) -> np.ndarray:
         return arr / float(2**bits - 1) if bits else arr

@@ -11,6 +11,7 @@ from torch import nn
 from binder.errors import ModalityError
 from binder.registry import register_modality
 from binder.tokenizers import SequenceEmbedding
+from modalities.augment.signals import TimeSeriesAugment, augment_signal
 from modalities.base import Modality
 from modalities.common import resample_time, standardize
 from modalities.signals import read_signal
@@ -69,6 +70,11 @@ class TimeSeries(Modality):
     name = "timeseries"
     extensions = (".npy", ".csv", ".ts")
     Options = TimeSeriesOptions
+    AugmentOptions = TimeSeriesAugment
+
+    def augment(self, raw: np.ndarray, rng: np.random.Generator, options: TimeSeriesAugment) -> np.ndarray:
+        """Scaling, jitter, time and magnitude warps, window crop, channel dropout (modalities.augment.signals)."""
+        return augment_signal(raw, rng, options)
 
     def load(self, path: str | os.PathLike) -> np.ndarray:
         arr = read_signal(path)

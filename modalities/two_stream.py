@@ -15,6 +15,7 @@ from torch import nn
 
 from binder.registry import register_modality
 from binder.tokenizers import SequenceEmbedding, TubeletTokens
+from modalities.augment.video import VideoAugment, augment_frames
 from modalities.base import Modality
 from modalities.video import VideoOptions, as_frames, normalize_frames, read_frames, resize_frames
 
@@ -96,6 +97,11 @@ class TwoStream(Modality):
     name = "two_stream"
     extensions = (".twostream.mp4", ".twostream.avi", ".twostream.mkv")
     Options = TwoStreamOptions
+    AugmentOptions = VideoAugment
+
+    def augment(self, raw: np.ndarray, rng: np.random.Generator, options: VideoAugment) -> np.ndarray:
+        """Temporal offset, jitter and frame-rate change, spatial crop (modalities.augment.video)."""
+        return augment_frames(raw, rng, options)
 
     def load(self, path: str | os.PathLike) -> np.ndarray:
         """Decode T+1 uniformly spaced RGB frames, uint8 ``(T + 1, H, W, 3)``."""

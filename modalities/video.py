@@ -19,6 +19,7 @@ from torch import nn
 from binder.errors import ModalityError
 from binder.registry import register_modality
 from binder.tokenizers import SequenceEmbedding, TubeletTokens
+from modalities.augment.video import VideoAugment, augment_frames
 from modalities.base import Modality
 from modalities.common import check_file, resize_center_crop
 
@@ -225,6 +226,11 @@ class Video(Modality):
     name = "video"
     extensions = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
     Options = VideoOptions
+    AugmentOptions = VideoAugment
+
+    def augment(self, raw: np.ndarray, rng: np.random.Generator, options: VideoAugment) -> np.ndarray:
+        """Temporal offset, jitter and frame-rate change, spatial crop (modalities.augment.video)."""
+        return augment_frames(raw, rng, options)
 
     def load(self, path: str | os.PathLike) -> np.ndarray:
         """Decode T uniformly spaced RGB frames, uint8 ``(T, H, W, 3)``."""

@@ -1,7 +1,8 @@
 """The offline world builder (recipes/world): manifests, pairing, caching, determinism, physics checks.
 
 One small world is built per test module (about 20 s on 2 cores); the other worlds built here
-leave speech, video and BasicMotions out so they take a few seconds.
+leave speech, video, BasicMotions and the hard split out so they take a few seconds. The held-out
+``hard`` split (robustness conditions training never sees) is checked at the end.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from binder.registry import get_modality  # noqa: E402
-from recipes.world import SPLITS, WorldConfig, build_world, load_world, read_manifest  # noqa: E402
+from recipes.world import HARD, SPLITS, WorldConfig, build_world, load_world, read_world_manifest  # noqa: E402
 from recipes.world.basic_motions import ACTIVITY_CAPTIONS  # noqa: E402
 from recipes.world.images import CAPTION_TEMPLATES, DIGIT_WORDS, caption  # noqa: E402
 from recipes.world.manifest import KEYS  # noqa: E402
@@ -31,7 +32,8 @@ LOAD_OPTIONS = {  # small inputs: the world's files are 32 px
     "video": {"num_frames": 4, "image_size": 32, "tubelet": (2, 8, 8)},
     "two_stream": {"num_frames": 4, "image_size": 32, "tubelet": (2, 8, 8)},
 }
-LIGHT = dict(include_speech=False, include_video=False, include_basic_motions=False)
+HARD_MODALITIES = ("audio", "speech_units", "depth", "thermal", "video", "two_stream", "imu")
+LIGHT = dict(include_speech=False, include_video=False, include_basic_motions=False, hard_split=False)
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +42,12 @@ def world(small_world):
 
 
 def _rows(world, name, split, absolute=True):
-    return read_manifest(world.manifest(name, split), absolute=absolute)
+    return read_world_manifest(world.manifest(name, split), absolute=absolute)
 
 
 def _all_rows(world, name):
-    return [row for split in world.manifests[name] for row in _rows(world, name, split)]
+    """Rows of the regular splits (train/val/test), not the hard one."""
+    return [row for split in SPLITS if split in world.manifests[name] for row in _rows(world, name, split)]
 
 
 def _digest(path: Path) -> str:
@@ -77,9 +80,9 @@ def test_every_modality_and_split_has_a_manifest(world):
     n_images = sum(world.counts["images"].values())
     assert n_images == cfg.max_images
     for name in ("depth", "thermal", "video", "two_stream", "imu"):
-        assert world.counts[name] == world.counts["images"]
+        assert {s: world.counts[name][s] for s in SPLITS} == world.counts["images"]
     n_speakers = len(cfg.speech_voices) * len(cfg.speech_variants)
-    assert sum(world.counts["audio"].values()) == n_speakers * 10 * cfg.utterances_per_speaker_digit
+    assert sum(world.counts["audio"][s] for s in SPLITS) == n_speakers * 10 * cfg.utterances_per_speaker_digit
     assert world.counts["speech_units"] == world.counts["audio"]
 
 
@@ -130,6 +133,10 @@ def test_every_file_loads_through_its_modality(world, name):
     modality = get_modality(modality_name)(**options)
     rows = _all_rows(world, name)
     assert rows
+    if name in HARD_MODALITIES:
+        hard = _rows(world, name, HARD)
+        assert hard
+        rows += hard
     for row in rows:
         x = modality.prepare(row["path"])
         assert tuple(x.shape) == modality.input_shape()
@@ -146,7 +153,7 @@ def test_speech_speakers_are_disjoint_across_splits(world):
     assert not (by_split["train"] & by_split["test"])
     assert not (by_split["val"] & by_split["test"])
     assert set().union(*by_split.values()) == set(world.config.speakers)
-    assert {s: sorted(v) for s, v in by_split.items()} == {s: sorted(v) for s, v in world.speakers.items()}
+    assert {s: sorted(v) for s, v in by_split.items()} == {s: sorted(world.speakers[s]) for s in SPLITS}
     for split in SPLITS:  # every speaker says every digit
         rows = _rows(world, "audio", split)
         for speaker in by_split[split]:
@@ -320,6 +327,7 @@ def test_items_are_pure_functions_of_seed_and_digit(world, tmp_path):
     light = build_world(tmp_path / "light", WorldConfig.small(**LIGHT), progress=False)
     assert light.config_hash != world.config_hash and not light.cached
     assert "audio" not in light.manifests and "video" not in light.manifests
+    assert all(HARD not in splits for splits in light.manifests.values())  # and the regular splits did not change
     for name in ("images", "depth", "thermal", "imu"):
         ours = _all_rows(light, name)
         theirs = {Path(r["path"]).relative_to(world.folder): r for r in _all_rows(world, name)}
@@ -370,3 +378,143 @@ def test_config_is_validated_and_round_trips():
     assert WorldConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     assert cfg.config_hash() == WorldConfig.small(seed=3).config_hash() != WorldConfig.small().config_hash()
     assert len(WorldConfig.full().speakers) == 15 and WorldConfig.full().max_images is None
+    with pytest.raises(ValueError):
+        WorldConfig(hard_per_class=0)
+    assert WorldConfig(hard_split=False, hard_per_class=0).hard_split is False
+    assert WorldConfig.small(hard_split=False).config_hash() != WorldConfig.small().config_hash()
+    assert WorldConfig.small(hard_per_class=4).config_hash() != WorldConfig.small().config_hash()
+
+
+# the hard (held-out robustness) split --------------------------------------------------------------
+
+def test_hard_split_has_a_manifest_per_digit_modality(world):
+    cfg = world.config
+    assert HARD not in SPLITS and HARD not in world.manifests["images"] and HARD not in world.manifests["basic_motions"]
+    folders = {"audio": "audio", "speech_units": "audio", "two_stream": "video"}
+    for name in HARD_MODALITIES:
+        path = world.manifest(name, HARD)
+        assert path == world.folder / "manifests" / f"{name}.hard.jsonl" and path.is_file()
+        raw = _rows(world, name, HARD, absolute=False)
+        assert world.counts[name][HARD] == len(raw) == 10 * cfg.hard_per_class
+        assert np.bincount([r["label"] for r in raw], minlength=10).tolist() == [cfg.hard_per_class] * 10
+        assert all(r["split"] == HARD and r["path"].startswith(f"{folders.get(name, name)}/hard/") for r in raw)
+        assert all(isinstance(r["condition"], str) and r["condition"] for r in raw)
+        assert len({r["condition"] for r in raw}) > 3  # conditions vary from item to item
+    assert _rows(world, "two_stream", HARD, absolute=False) == [
+        {**r, "modality": "two_stream"} for r in _rows(world, "video", HARD, absolute=False)]
+    assert [{k: v for k, v in r.items() if k != "modality"} for r in _rows(world, "speech_units", HARD)] == [
+        {k: v for k, v in r.items() if k != "modality"} for r in _rows(world, "audio", HARD)]
+
+
+def test_hard_rows_pair_only_with_test_images(world):
+    images = {r["path"]: r for r in _all_rows(world, "images")}
+    for name in HARD_MODALITIES:
+        for row in _rows(world, name, HARD):
+            image = images[row["image"]]
+            assert image["split"] == "test" and image["label"] == row["label"], (name, row)
+            words = (DIGIT_WORDS[row["label"]], str(row["label"]))
+            assert any(w in row["text"].split() or w + "," in row["text"].split() for w in words), row
+            if name not in ("audio", "speech_units"):  # a rendered item shows its own (test) digit
+                assert image["digit_index"] == row["digit_index"]
+
+
+def test_hard_speakers_rates_and_pitches_are_never_trained_on(world):
+    cfg = world.config
+    rows = _rows(world, "audio", HARD)
+    seen = {r["speaker"] for r in _all_rows(world, "audio")}
+    hard = {r["speaker"] for r in rows}
+    assert seen == set(cfg.speakers) and not (hard & seen) and not (hard & set(WorldConfig.full().speakers))
+    voices = {s.split("+")[0] for s in hard}
+    variants = {s.split("+")[1] for s in hard}
+    assert len(voices) >= 3 and len(variants) >= 3
+    assert not voices & set(cfg.speech_voices) and not variants & set(cfg.speech_variants)
+    assert not variants & set(WorldConfig.full().speech_variants)
+    assert sorted(hard) == world.speakers[HARD]
+    for row in rows:
+        assert not min(cfg.speech_rates) <= row["rate"] <= max(cfg.speech_rates), row
+        assert not min(cfg.speech_pitches) <= row["pitch"] <= max(cfg.speech_pitches), row
+        assert row["sample_rate"] in (16000, 22050)
+    assert {r["sample_rate"] for r in rows} == {16000, 22050}
+    conditions = [r["condition"] for r in rows]
+    assert "clean" in conditions and any(c != "clean" for c in conditions)
+
+
+def test_hard_audio_has_the_declared_padding_gain_and_snr(world, tmp_path):
+    """Re-synthesize each clean utterance and measure what the hard file added to it."""
+    from recipes.world.speech import HARD_SNR_DB, read_wav, resample, speak
+
+    rows = _rows(world, "audio", HARD)
+    kinds = set()
+    for n, row in enumerate(rows):
+        voice, variant = row["speaker"].split("+")
+        clean, native = read_wav(speak(voice, variant, row["rate"], row["pitch"], tmp_path / f"{n}.wav",
+                                       DIGIT_WORDS[row["label"]]))
+        clean = resample(clean, native, row["sample_rate"])
+        y, rate = read_wav(row["path"])
+        assert rate == row["sample_rate"] and len(clean) == row["speech_samples"]
+        start = row["speech_start"]
+        assert start == round(row["pad_s"][0] * rate) and len(y) == start + len(clean) + round(row["pad_s"][1] * rate)
+        span = y[start:start + len(clean)]
+        gain = 10 ** (row["gain_db"] / 20)
+        fitted = float(span @ clean / (clean @ clean))  # least squares: noise (babble) may correlate a little
+        assert fitted == pytest.approx(gain, rel=0.01 if row["noise"] is None else 0.1), row
+        residual = span - gain * clean  # what the file added to the speech
+        measured = 10 * np.log10(gain * gain * np.mean(clean ** 2) / max(np.mean(residual ** 2), 1e-30))
+        if row["noise"] is None:
+            assert measured > 35, row  # clean, padded or gained: nothing but a faint floor and rounding
+            continue
+        kinds.add(row["noise"])
+        assert HARD_SNR_DB[0] <= row["snr_db"] <= HARD_SNR_DB[1]
+        assert abs(measured - row["snr_db"]) < 0.2, (measured, row)
+        if start:  # the padding holds only the floor (and, where it is continuous, the noise)
+            assert np.sqrt(np.mean(y[:start] ** 2)) < np.sqrt(np.mean(span ** 2))
+    assert kinds == {"babble", "hum", "bursts"}
+
+
+def test_hard_rendered_items_leave_the_training_ranges(world):
+    depth = _rows(world, "depth", HARD)
+    for row in depth:
+        x = np.asarray(Image.open(row["path"]))
+        assert x.dtype == np.uint16 and (x == 0).mean() == pytest.approx(row["missing_fraction"], abs=1e-4)
+        if "tilt" in row["condition"]:
+            assert max(abs(t) for t in row["tilt_deg"]) >= 30  # training: within ±25°
+        if "holes" in row["condition"]:
+            assert (x == 0).mean() > 0.03  # training: 0.3-1 % dropouts and at most 3 small holes
+    thermal = _rows(world, "thermal", HARD)
+    for row in thermal:
+        if "ambient" in row["condition"]:
+            assert not 18 <= row["background_c"] <= 26
+        if "noise" in row["condition"]:
+            assert row["netd_k"] >= 0.2
+    video = _rows(world, "video", HARD)
+    assert {r["motion"] for r in video if "motion" in r} <= {"slow", "fast", "spin", "zoom"}
+    imu = _rows(world, "imu", HARD)
+    for row in imu:
+        x = np.load(row["path"])
+        assert x.shape == (6, world.config.imu_length) and np.isfinite(x).all()
+        if "noise" in row["condition"]:
+            assert row["acc_noise"] >= 0.1 and row["gyro_noise"] >= 0.02
+        if "bias" in row["condition"]:
+            assert min(abs(b) for b in row["acc_bias"]) >= 0.2
+    for rows in (depth, thermal, video, imu):  # every condition of each modality occurs
+        names = {part.split("-")[0] for r in rows for part in r["condition"].split("+")}
+        assert len(names) >= 3, names
+
+
+def test_hard_split_is_deterministic(world, tmp_path):
+    """The hard writers, run again into another folder, give the session world's bytes."""
+    from recipes.world import depth, imu, speech, thermal, video
+    from recipes.world.images import select_digits
+
+    cfg = world.config
+    digits = select_digits(cfg)
+    writers = {"audio": lambda f: speech.write_speech_hard(f, cfg, digits, False),
+               "depth": lambda f: depth.write_depth_hard(f, cfg, digits, False),
+               "thermal": lambda f: thermal.write_thermal_hard(f, cfg, digits, False),
+               "video": lambda f: video.write_videos_hard(f, cfg, digits, False)[0],
+               "imu": lambda f: imu.write_imu_hard(f, cfg, digits, False)}
+    for name, write in writers.items():
+        rows = write(tmp_path)
+        assert rows == _rows(world, name, HARD, absolute=False), name
+        for row in rows:
+            assert _digest(tmp_path / row["path"]) == _digest(world.folder / row["path"]), row["path"]

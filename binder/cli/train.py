@@ -62,11 +62,15 @@ def anchor_train_cmd(recipe: str, sets: tuple[str, ...], quiet: bool) -> None:
               help="Manifest of any modality to retrieve from: prints R@1/5/10.")
 @click.option("--by", type=click.Choice(["label", "pair"]), default="label", show_default=True,
               help="A retrieval hit shares the query's label, or is the query's own paired item.")
-def eval_cmd(manifest, model_dir, root, classes, templates, gallery, by) -> None:
+@click.option("--perturb", default=None, metavar="SPEC",
+              help="Evaluate under named perturbations, e.g. 'snr=10,silence=1.5' (audio), 'rotate=15' (depth); "
+                   "an unknown name lists the known ones.")
+def eval_cmd(manifest, model_dir, root, classes, templates, gallery, by, perturb) -> None:
     """Zero-shot classification and cross-modal retrieval of a manifest's items."""
     from binder.model import BindingModel
     from binder.train.evaluate import evaluate_manifest
 
     names = tuple(c.strip() for c in classes.split(",") if c.strip())
-    result = evaluate_manifest(BindingModel.load(model_dir), manifest, root, names, templates, gallery, by)
+    result = evaluate_manifest(BindingModel.load(model_dir), manifest, root, names, templates, gallery, by,
+                               perturb=perturb)
     click.echo(json.dumps(result, indent=2))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast, overload
@@ -83,17 +84,24 @@ class PreparedSet:
 
 
 def prepare_inputs(modality: Modality, records: list[PairRecord], workers: int = 2,
-                   progress: bool = True) -> PreparedSet:
-    """Load + preprocess every record's file once; bad files are skipped and listed."""
-    def one(rec: PairRecord):
+                   progress: bool = True, transform: Callable[[Any, int, Modality], Any] | None = None) -> PreparedSet:
+    """Load + preprocess every record's file once; bad files are skipped and listed.
+
+    ``transform(raw, row, modality)`` changes each decoded item before preprocessing (evaluation
+    under a perturbation).
+    """
+    def one(row: int, rec: PairRecord):
         try:
-            return modality.prepare(rec.path)
+            if transform is None:
+                return modality.prepare(rec.path)
+            raw = modality.load_checked(rec.path)
+            return modality.prepare_raw(rec.path, _transformed(transform, raw, row, modality, rec.path))
         except ModalityError as exc:
             return exc
 
     tensors, kept, failures = [], [], []
     with decode_pool(workers) as pool:
-        results = pool.map(one, records)
+        results = pool.map(one, range(len(records)), records)
         for rec, out in tqdm(zip(records, results), total=len(records), disable=not progress,
                              desc=f"preprocess {modality.name}", unit="file", dynamic_ncols=True):
             if isinstance(out, ModalityError):
@@ -104,6 +112,16 @@ def prepare_inputs(modality: Modality, records: list[PairRecord], workers: int =
     if not kept:
         raise AnybindError(f"no usable {modality.name} files ({len(failures)} failed)")
     return PreparedSet(modality.collate(tensors), kept, failures)
+
+
+def _transformed(transform: Callable[[Any, int, Modality], Any], raw: Any, row: int, modality: Modality,
+                 path: str) -> Any:
+    try:
+        return transform(raw, row, modality)
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # a perturbation that cannot apply to this item names it
+        raise ModalityError(path, f"perturbation failed: {type(exc).__name__}: {exc}") from exc
 
 
 def target_keys(records: list[PairRecord], target: str) -> list[str]:

@@ -73,22 +73,28 @@ def chance_top1(labels: torch.Tensor, num_classes: int) -> float:
 
 def evaluate_manifest(model: BindingModel, manifest: str, root: str | None = None, classes: Sequence[str] = (),
                       templates: Sequence[str] = ("{}",), gallery: str | None = None,
-                      by: str = "label", workers: int = 2, names: Sequence[str] = ()) -> dict[str, Any]:
+                      by: str = "label", workers: int = 2, names: Sequence[str] = (),
+                      perturb: str | None = None) -> dict[str, Any]:
     """Zero-shot top-1 (with ``classes``; prompts use ``names`` when given) and R@1/5/10 against a
-    gallery manifest of any modality."""
+    gallery manifest of any modality. ``perturb`` (e.g. ``"snr=10,silence=1"``) applies named
+    perturbations (binder.train.perturb) to the manifest's items, never to the gallery."""
     from binder.train.data import prepare_inputs, read_pairs
+    from binder.train.perturb import parse_perturbation
 
-    def embed(path: str):
+    def embed(path: str, spec: str | None = None):
         records = read_pairs(path, root)
         names = {r.modality for r in records}
         if len(names) != 1:
             raise ValueError(f"{path}: one modality per manifest, found {sorted(names)}")
         name = names.pop()
-        prepared = prepare_inputs(model.modality(name), records, workers, progress=False)
+        transform = parse_perturbation(spec, name) if spec else None
+        prepared = prepare_inputs(model.modality(name), records, workers, progress=False, transform=transform)
         return name, embed_tensor(model, name, prepared.inputs), prepared
 
-    name, emb, prepared = embed(manifest)
+    name, emb, prepared = embed(manifest, perturb)
     out: dict[str, Any] = {"modality": name, "items": len(prepared.records), "failed": len(prepared.failures)}
+    if perturb:
+        out["perturb"] = perturb
     if classes:
         idx = label_indices([r.label for r in prepared.records], classes)
         prompts = class_embeddings(model.anchor, names or classes, templates)

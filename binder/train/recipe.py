@@ -26,9 +26,11 @@ class BindSpec:
     train: str
     val: str | None = None
     test: str | None = None
+    hard: str | None = None
     target: str = "image"
     options: dict[str, Any] = field(default_factory=dict)
     head: dict[str, Any] = field(default_factory=dict)
+    augment: dict[str, Any] | bool = True
 
     def __post_init__(self) -> None:
         if self.target not in ("image", "text"):
@@ -69,6 +71,8 @@ class TrainConfig:
     token_drop: float = 0.0
     checkpoint_every: int = 100
     workers: int = 2
+    stream: bool = True
+    cache_mb: float = 1024.0
     root: str | None = None
     out: str = "out/binding"
     cache_dir: str = ".cache/anybind"
@@ -78,6 +82,8 @@ class TrainConfig:
             raise AnybindError("train.steps must be >= 1 and train.batch_size >= 2 (InfoNCE needs negatives)")
         if not 0 <= self.token_drop < 1:
             raise AnybindError("train.token_drop must be in [0, 1)")
+        if self.cache_mb < 0 or self.workers < 0:
+            raise AnybindError("train.cache_mb and train.workers must be >= 0")
 
 
 @dataclass(frozen=True)

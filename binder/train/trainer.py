@@ -1,14 +1,18 @@
 """The binding trainer: InfoNCE between each modality and frozen anchor targets of its pairs.
 
-Anchor targets are precomputed (and cached) once; inputs are preprocessed once; each step takes
-one batch of one modality (round-robin when a recipe binds several), with a deterministic order
-derived from (seed, modality, epoch), so a run resumed from a checkpoint replays exactly the
-batches an unbroken run would have seen.
+Anchor targets are precomputed (and cached) once. Inputs stream (binder.train.stream): worker
+processes decode, augment and preprocess each step's batch, so every step sees a new variation
+of each file and a data set larger than memory trains. Each step takes one batch of one modality
+(round-robin when a recipe binds several) in an order derived from (seed, modality, epoch), and
+every augmentation is drawn from (seed, step, item), so a run resumed from a checkpoint replays
+exactly the batches an unbroken run would have seen. ``train.stream = false`` keeps the older
+preprocess-once path (no augmentation), which the training benchmark compares against.
 """
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,21 +24,33 @@ from binder.checkpoint import load_weights
 from binder.errors import AnybindError, CheckpointError
 from binder.io import atomic_dir, atomic_write_json
 from binder.model import BindingModel
-from binder.train.data import PreparedSet, anchor_targets, prepare_inputs, read_pairs, target_keys, under_root
+from binder.train.data import (
+    PairRecord,
+    PreparedSet,
+    anchor_targets,
+    prepare_inputs,
+    read_pairs,
+    target_keys,
+    under_root,
+)
 from binder.train.evaluate import evaluate_manifest
 from binder.train.loss import BindingLoss
 from binder.train.recipe import BindSpec, Recipe
 from binder.train.state import load_train_state, save_train_state
+from binder.train.stream import PairStream, StepSampler, StreamBatch, StreamSource, stream_loader
 
 
 @dataclass
 class BindData:
-    """One modality's training tensors: inputs, the index of each input's target, the targets."""
+    """One modality's training data: its records, the index of each record's target, the targets,
+    the augmentation drawn for it (None = off) and, on the preprocess-once path, its inputs."""
 
     spec: BindSpec
-    inputs: torch.Tensor
+    records: list[PairRecord]
     ids: torch.Tensor
     targets: torch.Tensor
+    augment: Any = None
+    inputs: torch.Tensor | None = None
 
 
 class Trainer:
@@ -53,19 +69,30 @@ class Trainer:
         self.losses = torch.nn.ModuleDict({d.spec.name: BindingLoss(self.model.embed_dim, self.cfg.memory_size)
                                            for d in self.data})
         self.step = 0
+        self._batches: Iterator[StreamBatch] | None = None
+        self._reported: set[tuple[int, int]] = set()
 
     # ------------------------------------------------------------------ setup
     def manifest(self, path: str) -> str:
         return under_root(self.cfg.root, path)
 
     def _load(self, spec: BindSpec) -> BindData:
-        records = read_pairs(self.manifest(spec.train), self.cfg.root)
-        prepared = prepare_inputs(self.model.modality(spec.name), records, self.cfg.workers, self.progress)
-        _report_failures(prepared)
-        keys = target_keys(prepared.records, spec.target)
+        modality = self.model.modality(spec.name)
+        try:
+            augment = modality.augment_options(spec.augment)
+        except ValueError as exc:
+            raise AnybindError(f"{self.recipe.path} [[modality]] {spec.name}: {exc}") from None
+        records, inputs = read_pairs(self.manifest(spec.train), self.cfg.root), None
+        if not self.cfg.stream:  # the preprocess-once path: every input decoded up front, no augmentation
+            if augment is not None:
+                raise AnybindError(f"{spec.name}: augmentation needs train.stream = true (set augment = false)")
+            prepared = prepare_inputs(modality, records, self.cfg.workers, self.progress)
+            _report_failures(prepared)
+            records, inputs = prepared.records, prepared.inputs
+        keys = target_keys(records, spec.target)
         targets, ids = anchor_targets(self.model.anchor, keys, spec.target, self.cfg.cache_dir,
                                       image_modality=self.model.modalities.get("image"))
-        return BindData(spec, prepared.inputs, ids, targets)
+        return BindData(spec, records, ids, targets, augment, inputs)
 
     def _param_groups(self) -> list[dict[str, Any]]:
         """No weight decay on norms, biases, embeddings, CLS/position tokens and logit scales."""
@@ -85,28 +112,62 @@ class Trainer:
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     # ------------------------------------------------------------------ batches
+    def batch_rows(self, step: int) -> tuple[int, torch.Tensor]:
+        """The modality index and the record rows of global ``step`` (a pure function of seed and step)."""
+        data, rows = self.batch_indices(step)
+        return self.data.index(data), rows
+
     def batch_indices(self, step: int) -> tuple[BindData, torch.Tensor]:
         """The modality and the input rows of global ``step`` (a pure function of seed and step)."""
         m = step % len(self.data)
         data, local = self.data[m], step // len(self.data)
-        n, bs = len(data.inputs), min(self.cfg.batch_size, len(data.inputs))
+        n, bs = len(data.records), min(self.cfg.batch_size, len(data.records))
         per_epoch = n // bs
         epoch, offset = divmod(local, per_epoch)
         gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + m * 10_007 + epoch)
         perm = torch.randperm(n, generator=gen)
         return data, perm[offset * bs:(offset + 1) * bs]
 
+    def step_inputs(self, step: int) -> tuple[BindData, torch.Tensor, torch.Tensor | None]:
+        """(modality data, rows, preprocessed inputs) of ``step``; streamed unless train.stream is off."""
+        if not self.cfg.stream:
+            data, idx = self.batch_indices(step)
+            assert data.inputs is not None
+            return data, idx, data.inputs[idx]
+        if self._batches is None:
+            self.open_stream(step)
+        assert self._batches is not None
+        batch = next(self._batches)
+        if batch.step != step:
+            raise RuntimeError(f"data stream is at step {batch.step}, the trainer at {step}")
+        data = self.data[batch.source]
+        for row, reason in batch.failed:
+            if (batch.source, row) not in self._reported:
+                self._reported.add((batch.source, row))
+                tqdm.write(f"anybind: skipped {data.records[row].path}: {reason}")
+        return data, batch.rows, batch.inputs
+
     def train_step(self, step: int) -> float:
-        data, idx = self.batch_indices(step)
+        data, idx, inputs = self.step_inputs(step)
+        self.optimizer.zero_grad(set_to_none=True)
+        if inputs is None or len(idx) < 2:  # every file of this batch failed: nothing to contrast
+            self.scheduler.step()
+            return float("nan")
         name = data.spec.name
         gen = torch.Generator().manual_seed(self.cfg.seed * 7919 + step)
-        z = self.model.encode(name, data.inputs[idx], token_drop=self.cfg.token_drop, generator=gen)
+        z = self.model.encode(name, inputs, token_drop=self.cfg.token_drop, generator=gen)
         loss = self.losses[name](z, data.targets[data.ids[idx]], data.ids[idx], self.model.logit_scale(name))
-        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.scheduler.step()
         return float(loss.detach())
+
+    def open_stream(self, start: int) -> None:
+        """Start the data stream at step ``start`` (worker processes decode ahead of the model)."""
+        sources = [StreamSource(self.model.modality(d.spec.name), d.records, d.augment) for d in self.data]
+        dataset = PairStream(sources, self.cfg.seed, int(self.cfg.cache_mb * 2**20))
+        sampler = StepSampler(self.batch_rows, start, self.cfg.steps)
+        self._batches = iter(stream_loader(dataset, sampler, self.cfg.workers))
 
     # ------------------------------------------------------------------ run
     def run(self, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
@@ -115,27 +176,38 @@ class Trainer:
         if resume:
             self.load_checkpoint(out / "checkpoint")
         self.model.train()
-        bar = tqdm(total=self.cfg.steps, initial=self.step, disable=not self.progress, desc="bind",
-                   unit="step", dynamic_ncols=True)
-        ema, t0, seen = None, time.perf_counter(), 0
-        while self.step < self.cfg.steps:
-            if stop_after is not None and self.step >= stop_after:
-                bar.close()
-                return {"stopped_at": self.step}
-            loss = self.train_step(self.step)
-            self.step += 1
-            seen += min(self.cfg.batch_size, len(self.data[(self.step - 1) % len(self.data)].inputs))
-            ema = loss if ema is None else 0.9 * ema + 0.1 * loss
-            bar.set_postfix(loss=f"{ema:.3f}", items_s=f"{seen / (time.perf_counter() - t0):.0f}")
-            bar.update(1)
-            if self.step % self.cfg.checkpoint_every == 0 or self.step == self.cfg.steps:
-                self.save_checkpoint(out / "checkpoint")
-        bar.close()
+        try:
+            stopped = self._loop(out, stop_after)
+        finally:
+            self._batches = None  # ends the loader's worker processes
+        if stopped:
+            return {"stopped_at": self.step}
         self.model.eval()
         metrics = self.evaluate()
         self.model.save(out / "model")
         atomic_write_json(out / "metrics.json", metrics)
         return metrics
+
+    def _loop(self, out: Path, stop_after: int | None) -> bool:
+        """Steps until the end (False) or until ``stop_after`` (True), checkpointing on the way."""
+        bar = tqdm(total=self.cfg.steps, initial=self.step, disable=not self.progress, desc="bind",
+                   unit="step", dynamic_ncols=True)
+        ema, t0, seen = None, time.perf_counter(), 0
+        with bar:
+            while self.step < self.cfg.steps:
+                if stop_after is not None and self.step >= stop_after:
+                    return True
+                loss = self.train_step(self.step)
+                self.step += 1
+                seen += min(self.cfg.batch_size, len(self.data[(self.step - 1) % len(self.data)].records))
+                if loss == loss:  # a step whose whole batch failed gives NaN and moves nothing
+                    ema = loss if ema is None else 0.9 * ema + 0.1 * loss
+                bar.set_postfix(loss=f"{ema if ema is not None else float('nan'):.3f}",
+                                items_s=f"{seen / (time.perf_counter() - t0):.0f}")
+                bar.update(1)
+                if self.step % self.cfg.checkpoint_every == 0 or self.step == self.cfg.steps:
+                    self.save_checkpoint(out / "checkpoint")
+        return False
 
     # ------------------------------------------------------------------ checkpoints
     def stateful_parts(self) -> dict[str, Any]:
@@ -157,16 +229,23 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict[str, Any]:
-        """Per modality on its test (else val) manifest: zero-shot top-1, chance, R@k to the image gallery."""
-        ev, results = self.recipe.eval, {}
+        """Per modality on its test (else val) manifest: zero-shot top-1, chance, R@k to the image gallery;
+        the same on its ``hard`` manifest (held-out conditions) under the key "hard"."""
+        results = {}
         for spec in self.recipe.modalities:
             manifest = spec.test or spec.val
             if manifest is not None:
-                gallery = self.manifest(ev.image_gallery) if ev.image_gallery else None
-                results[spec.name] = evaluate_manifest(self.model, self.manifest(manifest), self.cfg.root, ev.classes,
-                                                       ev.templates, gallery, workers=self.cfg.workers, names=ev.names)
+                results[spec.name] = self._evaluate_one(manifest)
                 results[spec.name]["target"] = spec.target
+            if spec.hard is not None:
+                results.setdefault(spec.name, {"target": spec.target})["hard"] = self._evaluate_one(spec.hard)
         return results
+
+    def _evaluate_one(self, manifest: str) -> dict[str, Any]:
+        ev = self.recipe.eval
+        gallery = self.manifest(ev.image_gallery) if ev.image_gallery else None
+        return evaluate_manifest(self.model, self.manifest(manifest), self.cfg.root, ev.classes, ev.templates, gallery,
+                                 workers=self.cfg.workers, names=ev.names)
 
 
 def _report_failures(prepared: PreparedSet) -> None:

@@ -7,28 +7,117 @@ folders the builder owns are cleared (only when the folder already holds a world
 marker) and everything is rebuilt: every item is a pure function of (seed, stage, digit index),
 so a rebuild is byte-identical.
 
+Every digit stage also writes the held-out ``hard`` split (``HARD``; ``WorldConfig.hard_split``):
+manifests ``<name>.hard.jsonl`` next to the train/val/test ones, files under ``<folder>/hard/``,
+timed as ``<stage>_hard`` in ``world.json``'s ``stage_s``.
+
 Run from the repository root: ``python -m recipes.world out/world [--small] [--seed N]``.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from recipes.world.common import atomic_path
-from recipes.world.config import BUILDER_VERSION, SPLITS, WorldConfig
-from recipes.world.manifest import MANIFEST_DIR, manifest_path, read_manifest, write_manifest
+from binder.io import atomic_path
+from recipes.world.config import BUILDER_VERSION, HARD, SPLITS, WorldConfig
+from recipes.world.manifest import MANIFEST_DIR, manifest_path, read_world_manifest, write_manifest
 
 WORLD_JSON = "world.json"
 BUILD_MARKER = ".world-building"
-OWNED_DIRS = ("images", "audio", "depth", "thermal", "video", "imu", "basic_motions", MANIFEST_DIR)
 CODEBOOK = "speech_units_codebook.safetensors"
+Tables = dict[str, dict[str, list[dict]]]  # manifest name -> split -> rows
+
+
+@dataclasses.dataclass
+class StageContext:
+    """What every stage reads (folder, config, the chosen digits) and what some report back."""
+
+    folder: Path
+    cfg: WorldConfig
+    digits: Any
+    progress: bool
+    workers: int
+    stage_s: dict[str, float]
+    speakers: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    codebook: Path | None = None
+
+    def timed(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
+        t0 = time.perf_counter()
+        out = fn(*args)
+        self.stage_s[name] = round(time.perf_counter() - t0, 2)
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One modality stage: switched by ``WorldConfig.include_<name>``, owns ``folder``, writes tables."""
+
+    name: str
+    folder: str
+    run: Callable[[StageContext], Tables]
+
+
+def _speech(ctx: StageContext) -> Tables:
+    from recipes.world import speech
+
+    audio, ctx.speakers = ctx.timed("speech", speech.write_speech, ctx.folder, ctx.cfg, ctx.digits, ctx.progress,
+                                    ctx.workers)
+    ctx.codebook = ctx.timed("speech_units_codebook", speech.fit_speech_codebook, ctx.folder, ctx.cfg, audio["train"],
+                             ctx.progress)
+    if ctx.cfg.hard_split:  # after the codebook: the hard utterances never reach it
+        audio[HARD] = ctx.timed("speech_hard", speech.write_speech_hard, ctx.folder, ctx.cfg, ctx.digits, ctx.progress,
+                                ctx.workers)
+        ctx.speakers = {**ctx.speakers, HARD: sorted({row["speaker"] for row in audio[HARD]})}
+    return {"audio": audio, "speech_units": speech.speech_units_rows(audio)}
+
+
+def _rendered(name: str, module: str, function: str) -> Callable[[StageContext], Tables]:
+    """A stage that renders one table per digit (depth, thermal, IMU) and its hard split (``{function}_hard``)."""
+    def run(ctx: StageContext) -> Tables:
+        mod = importlib.import_module(f"recipes.world.{module}")
+        table = ctx.timed(name, getattr(mod, function), ctx.folder, ctx.cfg, ctx.digits, ctx.progress)
+        if ctx.cfg.hard_split:
+            table[HARD] = ctx.timed(f"{name}_hard", getattr(mod, f"{function}_hard"), ctx.folder, ctx.cfg, ctx.digits,
+                                    ctx.progress)
+        return {name: table}
+    return run
+
+
+def _video(ctx: StageContext) -> Tables:
+    from recipes.world import video
+
+    rgb, two_stream = ctx.timed("video", video.write_videos, ctx.folder, ctx.cfg, ctx.digits, ctx.progress)
+    if ctx.cfg.hard_split:
+        rgb[HARD], two_stream[HARD] = ctx.timed("video_hard", video.write_videos_hard, ctx.folder, ctx.cfg, ctx.digits,
+                                                ctx.progress)
+    return {"video": rgb, "two_stream": two_stream}
+
+
+def _basic_motions(ctx: StageContext) -> Tables:
+    from recipes.world import basic_motions
+
+    return {"basic_motions": ctx.timed("basic_motions", basic_motions.write_basic_motions, ctx.folder, ctx.progress)}
+
+
+# The one table of stages, in build order.
+STAGES: tuple[Stage, ...] = (
+    Stage("speech", "audio", _speech),
+    Stage("depth", "depth", _rendered("depth", "depth", "write_depth")),
+    Stage("thermal", "thermal", _rendered("thermal", "thermal", "write_thermal")),
+    Stage("video", "video", _video),
+    Stage("imu", "imu", _rendered("imu", "imu", "write_imu")),
+    Stage("basic_motions", "basic_motions", _basic_motions),
+)
+OWNED_DIRS = ("images", MANIFEST_DIR, *(s.folder for s in STAGES))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +127,7 @@ class WorldInfo:
     folder: Path
     config: WorldConfig
     config_hash: str
-    manifests: dict[str, dict[str, Path]]  # name ("images", "audio", ...) -> split -> absolute path
+    manifests: dict[str, dict[str, Path]]  # name ("images", "audio", ...) -> split (SPLITS, HARD) -> absolute path
     counts: dict[str, dict[str, int]]
     codebook: Path | None
     speakers: dict[str, list[str]]
@@ -46,6 +135,7 @@ class WorldInfo:
     cached: bool
 
     def manifest(self, name: str, split: str) -> Path:
+        """Absolute path of manifest ``name`` (``"audio"``, ...) of ``split`` (train/val/test or ``"hard"``)."""
         try:
             return self.manifests[name][split]
         except KeyError:
@@ -54,7 +144,7 @@ class WorldInfo:
 
     def rows(self, name: str, split: str) -> list[dict]:
         """The manifest's rows with absolute paths."""
-        return read_manifest(self.manifest(name, split))
+        return read_world_manifest(self.manifest(name, split))
 
 
 def _info_from_json(folder: Path, data: dict[str, Any], cached: bool) -> WorldInfo:
@@ -125,7 +215,7 @@ def build_world(folder: str | os.PathLike, cfg: WorldConfig | None = None, progr
     Returns immediately (``cached=True``) when a complete world of the same config is there.
     ``workers`` is how many espeak-ng processes run at once; it never changes the output.
     """
-    from recipes.world import basic_motions, depth, imu, images, speech, thermal, video
+    from recipes.world import images
 
     cfg = cfg or WorldConfig.full()
     folder = Path(folder).resolve()
@@ -140,38 +230,18 @@ def build_world(folder: str | os.PathLike, cfg: WorldConfig | None = None, progr
 
     tables: dict[str, dict[str, list[dict]]] = {}
     stage_s: dict[str, float] = {}
-    speakers: dict[str, list[str]] = {}
-    codebook = None
-
-    def timed(name: str, fn, *args):
-        t0 = time.perf_counter()
-        out = fn(*args)
-        stage_s[name] = round(time.perf_counter() - t0, 2)
-        return out
-
-    digits = images.select_digits(cfg)
-    tables["images"] = timed("images", images.write_images, folder, cfg, digits, progress)
-    if cfg.include_speech:
-        tables["audio"], speakers = timed("speech", speech.write_speech, folder, cfg, digits, progress, workers)
-        tables["speech_units"] = speech.speech_units_rows(tables["audio"])
-        codebook = timed("speech_units_codebook", speech.fit_speech_codebook, folder, cfg, tables["audio"]["train"],
-                         progress)
-    if cfg.include_depth:
-        tables["depth"] = timed("depth", depth.write_depth, folder, cfg, digits, progress)
-    if cfg.include_thermal:
-        tables["thermal"] = timed("thermal", thermal.write_thermal, folder, cfg, digits, progress)
-    if cfg.include_video:
-        tables["video"], tables["two_stream"] = timed("video", video.write_videos, folder, cfg, digits, progress)
-    if cfg.include_imu:
-        tables["imu"] = timed("imu", imu.write_imu, folder, cfg, digits, progress)
-    if cfg.include_basic_motions:
-        tables["basic_motions"] = timed("basic_motions", basic_motions.write_basic_motions, folder, progress)
+    ctx = StageContext(folder, cfg, images.select_digits(cfg), progress, workers, stage_s)
+    tables["images"] = ctx.timed("images", images.write_images, folder, cfg, ctx.digits, progress)
+    for stage in STAGES:
+        if getattr(cfg, f"include_{stage.name}"):
+            tables.update(stage.run(ctx))
+    speakers, codebook = ctx.speakers, ctx.codebook
 
     manifests: dict[str, dict[str, str]] = {}
     counts: dict[str, dict[str, int]] = {}
     for name, by_split in tables.items():
         manifests[name], counts[name] = {}, {}
-        for split in [s for s in SPLITS if s in by_split]:
+        for split in [s for s in (*SPLITS, HARD) if s in by_split]:
             path = manifest_path(folder, name, split)
             counts[name][split] = write_manifest(path, by_split[split])
             manifests[name][split] = path.relative_to(folder).as_posix()

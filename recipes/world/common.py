@@ -1,41 +1,21 @@
 """Helpers every stage shares: per-item random generators, atomic writes, progress bars."""
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from binder.io import atomic_path
 
 
 def rng_for(seed: int, stage: str, index: int = 0) -> np.random.Generator:
     """An independent generator for one item of one stage: the output of item i never depends on
     the order items are built in or on which other stages run."""
     return np.random.default_rng([seed, zlib.crc32(stage.encode()), index])
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temp name in the target folder; on success rename it onto ``path`` (os.replace).
-
-    The temp name keeps the target's suffixes (``x.tmp1234.depth.png``) so writers that look at
-    the extension pick the right format.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    name = path.name
-    stem, dot, ext = name.partition(".")
-    tmp = path.with_name(f".{stem}.tmp{os.getpid()}{dot}{ext}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def save_png(path: str | os.PathLike, array: np.ndarray) -> None:
@@ -46,12 +26,12 @@ def save_png(path: str | os.PathLike, array: np.ndarray) -> None:
     if arr.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"save_png needs uint8 or uint16, got {arr.dtype}")
     img = Image.fromarray(arr)  # uint16 (H, W) -> mode I;16
-    with atomic_path(path) as tmp:
+    with atomic_path(path, durable=False) as tmp:  # the world.json written last marks a whole build
         img.save(tmp, format="PNG")
 
 
 def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
+    with atomic_path(path, durable=False) as tmp:  # the world.json written last marks a whole build
         with open(tmp, "wb") as fh:
             np.save(fh, array, allow_pickle=False)
 
@@ -67,3 +47,14 @@ def progress_bar(total: int, desc: str, enabled: bool):
 def relpath(path: Path, folder: Path) -> str:
     """Path relative to the world folder, with forward slashes (the manifests' convention)."""
     return path.relative_to(folder).as_posix()
+
+
+def pick_conditions(rng: np.random.Generator, names: tuple[str, ...], p: float = 0.5) -> list[str]:
+    """A random non-empty subset of ``names`` (each on with probability ``p``; one at random when none is)."""
+    on = [name for name in names if rng.random() < p]
+    return on or [names[int(rng.integers(len(names)))]]
+
+
+def outside(rng: np.random.Generator, low: float, high: float) -> float:
+    """A magnitude in [low, high] with a random sign (a value outside ±low, e.g. a tilt beyond the training range)."""
+    return float(rng.uniform(low, high) * rng.choice((-1.0, 1.0)))

@@ -5,19 +5,23 @@ Each digit is scaled to [0, 1] (ink bright on black, as scanned), upscaled bicub
 digit's position in ``load_digits()`` (so a digit keeps its file name in every preset). The split
 is stratified by class: each class is shuffled with the seed and cut by ``split_fractions``.
 Every image gets one caption drawn from ``CAPTION_TEMPLATES`` (word or numeral forms).
+
+The ``hard`` split of the rendered modalities (``write_hard_per_digit``) re-renders TEST-split
+digits only (``hard_per_class`` per class, cycling through the class's test digits) under
+held-out conditions, each item paired with its own digit's test image; no train image appears.
 """
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 import functools
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from recipes.world.common import progress_bar, relpath, rng_for, save_png
-from recipes.world.config import SPLITS, WorldConfig
+from recipes.world.config import HARD, SPLITS, WorldConfig
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 CAPTION_TEMPLATES = (
@@ -77,7 +81,7 @@ class DigitSet:
         return np.flatnonzero((self.split == split) & (self.label == label))
 
 
-def _split_counts(n: int, fractions: tuple[float, ...]) -> list[int]:
+def split_counts(n: int, fractions: tuple[float, ...]) -> list[int]:
     """Largest-remainder rounding of n * fractions, each part >= 1 when n >= len(fractions)."""
     raw = np.asarray(fractions, dtype=np.float64) * n
     counts = np.floor(raw).astype(int)
@@ -97,12 +101,12 @@ def select_digits(cfg: WorldConfig) -> DigitSet:
     n_total = len(labels)
     keep = n_total if cfg.max_images is None else min(cfg.max_images, n_total)
     classes = np.unique(labels)
-    per_class = _split_counts(keep, tuple(np.bincount(labels)[classes] / n_total))
+    per_class = split_counts(keep, tuple(np.bincount(labels)[classes] / n_total))
     rng = rng_for(cfg.seed, "digits")
     idx, split = [], []
     for c, n_c in zip(classes, per_class):
         members = rng.permutation(np.flatnonzero(labels == c))[:n_c]
-        for part, count in zip(SPLITS, _split_counts(n_c, cfg.split_fractions)):
+        for part, count in zip(SPLITS, split_counts(n_c, cfg.split_fractions)):
             idx.extend(members[:count])
             split.extend([part] * count)
             members = members[count:]
@@ -148,5 +152,41 @@ def write_per_digit(folder: Path, cfg: WorldConfig, digits: DigitSet, modality: 
             label, split = int(digits.label[i]), str(digits.split[i])
             rows[split].append({"modality": modality, "path": relpath(path, folder), "image": digits.image_path(i),
                                 "label": label, "text": caption(label, rng), "split": split})
+            bar.update()
+    return rows
+
+
+def hard_digits(cfg: WorldConfig, digits: DigitSet) -> list[int]:
+    """Positions (into ``digits``) of the hard split's items: ``hard_per_class`` per class, class by
+    class, cycling through that class's TEST digits in index order (item k is the k-th entry)."""
+    out = []
+    for label in range(len(DIGIT_WORDS)):
+        members = digits.members("test", label)
+        if len(members) == 0:
+            raise ValueError(f"no test image of digit {label} for the hard split; raise max_images")
+        out.extend(int(members[j % len(members)]) for j in range(cfg.hard_per_class))
+    return out
+
+
+def write_hard_per_digit(folder: Path, cfg: WorldConfig, digits: DigitSet, stage: str, modality: str, filename: str,
+                         write: Callable[[Path, np.ndarray, np.random.Generator], dict], progress: bool = True,
+                         desc: str | None = None) -> list[dict]:
+    """The ``hard`` split of a rendered modality: rows of ``write(path, ink8, rng) -> descriptive fields``.
+
+    Item k renders the k-th of ``hard_digits`` (a test digit) with ``rng_for(seed, f"{stage}-hard", k)``
+    into ``filename.format(k)`` (e.g. ``"depth/hard/{:05d}.depth.png"``) and is paired with that
+    digit's (test) image; the fields ``write`` returns (``condition`` and its parameters) join the row.
+    """
+    rows = []
+    positions = hard_digits(cfg, digits)
+    with progress_bar(len(positions), desc or f"{modality} (hard)", progress) as bar:
+        for k, i in enumerate(positions):
+            rng = rng_for(cfg.seed, f"{stage}-hard", k)
+            path = folder / filename.format(k)
+            fields = write(path, digits.ink8[i], rng)
+            label = int(digits.label[i])
+            rows.append({"modality": modality, "path": relpath(path, folder), "image": digits.image_path(i),
+                         "label": label, "text": caption(label, rng), "split": HARD,
+                         "digit_index": int(digits.index[i]), **fields})
             bar.update()
     return rows

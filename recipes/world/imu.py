@@ -23,6 +23,21 @@ Physical model, per digit:
   (acc 0.02-0.05 m/s², gyro 0.003-0.01 rad/s) and a constant bias (±0.1 m/s², ±0.02 rad/s).
 
 Output: ``imu/{index:05d}.imu.npy``, float32 (6, imu_length): acc xyz (m/s²), gyro xyz (rad/s).
+
+Hard split (``imu/hard/{k:05d}.imu.npy``, manifest ``imu.hard.jsonl``): test digits written under
+a random non-empty subset of four sensor conditions no train/val/test trace has, recorded in the
+row's ``condition`` (e.g. ``gain-0.14+offset-start-212ms``) with their parameters:
+
+* ``noise``: white noise acc 0.10-0.30 m/s², gyro 0.02-0.06 rad/s (training 0.02-0.05 / 0.003-0.01).
+* ``gain``: per-axis scale errors of 5-20 % either way and a cross-axis misalignment of up to
+  ±3 % (an uncalibrated sensor; training axes are exact).
+* ``bias``: per-axis offsets of 0.2-0.6 m/s² and 0.04-0.12 rad/s either way (training ±0.1 / ±0.02).
+* ``offset``: a time offset between the recording window and the writing: 8-20 % of the writing
+  falls before the window starts or after it ends (training windows always hold the whole
+  writing with rest on both sides).
+
+Held out so a binding that learnt the motion of the digit (not the training sensor's noise floor,
+calibration and perfectly aligned windows) can be told apart.
 """
 from __future__ import annotations
 
@@ -31,9 +46,9 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from recipes.world.common import save_npy
+from recipes.world.common import outside, pick_conditions, save_npy
 from recipes.world.config import WorldConfig
-from recipes.world.images import DigitSet, upscale, write_per_digit
+from recipes.world.images import DigitSet, upscale, write_hard_per_digit, write_per_digit
 
 GRAVITY = 9.81
 STROKE_POINTS = 256
@@ -114,21 +129,34 @@ def rotation_log(rel: np.ndarray) -> np.ndarray:
     return vee * scale[:, None]
 
 
-def air_writing(ink8: np.ndarray, rng: np.random.Generator, length: int, rate: float) -> np.ndarray:
-    """float32 (6, length): accelerometer (m/s², device frame) and gyroscope (rad/s) while writing the digit."""
+def _train_timing(rng: np.random.Generator, length: int) -> tuple[int, int]:
+    """Writing takes 68-88 % of the window and lies wholly inside it: (samples, first sample)."""
+    n_write = int(round(length * rng.uniform(0.68, 0.88)))
+    return n_write, int(rng.integers(0, length - n_write + 1))
+
+
+def _motion(ink8: np.ndarray, rng: np.random.Generator, length: int, rate: float,
+            timing=_train_timing) -> tuple[np.ndarray, np.ndarray]:
+    """Noise-free (length, 3) accelerometer and gyroscope readings while writing the digit.
+
+    ``timing(rng, length) -> (n_write, start)`` places the writing in the window; ``start`` may be
+    negative or ``start + n_write`` beyond the window (the window then cuts the writing off).
+    """
     path = stroke(ink8)
     extent = np.ptp(path, axis=0).max()
     path = (path - path.mean(0)) * (0.25 * rng.uniform(0.8, 1.2) / max(extent, 1e-6))
 
     dt = 1.0 / rate
-    n_write = int(round(length * rng.uniform(0.68, 0.88)))
-    start = int(rng.integers(0, length - n_write + 1))
+    n_write, start = timing(rng, length)
     tau = np.linspace(0.0, 1.0, n_write)
     speed = np.sin(np.pi * tau) ** 2 * (1 + 0.35 * np.sin(2 * np.pi * rng.uniform(0.5, 2.0) * tau
                                                           + rng.uniform(0, 2 * np.pi)))
     progress = np.concatenate([[0.0], np.cumsum(speed[1:] + speed[:-1])])
     progress /= progress[-1]
-    u = np.concatenate([np.zeros(start), progress, np.ones(length - start - n_write)])
+    if 0 <= start and start + n_write <= length:
+        u = np.concatenate([np.zeros(start), progress, np.ones(length - start - n_write)])
+    else:  # the window cuts the writing: sample i sees progress[i - start], clamped to rest before/after
+        u = progress[np.clip(np.arange(length) - start, 0, n_write - 1)]
     grid = np.linspace(0.0, 1.0, len(path))
     x = np.interp(u, grid, path[:, 0])
     z = np.interp(u, grid, path[:, 1])
@@ -159,7 +187,12 @@ def air_writing(ink8: np.ndarray, rng: np.random.Generator, length: int, rate: f
     rel = np.einsum("nji,njk->nik", orient[:-1], orient[1:])  # R_kᵀ R_k+1, in the device frame at k
     gyro = rotation_log(rel) * rate
     gyro = np.vstack([gyro, gyro[-1:]])
+    return acc_dev, gyro
 
+
+def air_writing(ink8: np.ndarray, rng: np.random.Generator, length: int, rate: float) -> np.ndarray:
+    """float32 (6, length): accelerometer (m/s², device frame) and gyroscope (rad/s) while writing the digit."""
+    acc_dev, gyro = _motion(ink8, rng, length, rate)
     acc_dev += rng.normal(0, rng.uniform(0.02, 0.05), acc_dev.shape) + rng.uniform(-0.1, 0.1, 3)
     gyro += rng.normal(0, rng.uniform(0.003, 0.01), gyro.shape) + rng.uniform(-0.02, 0.02, 3)
     return np.concatenate([acc_dev, gyro], axis=1).T.astype(np.float32)
@@ -171,3 +204,65 @@ def write_imu(folder: Path, cfg: WorldConfig, digits: DigitSet, progress: bool =
         save_npy(path, air_writing(ink, rng, cfg.imu_length, cfg.imu_rate))
 
     return write_per_digit(folder, cfg, digits, "imu", "imu/{:05d}.imu.npy", write, progress, "imu (air-writing)")
+
+
+HARD_CONDITIONS = ("noise", "gain", "bias", "offset")
+
+
+def air_writing_hard(ink8: np.ndarray, rng: np.random.Generator, length: int,
+                     rate: float) -> tuple[np.ndarray, dict]:
+    """float32 (6, length) hard-split trace and its descriptive fields (see the module docstring)."""
+    on = pick_conditions(rng, HARD_CONDITIONS)
+    labels, fields = [], {}
+
+    def timing(rng: np.random.Generator, length: int) -> tuple[int, int]:
+        n_write, start = _train_timing(rng, length)
+        if "offset" not in on:
+            return n_write, start
+        cut = int(round(rng.uniform(0.08, 0.20) * n_write))  # this much of the writing falls outside the window
+        start = -cut if rng.random() < 0.5 else length - n_write + cut
+        fields["time_offset_s"] = round(start / rate if start < 0 else (start + n_write - length) / rate, 4)
+        fields["cut"] = "start" if start < 0 else "end"
+        labels.append(f"offset-{fields['cut']}-{1000 * cut / rate:.0f}ms")
+        return n_write, start
+
+    acc, gyro = _motion(ink8, rng, length, rate, timing)
+    if "gain" in on:  # per-axis scale errors and a small cross-axis misalignment
+        scale_acc = 1 + np.array([outside(rng, 0.05, 0.20) for _ in range(3)])
+        scale_gyro = 1 + np.array([outside(rng, 0.05, 0.20) for _ in range(3)])
+        mis_acc = np.eye(3) + rng.uniform(-0.03, 0.03, (3, 3)) * (1 - np.eye(3))
+        mis_gyro = np.eye(3) + rng.uniform(-0.03, 0.03, (3, 3)) * (1 - np.eye(3))
+        acc = acc @ (np.diag(scale_acc) @ mis_acc).T
+        gyro = gyro @ (np.diag(scale_gyro) @ mis_gyro).T
+        labels.append(f"gain-{np.abs(np.concatenate([scale_acc, scale_gyro]) - 1).max():.2f}")
+        fields.update(acc_scale=np.round(scale_acc, 4).tolist(), gyro_scale=np.round(scale_gyro, 4).tolist())
+    if "noise" in on:
+        acc_sigma, gyro_sigma = rng.uniform(0.10, 0.30), rng.uniform(0.02, 0.06)
+        labels.append(f"noise-{acc_sigma:.2f}")
+    else:
+        acc_sigma, gyro_sigma = rng.uniform(0.02, 0.05), rng.uniform(0.003, 0.01)
+    if "bias" in on:
+        acc_bias = np.array([outside(rng, 0.2, 0.6) for _ in range(3)])
+        gyro_bias = np.array([outside(rng, 0.04, 0.12) for _ in range(3)])
+        labels.append(f"bias-{np.abs(acc_bias).max():.2f}")
+    else:
+        acc_bias, gyro_bias = rng.uniform(-0.1, 0.1, 3), rng.uniform(-0.02, 0.02, 3)
+    acc = acc + rng.normal(0, acc_sigma, acc.shape) + acc_bias
+    gyro = gyro + rng.normal(0, gyro_sigma, gyro.shape) + gyro_bias
+    fields.update(acc_noise=round(float(acc_sigma), 4), gyro_noise=round(float(gyro_sigma), 4),
+                  acc_bias=np.round(acc_bias, 4).tolist(), gyro_bias=np.round(gyro_bias, 4).tolist())
+    order = [c for c in HARD_CONDITIONS if c in on]  # labels in the fixed condition order
+    by_name = {label.split("-")[0]: label for label in labels}
+    return (np.concatenate([acc, gyro], axis=1).T.astype(np.float32),
+            {"condition": "+".join(by_name[c] for c in order), **fields})
+
+
+def write_imu_hard(folder: Path, cfg: WorldConfig, digits: DigitSet, progress: bool = True) -> list[dict]:
+    """The hard split: ``imu/hard/{k:05d}.imu.npy`` of test digits under held-out sensor conditions."""
+    def write(path: Path, ink: np.ndarray, rng: np.random.Generator) -> dict:
+        trace, fields = air_writing_hard(ink, rng, cfg.imu_length, cfg.imu_rate)
+        save_npy(path, trace)
+        return fields
+
+    return write_hard_per_digit(folder, cfg, digits, "imu", "imu", "imu/hard/{:05d}.imu.npy", write, progress,
+                                "imu (air-writing, hard)")

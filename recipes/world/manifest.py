@@ -2,7 +2,8 @@
 
 ``{"modality": "audio", "path": "audio/00042.wav", "image": "images/00007.png", "label": 7,
 "text": "the digit seven", "split": "train"}`` with paths relative to the world folder
-(``folder/manifests/{name}.{split}.jsonl``, so the folder is the manifest's grandparent).
+(``folder/manifests/{name}.{split}.jsonl``, so the folder is the manifest's grandparent; ``split``
+is train, val, test or the held-out ``hard`` split, whose rows add a ``condition``).
 ``image`` is null for rows with no paired image (BasicMotions); ``label`` is an int digit or an
 activity name.
 """
@@ -14,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from recipes.world.common import atomic_path
+from binder.io import atomic_path
 
 MANIFEST_DIR = "manifests"
 KEYS = ("modality", "path", "image", "label", "text", "split")
@@ -40,7 +41,7 @@ def write_manifest(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> i
     return len(lines)
 
 
-def read_manifest(path: str | os.PathLike, absolute: bool = True) -> list[dict[str, Any]]:
+def read_world_manifest(path: str | os.PathLike, absolute: bool = True) -> list[dict[str, Any]]:
     """Rows of a manifest; with ``absolute`` the ``path`` and ``image`` fields become absolute
     paths (resolved against the world folder, the manifest's grandparent)."""
     path = Path(path)

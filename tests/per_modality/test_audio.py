@@ -147,3 +147,38 @@ def test_options_validate_and_registry_routes_extensions():
     assert modality_for_path("a/b/song.WAV") == "audio"
     assert modality_for_path("x.flac") == "audio"
     assert "pad" in Audio().describe()
+
+
+def test_silence_trimming_cuts_leading_and_trailing_silence():
+    from modalities.audio import trim_silence
+
+    sr = 16000
+    t = np.arange(sr // 2) / sr
+    word = (0.4 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
+    padded = np.concatenate([np.zeros(sr, np.float32), word, np.zeros(2 * sr, np.float32)])
+    kept = trim_silence(padded, sr, top_db=40, min_duration=0.25)
+    assert abs(len(kept) - len(word)) <= 512 and np.max(np.abs(kept[:512])) > 0.1
+    silent = np.zeros(sr, np.float32)
+    assert trim_silence(silent, sr, 40, 0.25) is silent  # nothing to measure against: kept whole
+    blip = np.zeros(sr, np.float32)
+    blip[8000:8040] = 0.5
+    assert len(trim_silence(blip, sr, 40, 0.25)) == 4000  # widened to min_duration around the sound
+
+
+def test_trimming_is_on_for_anybind_models_and_off_in_imagebind_presets():
+    from binder.presets import preset_config
+
+    assert Audio().options.trim_silence
+    ib = preset_config("imagebind-test").modality("audio")
+    assert Audio(**ib.options).options.trim_silence is False
+
+
+def test_leading_silence_no_longer_moves_the_features():
+    sr = 16000
+    t = np.arange(sr // 2) / sr
+    word = (0.4 * np.sin(2 * np.pi * 300 * t) * np.hanning(len(t))).astype(np.float32)
+    late = np.concatenate([np.zeros(sr, np.float32), word])
+    trim, keep = Audio(clips=1, clip_duration=1.5), Audio(clips=1, clip_duration=1.5, trim_silence=False)
+    near = (trim.preprocess(word) - trim.preprocess(late)).abs().mean()
+    far = (keep.preprocess(word) - keep.preprocess(late)).abs().mean()
+    assert near < 0.1 * far

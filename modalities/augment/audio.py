@@ -1,0 +1,382 @@
+"""Training-time augmentations of decoded audio (float32 waveforms) and of its fbank tensors.
+
+Every function is pure: it never changes its input, and all randomness comes from the numpy
+``Generator`` it is given, so an augmented item is a function of (raw, rng state, options) and
+a run seeded by (seed, step, item) replays bit for bit. Waveforms are laid out as the audio
+modality's ``load()`` returns them: ``(samples,)`` mono or ``(channels, samples)``, float32, at
+the modality's sample rate; every function returns that same layout.
+
+``augment_wave`` draws a composition (speed, pitch, shift or crop, leading/trailing silence,
+gain, additive noise) from an :class:`AudioAugment`; ``mask_spectrogram`` applies SpecAugment
+time/frequency masks to the preprocessed fbank tensor.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+NOISE_COLORS = ("white", "pink", "brown")
+NOISE_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus")
+_COLOR_EXPONENT = {"white": 0.0, "pink": 1.0, "brown": 2.0}  # power spectrum ~ 1 / f**exponent
+_NOISE_CACHE: dict[tuple[str, int], np.ndarray] = {}  # (file, sample rate) -> decoded mono noise
+_SILENT_POWER = 1e-12  # mean square below this is treated as a silent signal
+
+
+@dataclass(frozen=True)
+class AudioAugment:
+    """What ``augment_wave`` may do to a waveform, and how often; ranges are (low, high), drawn uniformly.
+
+    Defaults aim at real recordings from a clean training set: speakers of other pitch and
+    rate (speed ±10 %, pitch ±2 semitones), start anywhere (shift up to 0.5 s, silence up to
+    2 s each side), any recording level (gain -12..+6 dB) and noise down to 5 dB SNR.
+    ``noise_dir`` adds real noise files (read once, cached) next to the synthetic colours,
+    chosen with probability ``noise_file_p``. ``crop_s`` cuts a random window of that many
+    seconds out of longer audio. SpecAugment masks (``time_masks`` bands of up to
+    ``time_mask_frames`` frames, ``freq_masks`` bands of up to ``freq_mask_bins`` mel bins) are
+    applied by ``mask_spectrogram`` to the fbank, filled with ``mask_fill`` ("zero" or "mean").
+    """
+
+    enabled: bool = True
+    p_speed: float = 0.5
+    speed: tuple[float, float] = (0.9, 1.1)
+    p_pitch: float = 0.3
+    pitch_semitones: tuple[float, float] = (-2.0, 2.0)
+    crop_s: float | None = None
+    p_shift: float = 0.5
+    max_shift_s: float = 0.5
+    p_silence: float = 0.5
+    silence_max_s: float = 2.0
+    silence_floor_db: float | None = -70.0
+    p_gain: float = 0.8
+    gain_db: tuple[float, float] = (-12.0, 6.0)
+    noise_p: float = 0.8
+    snr_db: tuple[float, float] = (5.0, 30.0)
+    noise_colors: tuple[str, ...] = NOISE_COLORS
+    noise_dir: str | None = None
+    noise_file_p: float = 0.5
+    time_masks: int = 2
+    time_mask_frames: int = 20
+    freq_masks: int = 2
+    freq_mask_bins: int = 8
+    mask_fill: str = "zero"
+
+    def __post_init__(self) -> None:
+        for name in ("speed", "pitch_semitones", "gain_db", "snr_db"):
+            object.__setattr__(self, name, _check_range(name, getattr(self, name)))
+        object.__setattr__(self, "noise_colors", tuple(self.noise_colors))
+        for name in ("p_speed", "p_pitch", "p_shift", "p_silence", "p_gain", "noise_p", "noise_file_p"):
+            _check_probability(name, getattr(self, name))
+        if self.speed[0] <= 0:
+            raise ValueError(f"AudioAugment.speed must be > 0, got {self.speed}")
+        for name in ("max_shift_s", "silence_max_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"AudioAugment.{name} must be >= 0, got {getattr(self, name)}")
+        if self.crop_s is not None and self.crop_s <= 0:
+            raise ValueError(f"AudioAugment.crop_s must be > 0 or None, got {self.crop_s}")
+        bad = [c for c in self.noise_colors if c not in NOISE_COLORS]
+        if bad or (self.noise_p > 0 and not self.noise_colors and self.noise_dir is None):
+            raise ValueError(f"AudioAugment.noise_colors must be a non-empty subset of {NOISE_COLORS}, "
+                             f"got {self.noise_colors}")
+        if self.noise_dir is not None and not Path(self.noise_dir).is_dir():
+            raise ValueError(f"AudioAugment.noise_dir {self.noise_dir!r} is not a folder")
+        for name in ("time_masks", "time_mask_frames", "freq_masks", "freq_mask_bins"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"AudioAugment.{name} must be >= 0, got {getattr(self, name)}")
+        if self.mask_fill not in ("zero", "mean"):
+            raise ValueError(f"AudioAugment.mask_fill must be 'zero' or 'mean', got {self.mask_fill!r}")
+
+
+def _check_range(name: str, value: tuple[float, float]) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a (low, high) pair of numbers, got {value!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high)) or low > high:
+        raise ValueError(f"{name} must be a finite (low, high) pair with low <= high, got {value!r}")
+    return low, high
+
+
+def _check_probability(name: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} is a probability and must lie in [0, 1], got {value}")
+
+
+def _f32(wave: np.ndarray) -> np.ndarray:
+    return np.asarray(wave, dtype=np.float32)
+
+
+# ---------------------------------------------------------------- time axis
+
+
+def shift(wave: np.ndarray, shift_samples: int) -> np.ndarray:
+    """Delay (positive) or advance (negative) the audio by ``shift_samples``, keeping its length.
+
+    The vacated side is filled with silence and the other side is cropped; nothing wraps
+    around, because a circular roll would glue the end of a recording onto its start.
+    """
+    wave = _f32(wave)
+    n = wave.shape[-1]
+    k = int(np.clip(shift_samples, -n, n))
+    out = np.zeros_like(wave)
+    if k >= 0:
+        out[..., k:] = wave[..., : n - k]
+    else:
+        out[..., : n + k] = wave[..., -k:]
+    return out
+
+
+def crop(wave: np.ndarray, start: int, length: int) -> np.ndarray:
+    """The window ``[start, start + length)`` of the audio (clamped to the recording), as a copy."""
+    wave = _f32(wave)
+    start = int(np.clip(start, 0, max(wave.shape[-1] - length, 0)))
+    return wave[..., start:start + length].copy()
+
+
+def add_silence(wave: np.ndarray, lead_samples: int, trail_samples: int, rng: np.random.Generator | None = None,
+                floor_db: float | None = None) -> np.ndarray:
+    """Pad ``lead_samples`` before and ``trail_samples`` after the audio, as real takes have.
+
+    The padding is digital silence, or, with ``floor_db`` and an ``rng``, a Gaussian noise floor
+    of that RMS level in dBFS (e.g. -70), which is what a real microphone records between words.
+    """
+    wave = _f32(wave)
+    pad = [(0, 0)] * (wave.ndim - 1) + [(max(int(lead_samples), 0), max(int(trail_samples), 0))]
+    out = np.pad(wave, pad)
+    if floor_db is not None and rng is not None:
+        level = np.float32(10.0 ** (floor_db / 20.0))
+        lead, trail = pad[-1]
+        if lead:
+            out[..., :lead] = rng.standard_normal(out[..., :lead].shape, dtype=np.float32) * level
+        if trail:
+            out[..., -trail:] = rng.standard_normal(out[..., -trail:].shape, dtype=np.float32) * level
+    return out
+
+
+# ---------------------------------------------------------------- level and noise
+
+
+def apply_gain(wave: np.ndarray, gain_db: float) -> np.ndarray:
+    """Scale the audio by ``gain_db`` decibels (the RMS changes by exactly that many dB)."""
+    return _f32(wave) * np.float32(10.0 ** (gain_db / 20.0))
+
+
+def colored_noise(shape: tuple[int, ...], rng: np.random.Generator, color: str = "white") -> np.ndarray:
+    """Zero-mean, unit-power noise whose power spectrum falls as 1/f**0 (white), 1/f (pink) or 1/f**2 (brown).
+
+    A white Gaussian spectrum is shaped in the frequency domain (amplitude ~ f**(-exponent/2))
+    with the DC bin removed, then brought back to the time axis and normalised to unit power.
+    """
+    if color not in _COLOR_EXPONENT:
+        raise ValueError(f"noise color must be one of {NOISE_COLORS}, got {color!r}")
+    n = int(shape[-1])
+    white = rng.standard_normal(shape)
+    exponent = _COLOR_EXPONENT[color]
+    if exponent and n > 1:
+        spectrum = np.fft.rfft(white, axis=-1)
+        freqs = np.fft.rfftfreq(n)
+        scale = np.zeros_like(freqs)
+        scale[1:] = freqs[1:] ** (-exponent / 2.0)
+        white = np.fft.irfft(spectrum * scale, n=n, axis=-1)
+    white = white - white.mean(axis=-1, keepdims=True)
+    power = float(np.mean(white ** 2))
+    return (white / math.sqrt(power) if power > 0 else white).astype(np.float32)
+
+
+def mix_at_snr(wave: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
+    """``wave + noise`` with the noise scaled so 10·log10(mean(wave²) / mean(noise²)) = ``snr_db``.
+
+    Powers are taken over the whole clip (all channels). A silent wave is returned unchanged:
+    its SNR is undefined, and adding noise at a power relative to zero would add nothing anyway.
+    """
+    wave = _f32(wave)
+    noise = np.broadcast_to(_f32(noise), wave.shape)
+    signal_power = float(np.mean(wave.astype(np.float64) ** 2))
+    noise_power = float(np.mean(noise.astype(np.float64) ** 2))
+    if signal_power < _SILENT_POWER or noise_power <= 0:
+        return wave.copy()
+    scale = math.sqrt(signal_power / (noise_power * 10.0 ** (snr_db / 10.0)))
+    return (wave + noise * np.float32(scale)).astype(np.float32)
+
+
+def add_noise(wave: np.ndarray, rng: np.random.Generator, snr_db: float, color: str = "white") -> np.ndarray:
+    """Add synthetic white, pink or brown noise drawn from ``rng`` at ``snr_db`` (see ``mix_at_snr``)."""
+    return mix_at_snr(wave, colored_noise(np.shape(wave), rng, color), snr_db)
+
+
+def noise_files(noise_dir: str | os.PathLike) -> list[Path]:
+    """Audio files under ``noise_dir`` (recursively), sorted so a seed always picks the same file."""
+    root = Path(noise_dir)
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in NOISE_EXTENSIONS)
+
+
+def load_noise(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
+    """A noise file decoded to mono float32 at ``sample_rate``; decoded once per process, then cached.
+
+    soundfile reads wav/flac/ogg; anything else goes through librosa (audioread/ffmpeg).
+    """
+    key = (os.fspath(path), int(sample_rate))
+    cached = _NOISE_CACHE.get(key)
+    if cached is not None:
+        return cached
+    try:
+        import soundfile
+
+        data, native_sr = soundfile.read(key[0], dtype="float32", always_2d=True)
+        data = data.mean(axis=1)
+    except Exception:  # soundfile does not know the format: fall back to librosa's decoders
+        import librosa
+
+        data, native_sr = librosa.load(key[0], sr=None, mono=True)
+    if native_sr != sample_rate and data.size:
+        data = _resample(data, native_sr, sample_rate)
+    data = np.nan_to_num(np.asarray(data, dtype=np.float32))
+    if data.size == 0:
+        raise ValueError(f"noise file {key[0]} holds no samples")
+    _NOISE_CACHE[key] = data
+    return data
+
+
+def noise_excerpt(noise: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
+    """A random ``length``-sample window of a mono noise recording, looped end to end when it is shorter."""
+    if noise.size < length:
+        noise = np.tile(noise, -(-length // noise.size))
+    start = int(rng.integers(0, noise.size - length + 1))
+    return noise[start:start + length].astype(np.float32)
+
+
+# ---------------------------------------------------------------- speed and pitch
+
+
+def _resample(wave: np.ndarray, orig_sr: float, target_sr: float) -> np.ndarray:
+    """Band-limited resampling along the last axis (soxr)."""
+    import soxr
+
+    wave = _f32(wave)
+    if wave.ndim == 1:
+        return soxr.resample(wave, orig_sr, target_sr).astype(np.float32)
+    flat = wave.reshape(-1, wave.shape[-1])
+    out = soxr.resample(np.ascontiguousarray(flat.T), orig_sr, target_sr).T
+    return np.ascontiguousarray(out, dtype=np.float32).reshape(*wave.shape[:-1], -1)
+
+
+def speed_perturb(wave: np.ndarray, factor: float) -> np.ndarray:
+    """Play the audio ``factor`` times faster (Kaldi/sox speed perturbation).
+
+    The samples are resampled as if recorded at ``factor``·sr, so length becomes ``n / factor``
+    and every frequency is multiplied by ``factor``: tempo and pitch change together, like a
+    different speaker rate.
+    """
+    if factor <= 0:
+        raise ValueError(f"speed factor must be > 0, got {factor}")
+    if factor == 1.0:
+        return _f32(wave).copy()
+    return _resample(wave, 16000.0 * factor, 16000.0)
+
+
+def pitch_shift(wave: np.ndarray, sample_rate: int, semitones: float) -> np.ndarray:
+    """Move every frequency by ``semitones`` while keeping the duration (librosa's phase vocoder + resampling).
+
+    About 6 ms for 1.5 s of 16 kHz audio on one core (the first call in a process also pays
+    librosa's import, ~2-3 s). Audio shorter than one 2048-sample STFT frame is returned unchanged.
+    """
+    import librosa
+
+    wave = _f32(wave)
+    if semitones == 0 or wave.shape[-1] < 2048:
+        return wave.copy()
+    out = librosa.effects.pitch_shift(wave, sr=sample_rate, n_steps=float(semitones), res_type="soxr_hq")
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+# ---------------------------------------------------------------- the draw
+
+
+def augment_wave(wave: np.ndarray, rng: np.random.Generator, opts: AudioAugment, sample_rate: int) -> np.ndarray:
+    """A random variation of a decoded waveform drawn from ``opts``: speed, pitch, crop or shift,
+    leading/trailing silence, gain, then noise (last, so added silence carries the noise too).
+
+    Every step is drawn from ``rng`` in a fixed order, so the result replays exactly.
+    """
+    original = wave = _f32(wave)
+    if not opts.enabled:
+        return wave.copy()
+    if rng.random() < opts.p_speed:
+        wave = speed_perturb(wave, rng.uniform(*opts.speed))
+    if rng.random() < opts.p_pitch:
+        wave = pitch_shift(wave, sample_rate, rng.uniform(*opts.pitch_semitones))
+    if opts.crop_s is not None and wave.shape[-1] > int(opts.crop_s * sample_rate):
+        length = int(opts.crop_s * sample_rate)
+        wave = crop(wave, int(rng.integers(0, wave.shape[-1] - length + 1)), length)
+    if rng.random() < opts.p_shift:
+        limit = min(int(opts.max_shift_s * sample_rate), wave.shape[-1] - 1)
+        wave = shift(wave, int(rng.integers(-limit, limit + 1)) if limit > 0 else 0)
+    if rng.random() < opts.p_silence:
+        most = int(opts.silence_max_s * sample_rate)
+        lead, trail = (int(v) for v in rng.integers(0, most + 1, size=2))
+        wave = add_silence(wave, lead, trail, rng, opts.silence_floor_db)
+    if rng.random() < opts.p_gain:
+        wave = apply_gain(wave, rng.uniform(*opts.gain_db))
+    if rng.random() < opts.noise_p:
+        wave = _draw_noise(wave, rng, opts, sample_rate)
+    return wave.copy() if np.shares_memory(wave, original) else wave
+
+
+def _draw_noise(wave: np.ndarray, rng: np.random.Generator, opts: AudioAugment, sample_rate: int) -> np.ndarray:
+    snr = rng.uniform(*opts.snr_db)
+    files = noise_files(opts.noise_dir) if opts.noise_dir is not None else []
+    if files and (not opts.noise_colors or rng.random() < opts.noise_file_p):
+        source = load_noise(files[int(rng.integers(len(files)))], sample_rate)
+        return mix_at_snr(wave, noise_excerpt(source, wave.shape[-1], rng), snr)
+    color = opts.noise_colors[int(rng.integers(len(opts.noise_colors)))]
+    return add_noise(wave, rng, snr, color)
+
+
+# ---------------------------------------------------------------- SpecAugment
+
+
+def apply_spec_masks(x: torch.Tensor, time_bands: list[tuple[int, int]], freq_bands: list[tuple[int, int]],
+                     fill: str = "zero") -> torch.Tensor:
+    """A copy of a ``(..., mels, frames)`` fbank with the given ``(start, width)`` bands masked.
+
+    ``fill="zero"`` writes 0, which for the modality's normalised fbank ((logmel - mean) / std
+    with the AudioSet statistics) is the data set's average log-mel, i.e. "no information";
+    ``fill="mean"`` writes the mean of ``x`` instead (``mask_spectrogram`` passes one clip at a time).
+    """
+    out = x.clone()
+    value = float(x.mean()) if fill == "mean" else 0.0
+    for start, width in time_bands:
+        out[..., start:start + width] = value
+    for start, width in freq_bands:
+        out[..., start:start + width, :] = value
+    return out
+
+
+def draw_bands(rng: np.random.Generator, count: int, max_width: int, size: int) -> list[tuple[int, int]]:
+    """``count`` SpecAugment bands: width uniform in [0, max_width] (capped at ``size``), start uniform."""
+    bands = []
+    for _ in range(count):
+        width = int(rng.integers(0, min(max_width, size) + 1))
+        bands.append((int(rng.integers(0, size - width + 1)), width))
+    return bands
+
+
+def mask_spectrogram(x: torch.Tensor, rng: np.random.Generator, opts: AudioAugment) -> torch.Tensor:
+    """SpecAugment on a preprocessed fbank ``(..., mels, frames)``: every 2-D slice (every clip)
+    gets its own ``time_masks`` frame bands and ``freq_masks`` mel bands, filled as ``opts.mask_fill``
+    says (zero by default, see ``apply_spec_masks``). The input tensor is not changed.
+    """
+    if not opts.enabled or x.dim() < 2:
+        return x.clone()
+    mels, frames = x.shape[-2:]
+    flat = x.reshape(-1, mels, frames)
+    out = torch.stack([
+        apply_spec_masks(item, draw_bands(rng, opts.time_masks, opts.time_mask_frames, frames),
+                         draw_bands(rng, opts.freq_masks, opts.freq_mask_bins, mels), opts.mask_fill)
+        for item in flat
+    ])
+    return out.reshape(x.shape)

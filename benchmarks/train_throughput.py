@@ -24,12 +24,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import torch  # noqa: E402
+
 from binder.train.recipe import load_recipe  # noqa: E402
 from binder.train.trainer import Trainer  # noqa: E402
 
+DEFAULT_THREADS = torch.get_num_threads()
 
-def measure(overrides: dict, steps: int, warm: int, augment: bool = True) -> dict:
+
+def measure(overrides: dict, steps: int, warm: int, augment: bool = True, threads: int | None = None) -> dict:
     """Set-up time, then steps/s over ``steps`` after ``warm`` unmeasured steps."""
+    torch.set_num_threads(threads or DEFAULT_THREADS)
     t0 = time.perf_counter()
     recipe = load_recipe(ROOT / "recipes" / "demo.toml", overrides)
     if not augment:
@@ -45,7 +50,7 @@ def measure(overrides: dict, steps: int, warm: int, augment: bool = True) -> dic
         trainer.train_step(s)
     loop = time.perf_counter() - t1
     trainer._batches = None
-    return {"setup_s": round(setup, 2), "steps_per_s": round(steps / loop, 3),
+    return {"threads": torch.get_num_threads(), "setup_s": round(setup, 2), "steps_per_s": round(steps / loop, 3),
             "total_s": round(setup + (loop * (warm + steps) / steps), 2)}
 
 
@@ -58,19 +63,22 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         base = {"train.out": tmp, "train.steps": args.steps + args.warm, "train.workers": args.workers}
+        once_off = {**base, "train.stream": False}
         rows = {
-            "preprocess-once (stream = false, no augmentation)": measure(
-                {**base, "train.stream": False}, args.steps, args.warm, augment=False),
+            "preprocess-once (stream = false, no augmentation), torch's default threads": measure(
+                once_off, args.steps, args.warm, augment=False),
+            "preprocess-once, 1 thread": measure(once_off, args.steps, args.warm, augment=False, threads=1),
             "streaming + augmentation (default)": measure(base, args.steps, args.warm),
         }
-    once, stream = rows.values()
-    print("| path | set-up s | loop steps/s | total s |")
-    print("|---|---|---|---|")
+    once = max(list(rows.values())[:2], key=lambda r: r["steps_per_s"])
+    stream = rows["streaming + augmentation (default)"]
+    print("| path | torch threads | set-up s | loop steps/s | total s |")
+    print("|---|---|---|---|---|")
     for name, r in rows.items():
-        print(f"| {name} | {r['setup_s']} | {r['steps_per_s']} | {r['total_s']} |")
+        print(f"| {name} | {r['threads']} | {r['setup_s']} | {r['steps_per_s']} | {r['total_s']} |")
     ratio = stream["steps_per_s"] / once["steps_per_s"]
     total_ratio = once["total_s"] / stream["total_s"]
-    print(f"\nstreaming/preprocess-once: loop {ratio:.2f}x, whole run {total_ratio:.2f}x "
+    print(f"\nstreaming / the faster preprocess-once row: loop {ratio:.2f}x, whole run {total_ratio:.2f}x "
           f"({args.steps} steps after {args.warm} warm-up, {args.workers} workers)")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"rows": rows, "loop_ratio": ratio, "total_ratio": total_ratio,

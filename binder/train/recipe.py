@@ -71,6 +71,7 @@ class TrainConfig:
     token_drop: float = 0.0
     checkpoint_every: int = 100
     workers: int = 2
+    threads: int = 0
     stream: bool = True
     cache_mb: float = 1024.0
     root: str | None = None

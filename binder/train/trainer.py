@@ -11,6 +11,7 @@ preprocess-once path (no augmentation), which the training benchmark compares ag
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -163,7 +164,13 @@ class Trainer:
         return float(loss.detach())
 
     def open_stream(self, start: int) -> None:
-        """Start the data stream at step ``start`` (worker processes decode ahead of the model)."""
+        """Start the data stream at step ``start`` (worker processes decode ahead of the model).
+
+        The model then runs on ``train.threads`` torch threads, by default the cores the workers
+        leave free (at least one): threads that outnumber free cores spin at every parallel region
+        and were measured several times slower than one thread.
+        """
+        torch.set_num_threads(self.cfg.threads or max(1, (os.cpu_count() or 1) - self.cfg.workers))
         sources = [StreamSource(self.model.modality(d.spec.name), d.records, d.augment) for d in self.data]
         dataset = PairStream(sources, self.cfg.seed, int(self.cfg.cache_mb * 2**20))
         sampler = StepSampler(self.batch_rows, start, self.cfg.steps)
@@ -176,10 +183,12 @@ class Trainer:
         if resume:
             self.load_checkpoint(out / "checkpoint")
         self.model.train()
+        threads = torch.get_num_threads()
         try:
             stopped = self._loop(out, stop_after)
         finally:
             self._batches = None  # ends the loader's worker processes
+            torch.set_num_threads(threads)
         if stopped:
             return {"stopped_at": self.step}
         self.model.eval()

@@ -183,10 +183,13 @@ def save_anchor_dir(anchor: Anchor, folder: str | os.PathLike) -> Path:
     """Write the anchor as an open_clip ``local-dir:`` folder (config JSON + safetensors weights)."""
     from safetensors.torch import save_model
 
+    from binder.checkpoint import canonicalize_safetensors
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     payload = anchor.arch()
     with atomic_path(folder / LOCAL_WEIGHTS) as tmp:
         save_model(anchor.clip, str(tmp))
+        canonicalize_safetensors(tmp)  # same weights, same bytes
     atomic_write_json(folder / LOCAL_CONFIG, payload)
     return folder

@@ -1,11 +1,23 @@
-"""Model folders: ``model.safetensors`` (weights) + ``config.json`` (how to rebuild). No pickles, ever."""
+"""Model folders: ``model.safetensors`` (weights) + ``config.json`` (how to rebuild). No pickles, ever.
+
+Reading a folder is bounded before anything is built: ``config.json`` is size-capped and must be
+a JSON object, every size it declares (widths, layers, heads, patch and token counts) is checked
+against ``CONFIG_BOUNDS``, and the transformer parameters it implies must fit in what the weights
+file holds, so an absurd config fails with a CheckpointError instead of a multi-GB allocation.
+Loaded weights must be finite. Writing is byte-reproducible: ``canonicalize_safetensors`` sorts the
+header metadata, which safetensors writes in a per-process hash order.
+"""
 from __future__ import annotations
 
 import json
+import math
 import os
+import struct
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
@@ -16,27 +28,147 @@ from binder.io import atomic_path, atomic_write_json
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 PICKLE_MAGICS = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+MAX_CONFIG_BYTES = 16 * 2**20  # a config.json is a few kB; anything near this is not one
+MAX_PARAMS = 8_000_000_000  # elements in one weights file (ImageBind-Huge holds 1.2 B)
+# Largest value a config may give each size key (anywhere in config.json); lists are checked element-wise.
+CONFIG_BOUNDS: dict[str, float] = {
+    "width": 16384, "embed_dim": 16384, "head_width": 4096, "layers": 256, "heads": 256, "mlp_ratio": 64,
+    "image_size": 8192, "patch_size": 1024, "patch": 4096, "context_length": 16384, "vocab_size": 1_000_000,
+    "length": 1_000_000, "num_frames": 1024, "clips": 256, "num_mel_bins": 4096, "target_length": 100_000,
+    "max_frames": 1_000_000, "num_units": 1_000_000, "max_units": 100_000, "max_channels": 4096,
+    "channels": 4096, "kernel": 100_000, "stride": 4096, "tubelet": 4096, "n_mfcc": 1024, "n_mels": 4096,
+    "lora_rank": 4096, "trainable_blocks": 256,
+}
 
 
 def save_checkpoint(folder: str | os.PathLike, module: nn.Module, config: dict[str, Any]) -> Path:
-    """Write weights then config, each through a temp file, so a folder with config.json is complete."""
+    """Write weights then config, each through a temp file, so a folder with config.json is complete.
+
+    The same weights and config always give the same bytes (``canonicalize_safetensors``).
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / WEIGHTS) as tmp:
         save_model(module, str(tmp), metadata={"format": "pt", "library": "anybind"})
+        canonicalize_safetensors(tmp)
     atomic_write_json(folder / CONFIG, config, sort_keys=True)
     return folder
 
 
+def canonicalize_safetensors(path: str | os.PathLike) -> None:
+    """Rewrite a safetensors header with its ``__metadata__`` keys sorted, in place.
+
+    safetensors keeps metadata in a Rust HashMap, written in an order that changes from process to
+    process, so two saves of the same weights differed in bytes. Sorting keys leaves the JSON the
+    same length (same entries, same separators), so only the header bytes are rewritten.
+    """
+    with open(path, "r+b") as fh:
+        length = struct.unpack("<Q", fh.read(8))[0]
+        raw = fh.read(length)
+        header = json.loads(raw)
+        meta = header.get("__metadata__")
+        if not isinstance(meta, dict):
+            return
+        rest = {k: v for k, v in header.items() if k != "__metadata__"}
+        ordered = {"__metadata__": dict(sorted(meta.items())), **rest}
+        text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) > length or json.loads(text) != header:
+            return  # formatting differs from the writer's: leave the file as written rather than risk it
+        fh.seek(8)
+        fh.write(text + b" " * (length - len(text)))
+
+
 def read_config(folder: str | os.PathLike) -> dict[str, Any]:
-    """The JSON config of a model folder."""
+    """The JSON config of a model folder: size-capped, a JSON object, its declared sizes bounded."""
     path = Path(folder) / CONFIG
     if not path.is_file():
         raise CheckpointError(f"{folder}: not an anybind model folder (no {CONFIG})")
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise CheckpointError(f"{path}: config is {size:,} bytes, more than {MAX_CONFIG_BYTES:,}; not a model config")
     try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise CheckpointError(f"{path}: config is not valid JSON ({exc})") from None
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{path}: config must be a JSON object, got a {type(payload).__name__}")
+    check_config_sizes(payload, str(path))
+    return payload
+
+
+def check_config_sizes(config: Any, where: str) -> None:
+    """Every size key of ``CONFIG_BOUNDS`` anywhere in ``config`` is a finite number in [0, bound]."""
+    for key, value in _walk_items(config):
+        bound = CONFIG_BOUNDS.get(key)
+        if bound is None or value is None:
+            continue
+        for v in value if isinstance(value, (list, tuple)) else (value,):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise CheckpointError(f"{where}: {key!r} must be a number, got {v!r}")
+            if not 0 <= v <= bound:
+                raise CheckpointError(f"{where}: {key!r} = {v} is out of range (0..{bound:g}); "
+                                      f"refusing to build such a model")
+
+
+def _walk_items(node: Any, depth: int = 0) -> Iterator[tuple[str, Any]]:
+    if depth > 32:
+        return
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield str(key), value
+            yield from _walk_items(value, depth + 1)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk_items(value, depth + 1)
+
+
+def transformer_params(config: Any) -> int:
+    """A lower bound on the parameters a config's transformer stacks allocate.
+
+    Every object with a numeric ``width`` and ``layers`` (the anchor's vision and text towers, a
+    standalone trunk, a modality's own trunk) holds at least (4 + 2 · mlp_ratio) · width² per block.
+    A trunk of ``kind = "anchor"`` reuses the anchor's blocks and counts nothing.
+    """
+    total = 0
+    for node in _walk_dicts(config):
+        width, layers = node.get("width"), node.get("layers")
+        if node.get("kind") == "anchor" or not isinstance(width, (int, float)) or not isinstance(layers, (int, float)):
+            continue
+        ratio = node.get("mlp_ratio", 4.0)
+        ratio = ratio if isinstance(ratio, (int, float)) else 4.0
+        total += int((4 + 2 * ratio) * width * width * layers)
+    return total
+
+
+def _walk_dicts(node: Any, depth: int = 0) -> Iterator[dict]:
+    if depth > 32:
+        return
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _walk_dicts(value, depth + 1)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk_dicts(value, depth + 1)
+
+
+def weights_elements(folder: str | os.PathLike) -> int:
+    """Elements the weights file of a folder holds, from its header (nothing is loaded)."""
+    path = Path(folder) / WEIGHTS
+    check_safetensors(path)
+    with safe_open(str(path), framework="pt") as fh:
+        return sum(math.prod(fh.get_slice(k).get_shape()) for k in fh.keys())
+
+
+def check_buildable(folder: str | os.PathLike, config: dict[str, Any]) -> None:
+    """Refuse, before building, a config whose transformers need more weights than the file holds."""
+    held = weights_elements(folder)
+    if held > MAX_PARAMS:
+        raise CheckpointError(f"{folder}: weights hold {held:,} elements, more than the limit of {MAX_PARAMS:,}")
+    need = transformer_params(config)
+    if need > max(held, 1) * 1.01:
+        raise CheckpointError(f"{folder}: config describes transformers of at least {need:,} parameters but "
+                              f"{WEIGHTS} holds {held:,}; config and weights do not belong together")
 
 
 def check_safetensors(path: str | os.PathLike) -> None:
@@ -57,10 +189,19 @@ def check_safetensors(path: str | os.PathLike) -> None:
 
 
 def load_weights(folder: str | os.PathLike, module: nn.Module) -> None:
-    """Load a folder's weights into ``module``; every tensor must match by name and shape."""
+    """Load a folder's weights into ``module``; every tensor must match by name and shape, and be finite."""
     path = Path(folder) / WEIGHTS
     check_safetensors(path)
     try:
         load_model(module, str(path), strict=True)
-    except RuntimeError as exc:
+    except (RuntimeError, SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: weights do not fit the model its config describes ({exc})") from None
+    check_finite_weights(module, path)
+
+
+def check_finite_weights(module: nn.Module, where: str | os.PathLike) -> None:
+    """Refuse NaN/Inf in any floating-point tensor: every embedding would silently be NaN."""
+    for name, tensor in module.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(f"{where}: tensor {name} holds {bad} NaN or infinite value(s)")

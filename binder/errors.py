@@ -35,3 +35,23 @@ class IndexStoreError(AnybindError):
 
 class QueryError(AnybindError):
     """A search query expression is malformed, or one of its terms cannot be read or embedded."""
+
+
+class IndexDamageError(IndexStoreError):
+    """A file of an index is not what its manifest says it is (truncated, not finite, reordered, ...).
+
+    ``path`` is the damaged file (``manifest.json`` for damage in the manifest itself) and
+    ``damage`` says what is wrong with it, so that a reader never takes a damaged index as whole.
+    """
+
+    def __init__(self, path: str | os.PathLike, damage: str):
+        self.path = os.fspath(path)
+        self.damage = damage
+        super().__init__(f"{self.path}: {damage}")
+
+
+class IndexFileMissingError(IndexDamageError):
+    """A shard file the manifest lists is not there (deleted, or dropped by a writer since)."""
+
+    def __init__(self, path: str | os.PathLike):
+        super().__init__(path, "missing")

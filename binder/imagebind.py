@@ -17,12 +17,14 @@ import dataclasses
 import os
 import pickle
 import re
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
 import torch
 
+from binder.checkpoint import check_safetensors
 from binder.errors import CheckpointError
 from binder.presets import preset_config
 
@@ -94,12 +96,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
+        return _read_safetensors(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, KeyError, zipfile.BadZipFile) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: not a plain tensor checkpoint; it is only opened with "
                               f"torch.load(weights_only=True), which refused it ({first})") from None
@@ -108,6 +108,18 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: expected a state dict of tensors")
     return state
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """A .safetensors state dict; a truncated or malformed file is a CheckpointError, not a traceback."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    check_safetensors(path)
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: not a valid safetensors file ({exc})") from None
 
 
 def convert_state_dict(state: dict[str, torch.Tensor], preset: str = "imagebind-huge"):
@@ -152,6 +164,10 @@ def _config_with_scales(cfg, state: dict[str, torch.Tensor]):
 
 
 def _assign(param: torch.Tensor, value: torch.Tensor, key: str, name: str, preset: str) -> None:
+    """Copy one checkpoint tensor into its parameter: same shape, and finite (the causal mask,
+    which holds -inf by design, is skipped before this)."""
+    if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        raise CheckpointError(f"checkpoint tensor {key} holds NaN or infinite values")
     if tuple(param.shape) != tuple(value.shape):
         raise CheckpointError(f"checkpoint does not match preset {preset!r}: {key} {tuple(value.shape)} "
                               f"cannot fill {name} {tuple(param.shape)}")

@@ -10,15 +10,30 @@ import torch.nn.functional as F
 from torch import nn
 
 from binder.anchor import Anchor, load_anchor
-from binder.checkpoint import load_weights, read_config, save_checkpoint
+from binder.checkpoint import check_buildable, load_weights, read_config, save_checkpoint
 from binder.config import BindConfig, ModalityConfig
-from binder.errors import CheckpointError, ModalityError
+from binder.errors import AnybindError, CheckpointError, ModalityError
 from binder.heads import Head
 from binder.registry import get_modality, list_modalities
 from binder.trunk import Trunk, build_trunk
 from modalities.base import Modality
 
 FORMAT_VERSION = 1
+UNIT_TOLERANCE = 1e-3  # |‖z‖ - 1| allowed for an embedding to count as a unit vector
+NON_FINITE = "non-finite output: the model produced NaN/Inf (or a zero vector) for this input"
+
+
+def bad_rows(z: torch.Tensor, unit: bool = True) -> list[int]:
+    """Rows of ``(B, D)`` embeddings that are not finite (and, with ``unit``, not unit-norm).
+
+    Rows are independent through every encoder (no batch statistics), so one bad row says
+    nothing about the others: callers drop it and keep the rest.
+    """
+    flat = z.detach().float().reshape(z.shape[0], -1)
+    ok = torch.isfinite(flat).all(dim=1)
+    if unit:
+        ok &= (flat.norm(dim=1) - 1.0).abs() <= UNIT_TOLERANCE
+    return (~ok).nonzero().flatten().tolist()
 
 
 def drop_tokens(tokens: torch.Tensor, pad_mask: torch.Tensor | None, ratio: float,
@@ -100,14 +115,35 @@ class BindingModel(nn.Module):
         ``output_scale``, averaged over clips without renormalizing.
         """
         modality = self.modality(name)
-        if modality.tower == "image":
-            z = self.anchor.encode_image(batch)
-        elif modality.tower == "text":
-            z = self.anchor.encode_text(batch)
-        else:
+        if modality.tower is None:
             z = self._encode_tokens(name, batch, modality.has_clips, token_drop, generator, scaled)
+        else:
+            z = self._encode_any(name, batch)
         scale = self.config.modality(name).output_scale if scaled else None
-        return z * scale if scale else z
+        z = z * scale if scale else z
+        if not torch.is_grad_enabled():  # inference: nothing non-finite leaves the model
+            bad = bad_rows(z, unit=not scaled)
+            if bad:
+                raise ModalityError(None, f"{NON_FINITE} (batch rows {bad[:8]})")
+        return z
+
+    def encode_rows(self, name: str, batch: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+        """Inference: ``(B, embed_dim)`` unit embeddings and the rows that are not finite unit vectors.
+
+        Unlike ``encode`` it does not raise on bad rows, so a batch keeps its good items.
+        """
+        with torch.inference_mode():
+            z = self._encode_any(name, batch)
+        return z, bad_rows(z)
+
+    def _encode_any(self, name: str, batch: torch.Tensor) -> torch.Tensor:
+        """Unit embeddings of a batch through the anchor's tower or the modality's own encoder."""
+        modality = self.modality(name)
+        if modality.tower == "image":
+            return self.anchor.encode_image(batch)
+        if modality.tower == "text":
+            return self.anchor.encode_text(batch)
+        return self._encode_tokens(name, batch, modality.has_clips, 0.0, None, False)
 
     def _encode_tokens(self, name: str, batch: torch.Tensor, has_clips: bool, token_drop: float,
                        generator: torch.Generator | None, scaled: bool) -> torch.Tensor:
@@ -131,11 +167,14 @@ class BindingModel(nn.Module):
         return self.anchor.clip.logit_scale.exp().clamp(max=100.0)
 
     def embed_files(self, name: str, paths: list[str | os.PathLike]) -> torch.Tensor:
-        """Load, preprocess and encode files of one modality (raises on the first bad file)."""
+        """Load, preprocess and encode files of one modality: finite unit vectors, or a ModalityError
+        naming the first bad file (bad input, or an input the model turns into NaN)."""
         modality = self.modality(name)
         batch = modality.collate([modality.prepare(p) for p in paths])
-        with torch.inference_mode():
-            return self.encode(name, batch)
+        z, bad = self.encode_rows(name, batch)
+        if bad:
+            raise ModalityError(paths[bad[0]], NON_FINITE)
+        return z
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> BindingModel:
@@ -163,12 +202,28 @@ class BindingModel(nn.Module):
     def load(cls, folder: str | os.PathLike) -> BindingModel:
         """Rebuild from ``config.json`` and load the safetensors weights (bit-exact)."""
         payload = read_config(folder)
-        if payload.get("format_version") != FORMAT_VERSION or "bind" not in payload:
+        if payload.get("format_version") != FORMAT_VERSION or not isinstance(payload.get("bind"), dict):
             raise CheckpointError(f"{folder}: unsupported model format {payload.get('format_version')!r}")
         try:
             config = BindConfig.from_dict(payload["bind"])
-        except (TypeError, ValueError, KeyError) as exc:
-            raise CheckpointError(f"{folder}: bad config ({exc})") from None
-        model = cls(config, anchor_arch=payload.get("anchor_arch"))
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            raise CheckpointError(f"{folder}: bad config ({type(exc).__name__}: {exc})") from None
+        check_buildable(folder, payload)
+        model = cls._build_checked(folder, config, payload.get("anchor_arch"))
         load_weights(folder, model)
         return model.eval()
+
+    @classmethod
+    def _build_checked(cls, folder: str | os.PathLike, config: BindConfig, arch: dict | None) -> BindingModel:
+        """Build the model a config describes; whatever the builders raise becomes a CheckpointError."""
+        if arch is not None and not isinstance(arch, dict):
+            raise CheckpointError(f"{folder}: anchor_arch must be an object, got {type(arch).__name__}")
+        try:
+            return cls(config, anchor_arch=arch)
+        except CheckpointError:
+            raise
+        except (TypeError, ValueError, KeyError, AttributeError, RuntimeError, IndexError, MemoryError,
+                AnybindError) as exc:
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            raise CheckpointError(f"{folder}: config describes a model that cannot be built "
+                                  f"({type(exc).__name__}: {first})") from None

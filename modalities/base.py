@@ -133,8 +133,11 @@ class Modality(ABC):
             if exc.path is None:
                 raise ModalityError(path, exc.reason) from exc
             raise
-        except (MemoryError, KeyboardInterrupt):
+        except KeyboardInterrupt:
             raise
+        except MemoryError as exc:  # one oversized item must not abort the batch it came in
+            raise ModalityError(path, f"decoding needs more memory than is available ({type(exc).__name__}: "
+                                      f"{str(exc)[:200]})") from exc
         except Exception as exc:  # decoder libraries raise anything; the user needs the file name
             raise ModalityError(path, f"cannot read as {self.name}: {type(exc).__name__}: {exc}") from exc
 

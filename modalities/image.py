@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from binder.errors import ModalityError
 from binder.registry import register_modality
 from modalities.base import Modality
-from modalities.common import check_file
+from modalities.common import MAX_PIXELS, check_file, open_image
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -27,6 +27,7 @@ class ImageOptions:
     std: tuple[float, ...] = CLIP_STD
     interpolation: str = "bicubic"
     resize_mode: str = "shortest"
+    max_pixels: int = MAX_PIXELS
 
 
 @register_modality
@@ -66,15 +67,12 @@ class ImageModality(Modality):
         return self._transform
 
     def load(self, path: str | os.PathLike) -> Image.Image:
+        """RGB image; refused by its header size above ``max_pixels`` before it is decoded."""
         p = check_file(path)
-        try:
-            with Image.open(p) as im:
-                im.load()
-                if min(im.size) < 2:
-                    raise ModalityError(path, f"image {im.size} is too small")
-                return im.convert("RGB")
-        except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
-            raise ModalityError(path, f"not a readable image ({exc})") from None
+        with open_image(p, self.options.max_pixels) as im:
+            if min(im.size) < 2:
+                raise ModalityError(path, f"image {im.size} is too small")
+            return im.convert("RGB")
 
     def preprocess(self, raw: Image.Image) -> torch.Tensor:
         return self.transform()(raw)

@@ -13,20 +13,23 @@ from binder.registry import register_modality
 from binder.tokenizers import LinearTokens
 from modalities.augment.signals import SignalAugment, augment_signal
 from modalities.base import Modality
-from modalities.common import resample_time, standardize
+from modalities.common import check_range, resample_time, standardize
 from modalities.signals import read_signal
 
 
 @dataclass(frozen=True)
 class IMUOptions:
     """``length``: samples per window (ImageBind: 2000, i.e. 10 s at 200 Hz); ``kernel``: samples per token.
-    ``normalize``: "none" keeps physical units (gravity stays visible), "per_channel" standardizes."""
+    ``normalize``: "none" keeps physical units (gravity stays visible), "per_channel" standardizes.
+    ``max_abs``: largest magnitude accepted (m/s², rad/s); the units are kept, so a 1e30 reading
+    would overflow the tokenizer's float32 arithmetic."""
 
     channels: int = 6
     length: int = 2000
     kernel: int = 8
     min_length: int = 16
     normalize: str = "none"
+    max_abs: float = 1e6
 
     def __post_init__(self) -> None:
         if self.normalize not in ("none", "per_channel"):
@@ -47,7 +50,7 @@ class IMU(Modality):
         return augment_signal(raw, rng, options)
 
     def load(self, path: str | os.PathLike) -> np.ndarray:
-        arr = read_signal(path, self.options.channels)
+        arr = check_range(path, read_signal(path, self.options.channels), self.options.max_abs)
         if arr.shape[1] < self.options.min_length:
             raise ModalityError(path, f"only {arr.shape[1]} samples; need at least {self.options.min_length}")
         return arr

@@ -6,48 +6,69 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch import nn
 
 from binder.errors import ModalityError
 from binder.tokenizers import PatchTokens2d
 from modalities.base import Modality
-from modalities.common import check_file, check_finite, read_npy, resize_center_crop, standardize
+from modalities.common import (
+    MAX_PIXELS,
+    check_file,
+    check_finite,
+    check_range,
+    open_image,
+    read_npy,
+    resize_center_crop,
+    standardize,
+)
+
+# Largest magnitude accepted in float rasters (.npy, float TIFF); integer PNGs are bounded by their bit depth.
+MAX_ABS = 1e6
 
 
 @dataclass(frozen=True)
 class RasterOptions:
+    """Output size and patch of a raster modality, and the bounds its files must respect.
+
+    ``max_abs`` bounds float data (depth in metres, radiometric temperatures): larger values would
+    overflow the float32 standardization. ``max_pixels`` is checked on the header before decoding.
+    """
+
     image_size: int = 224
     patch: int = 16
+    max_abs: float = MAX_ABS
+    max_pixels: int = MAX_PIXELS
 
 
-def read_raster(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+def read_raster(path: str | os.PathLike, max_abs: float = MAX_ABS,
+                max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, int]:
     """A single-channel (H, W) float32 raster and its integer bit depth (0 for float data).
 
     Reads 8/16-bit PNG or TIFF with Pillow and numeric ``.npy``; colour images are refused
-    because silently greying them would embed the wrong signal.
+    because silently greying them would embed the wrong signal. Float data beyond ``max_abs`` and
+    images above ``max_pixels`` are refused.
     """
     p = check_file(path)
     if p.suffix.lower() == ".npy":
         arr, bits = read_npy(p), 0
     else:
-        try:
-            with Image.open(p) as im:
-                im.load()
-                mode, arr = im.mode, np.asarray(im)
-        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-            raise ModalityError(path, f"not a readable image ({exc})") from None
+        with open_image(p, max_pixels) as im:
+            mode, arr = im.mode, np.asarray(im)
         if arr.ndim == 3 or mode not in ("L", "I;16", "I;16B", "I;16L", "I", "F"):
             chans = arr.shape[2] if arr.ndim == 3 else mode
             raise ModalityError(path, f"expected a single-channel raster, got {chans} channels (mode {mode})")
         bits = {"L": 8, "I;16": 16, "I;16B": 16, "I;16L": 16, "I": 32}.get(mode, 0)
         arr = check_finite(path, arr.astype(np.float32))
+    if not bits:
+        check_range(path, arr, max_abs)
     if arr.ndim == 3 and 1 in (arr.shape[0], arr.shape[-1]):
         arr = arr.reshape(arr.shape[1:] if arr.shape[0] == 1 else arr.shape[:-1])
     if arr.ndim != 2:
         raise ModalityError(path, f"expected a single-channel (H, W) raster, got shape {arr.shape}")
     if min(arr.shape) < 8:
         raise ModalityError(path, f"raster {arr.shape} is too small (min side 8)")
+    if arr.size > max_pixels:
+        raise ModalityError(path, f"raster {arr.shape} has more than max_pixels {max_pixels:,} pixels")
     return arr, bits
 
 
@@ -57,7 +78,8 @@ class RasterModality(Modality):
     Options = RasterOptions
 
     def load(self, path: str | os.PathLike) -> tuple[np.ndarray, int]:
-        return read_raster(path)
+        """The raster and its bit depth (``read_raster``), bounded by ``max_abs`` and ``max_pixels``."""
+        return read_raster(path, self.options.max_abs, self.options.max_pixels)
 
     def to_signal(self, arr: np.ndarray, bits: int) -> np.ndarray:
         """Raw file values → the physical signal the tokenizer sees (before standardizing)."""

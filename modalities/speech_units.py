@@ -21,7 +21,7 @@ from binder.errors import CheckpointError, ModalityError
 from binder.io import atomic_path
 from binder.registry import register_modality
 from binder.tokenizers import SequenceEmbedding
-from modalities.audio import load_waveform, trim_silence
+from modalities.audio import MAX_ABS, MAX_CHANNELS, MAX_DURATION, load_waveform, trim_silence
 from modalities.augment.audio import AudioAugment, augment_wave
 from modalities.base import Modality
 
@@ -46,6 +46,9 @@ class SpeechUnitsOptions:
     codebook: str | None = None
     trim_silence: bool = True
     trim_top_db: float = 40.0
+    max_abs: float = MAX_ABS
+    max_duration: float = MAX_DURATION
+    max_channels: int = MAX_CHANNELS
 
     @property
     def feature_dim(self) -> int:
@@ -129,9 +132,12 @@ class Codebook:
         """Write as safetensors, atomically (binder.io)."""
         from safetensors.numpy import save_file
 
+        from binder.checkpoint import canonicalize_safetensors
+
         with atomic_path(path) as tmp:
             save_file({"centroids": self.centroids, "mean": self.mean, "std": self.std}, str(tmp),
                       metadata={"format": "anybind.speech_units.codebook"})
+            canonicalize_safetensors(tmp)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Codebook:
@@ -257,7 +263,9 @@ class SpeechUnits(Modality):
 
     def load(self, path: str | os.PathLike) -> np.ndarray:
         """Mono float32 samples at ``sample_rate``; ModalityError for unreadable, non-finite or too-short audio."""
-        return load_waveform(path, self.options.sample_rate, self.options.min_duration)
+        o = self.options
+        return load_waveform(path, o.sample_rate, o.min_duration, max_abs=o.max_abs, max_duration=o.max_duration,
+                             max_channels=o.max_channels)
 
     def preprocess(self, raw: np.ndarray | torch.Tensor) -> torch.Tensor:
         """(max_frames, 3·n_mfcc) float32 features; rows past the end of the utterance are NaN."""

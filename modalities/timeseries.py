@@ -13,19 +13,22 @@ from binder.registry import register_modality
 from binder.tokenizers import SequenceEmbedding
 from modalities.augment.signals import TimeSeriesAugment, augment_signal
 from modalities.base import Modality
-from modalities.common import resample_time, standardize
+from modalities.common import check_range, resample_time, standardize
 from modalities.signals import read_signal
 
 
 @dataclass(frozen=True)
 class TimeSeriesOptions:
     """``length``: steps every series is resampled to; ``patch``: steps per token;
-    ``max_channels``: size of the channel-embedding table (more channels is an error)."""
+    ``max_channels``: size of the channel-embedding table (more channels is an error).
+    ``max_abs``: largest magnitude accepted; each channel is standardized in float32, whose
+    variance overflows for values much beyond 1e15, so the default leaves room for counts and prices."""
 
     length: int = 512
     patch: int = 16
     max_channels: int = 16
     min_length: int = 8
+    max_abs: float = 1e9
 
     def __post_init__(self) -> None:
         if self.length % self.patch:
@@ -77,8 +80,8 @@ class TimeSeries(Modality):
         return augment_signal(raw, rng, options)
 
     def load(self, path: str | os.PathLike) -> np.ndarray:
-        arr = read_signal(path)
         opts = self.options
+        arr = check_range(path, read_signal(path), opts.max_abs)
         if arr.shape[0] > opts.max_channels:
             raise ModalityError(path, f"{arr.shape[0]} channels; this model takes at most {opts.max_channels}"
                                 + _looks_like_a_map(path, arr.shape))

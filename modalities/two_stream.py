@@ -106,7 +106,7 @@ class TwoStream(Modality):
     def load(self, path: str | os.PathLike) -> np.ndarray:
         """Decode T+1 uniformly spaced RGB frames, uint8 ``(T + 1, H, W, 3)``."""
         o = self.options
-        return read_frames(path, o.num_frames + 1, o.min_frames, o.backend)
+        return read_frames(path, o.num_frames + 1, o.min_frames, o.backend, o.max_pixels)
 
     def preprocess(self, raw: np.ndarray) -> torch.Tensor:
         """Frames → ``(5, T, S, S)``: normalized RGB (channels 0-2) and scaled flow (3-4)."""

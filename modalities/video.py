@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,12 @@ from binder.registry import register_modality
 from binder.tokenizers import SequenceEmbedding, TubeletTokens
 from modalities.augment.video import VideoAugment, augment_frames
 from modalities.base import Modality
-from modalities.common import check_file, resize_center_crop
+from modalities.common import check_file, quiet_native_stderr, resize_center_crop
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 BACKENDS = ("auto", "decord", "pyav")
+MAX_PIXELS = 7680 * 4320  # 8K UHD per frame: the default ``max_pixels``, probed before decoding
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +36,7 @@ class VideoOptions:
 
     ``num_frames`` frames (T) are sampled; ``tubelet`` is (time, height, width) of one token and
     must divide (T, image_size, image_size) so no frame or pixel is silently dropped.
+    ``max_pixels`` bounds one frame (width × height, read from the stream header before decoding).
     """
 
     num_frames: int = 4
@@ -43,6 +46,7 @@ class VideoOptions:
     std: tuple[float, float, float] = CLIP_STD
     min_frames: int = 2
     backend: str = "auto"
+    max_pixels: int = MAX_PIXELS
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tubelet", tuple(int(k) for k in self.tubelet))
@@ -139,33 +143,60 @@ def _read_pyav(path: Path, num_frames: int, min_frames: int) -> np.ndarray:
 _READERS: dict[str, Callable[[Path, int, int], np.ndarray]] = {"decord": _read_decord, "pyav": _read_pyav}
 
 
+_NATIVE_PREFIX = re.compile(r"^\[[0-9:]+\] \S+:[0-9]+: ")  # decord's "[17:10:51] src/x.cc:151: "
+
+
 def _first_line(exc: BaseException) -> str:
+    """The first line of a decoder's message, without decord's timestamp and source-file prefix."""
     text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:200] if text else ''}"
+    first = _NATIVE_PREFIX.sub("", text[0]) if text else ""
+    return f"{type(exc).__name__}: {first[:200]}"
 
 
-def read_frames(path: str | os.PathLike, num_frames: int, min_frames: int = 2, backend: str = "auto") -> np.ndarray:
+def read_frames(path: str | os.PathLike, num_frames: int, min_frames: int = 2, backend: str = "auto",
+                max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """``num_frames`` RGB frames sampled uniformly over the whole clip, uint8 ``(T, H, W, 3)``.
 
     ``backend="auto"`` tries decord, then PyAV when decord is not installed or cannot decode the
     file. Every failure (missing, empty, truncated or non-video file, fewer than
-    ``max(min_frames, 2)`` frames) raises ``ModalityError(path, reason)``.
+    ``max(min_frames, 2)`` frames, frames above ``max_pixels``) raises ``ModalityError(path, reason)``.
+    The decoders' native log lines are silenced (``quiet_native_stderr``): the error says it all.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     p = check_file(path)
     names = ("decord", "pyav") if backend == "auto" else (backend,)
     failures = []
-    for name in names:
-        try:
-            frames = _READERS[name](p, num_frames, min_frames)
-        except ImportError as exc:
-            failures.append(f"{name} is not installed ({exc})")
-        except _DecodeError as exc:
-            failures.append(f"{name}: {exc}")
-        else:
-            return _check_frames(path, frames)
+    with quiet_native_stderr():
+        _probe_frame_size(p, max_pixels)
+        for name in names:
+            try:
+                frames = _READERS[name](p, num_frames, min_frames)
+            except ImportError as exc:
+                failures.append(f"{name} is not installed ({exc})")
+            except _DecodeError as exc:
+                failures.append(f"{name}: {exc}")
+            else:
+                return _check_frames(path, frames)
     raise ModalityError(path, "cannot decode video (truncated or not a video file?): " + "; ".join(failures))
+
+
+def _probe_frame_size(path: Path, max_pixels: int) -> None:
+    """Refuse frames larger than ``max_pixels`` from the stream header, before any frame is decoded.
+
+    A file PyAV cannot open is left to the decoders, which report it.
+    """
+    try:
+        import av
+
+        with av.open(str(path)) as container:
+            streams = container.streams.video
+            width, height = (streams[0].codec_context.width, streams[0].codec_context.height) if streams else (0, 0)
+    except Exception:  # not openable by PyAV: decord may still read it, or the error comes from decoding
+        return
+    if width * height > max_pixels:
+        raise ModalityError(path, f"video frames are {width}x{height} = {width * height:,} pixels, more than "
+                                  f"max_pixels {max_pixels:,}")
 
 
 def _check_frames(path: str | os.PathLike, frames: np.ndarray) -> np.ndarray:
@@ -235,7 +266,7 @@ class Video(Modality):
     def load(self, path: str | os.PathLike) -> np.ndarray:
         """Decode T uniformly spaced RGB frames, uint8 ``(T, H, W, 3)``."""
         o = self.options
-        return read_frames(path, o.num_frames, o.min_frames, o.backend)
+        return read_frames(path, o.num_frames, o.min_frames, o.backend, o.max_pixels)
 
     def preprocess(self, raw: np.ndarray) -> torch.Tensor:
         """Frames → ``(3, T, S, S)`` normalized clip."""

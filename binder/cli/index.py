@@ -19,7 +19,7 @@ def register(app: click.Group) -> None:
 
 @click.group("index")
 def index_group() -> None:
-    """A persistent cross-modal index: build, add, rm, info, compact, export-lance."""
+    """A persistent cross-modal index: build, add, rm, info, compact, verify, repair, export-lance."""
 
 
 def _embed_options(fn: Callable) -> Callable:
@@ -68,7 +68,7 @@ def _run_build(index_dir, paths, modality, model_dir, batch_size, workers, shard
     if modality != "auto":
         get_modality(modality)
     if not create:
-        read_index_manifest(index_dir)  # `add` needs an index: say so before loading anything
+        read_index_manifest(index_dir)  # `add` needs a whole index: say so before loading anything
     model_dir = model_dir or os.environ.get(MODEL_ENV) or None
     if resolve_model(index_dir, model_dir) is None and not quiet:
         click.echo(UNTRAINED_NOTE, err=True)
@@ -148,6 +148,46 @@ def compact_cmd(index_dir: str, shard_size: int) -> None:
 
     n = compact_index(index_dir, shard_size)
     click.echo(f"index {index_dir}: compacted into {n} shard(s)", err=True)
+
+
+@index_group.command("verify")
+@click.argument("index_dir", type=click.Path(exists=True, file_okay=False))
+def verify_cmd(index_dir: str) -> None:
+    """Check every file of the index, content hashes included. Prints one line per damaged file;
+    exit code 1 if any is damaged, 0 if the index is whole."""
+    from binder.index.verify import verify_index
+
+    report = verify_index(index_dir)
+    for line in report.lines():
+        click.echo(line)
+    if not report.whole:
+        click.echo(f"index {index_dir}: damaged ({len(report.lines())} file(s)); "
+                   f"`anybind index repair {index_dir}` drops the damaged shards", err=True)
+        sys.exit(1)
+    click.echo(f"index {index_dir}: whole ({report.shards} shard(s), {report.rows} rows)", err=True)
+
+
+@index_group.command("repair")
+@click.argument("index_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Model to record if the manifest is too damaged to say (default: the untrained default).")
+def repair_cmd(index_dir: str, model_dir: str | None) -> None:
+    """Drop damaged shards from the index (an atomic commit) and print the files whose rows were
+    dropped, one a line: `anybind index add` over the same folders embeds them again."""
+    from binder.index.verify import repair_index
+
+    report = repair_index(index_dir, model=os.path.realpath(model_dir) if model_dir else None)
+    for path in report.reembed:
+        click.echo(path)
+    if not report.repaired:
+        click.echo(f"index {index_dir}: whole, nothing to repair", err=True)
+        return
+    for line in report.notes:
+        click.echo(f"note: {line}", err=True)
+    unknown = f" (+{report.unknown_rows} row(s) whose file is unknown)" if report.unknown_rows else ""
+    click.echo(f"index {index_dir}: repaired {len(report.damages)} damage(s), dropped {len(report.dropped)} "
+               f"shard(s); {len(report.reembed)} file(s) to embed again{unknown} with `anybind index add`; "
+               f"{report.count} rows, generation {report.generation}", err=True)
 
 
 @index_group.command("export-lance")

@@ -24,6 +24,8 @@ QUERY is text, a file of any modality, or a weighted sum of them (embedding arit
   anybind search idx rain.wav --modality image
   anybind search idx "rain.wav + 0.5*street.jpg - night"
   anybind search idx "'a + b' - text:photo.jpg"
+  anybind search idx -- "-0.5*night + day"      (a query starting with '-')
+  anybind search idx --query "-night + day"
 
 \b
 Grammar: terms joined by ' + ' or ' - ' (spaces around the operator), each
@@ -51,7 +53,9 @@ def _default_format(fmt: str | None) -> str:
 
 @click.command("search", help=SEARCH_HELP)
 @click.argument("index_dir", type=click.Path(exists=True, file_okay=False))
-@click.argument("query")
+@click.argument("query", required=False)
+@click.option("--query", "-q", "query_opt", default=None, metavar="QUERY",
+              help="The query, for one that starts with '-' (or write it after --).")
 @click.option("--k", "-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Results to return.")
 @click.option("--modality", default=None, help="Only results of this registered modality.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
@@ -64,13 +68,15 @@ def _default_format(fmt: str | None) -> str:
 @click.option("--no-cache", is_flag=True, help="Do not read or write INDEX_DIR/ann/.")
 @click.option("--table", default="anybind", show_default=True, help="LanceDB INDEX_DIR: the table to search.")
 @click.option("--quiet", is_flag=True, help="No progress bars or notes.")
-def search_cmd(index_dir, query, k, modality, backend, fmt, model_dir, ef_search, nprobe, no_cache, table,
-               quiet) -> None:
+def search_cmd(index_dir, query, query_opt, k, modality, backend, fmt, model_dir, ef_search, nprobe, no_cache,
+               table, quiet) -> None:
     from binder.index.lance import lance_tables
     from binder.index.query import embed_terms, parse_query
     from binder.registry import get_modality
 
-    terms = parse_query(query)
+    if (query is None) == (query_opt is None):
+        raise click.UsageError("give the query once: as QUERY, or as --query QUERY (for one starting with '-')")
+    terms = parse_query(query if query is not None else query_opt)
     if modality is not None:
         get_modality(modality)
     tables = lance_tables(index_dir)

@@ -1,4 +1,9 @@
-"""Batch embedding of files and folders: discovery, batched encoding, failures reported not fatal."""
+"""Batch embedding of files and folders: discovery, batched encoding, failures reported not fatal.
+
+What ``embed_items`` yields is checked row by row: every embedding is a finite unit vector, and an
+item the model turns into NaN/Inf becomes a ``Failure`` naming its file while the rest of its
+batch is kept. So no NaN reaches a shard, an index or stdout.
+"""
 from __future__ import annotations
 
 import os
@@ -14,7 +19,7 @@ from tqdm import tqdm
 
 from binder.embed.workers import decode_pool
 from binder.errors import ModalityError
-from binder.model import BindingModel
+from binder.model import NON_FINITE, BindingModel
 from binder.registry import modality_for_path
 
 
@@ -123,6 +128,7 @@ def _submit(model: BindingModel, chunk: list[Item], pool: ThreadPoolExecutor) ->
 
 def _encode_chunk(model: BindingModel, chunk: list[Item], futures: list[Future] | ModalityError,
                   failures: list[Failure]) -> Batch | None:
+    """Encode the decoded items of one chunk; bad files and bad output rows go to ``failures``."""
     if isinstance(futures, ModalityError):
         failures.extend(Failure(i.path, futures.reason) for i in chunk)
         return None
@@ -136,10 +142,41 @@ def _encode_chunk(model: BindingModel, chunk: list[Item], futures: list[Future] 
             good.append(item)
     if not good:
         return None
-    name = chunk[0].modality
-    with torch.inference_mode():
-        emb = model.encode(name, model.modality(name).collate(tensors))
-    return Batch(good, emb.float().cpu().numpy(), tuple(tensors[0].shape))
+    rows = _encode_rows(model, good, tensors, failures)
+    if not rows:
+        return None
+    keep = [i for i, _ in rows]
+    return Batch([good[i] for i in keep], np.stack([e for _, e in rows]), tuple(tensors[0].shape))
+
+
+def _encode_rows(model: BindingModel, items: list[Item], tensors: list[torch.Tensor],
+                 failures: list[Failure]) -> list[tuple[int, np.ndarray]]:
+    """(index, embedding) of every item whose output is a finite unit vector.
+
+    The batch is encoded at once; if that fails as a whole (an input the encoder cannot take),
+    each item is encoded alone so the error lands on the file that caused it.
+    """
+    name = items[0].modality
+    try:
+        z, bad = model.encode_rows(name, model.modality(name).collate(tensors))
+    except (RuntimeError, ValueError, IndexError) as exc:
+        if len(items) == 1:
+            failures.append(Failure(items[0].path, f"cannot encode: {type(exc).__name__}: {exc}"[:500]))
+            return []
+        out: list[tuple[int, np.ndarray]] = []
+        for i, (item, tensor) in enumerate(zip(items, tensors)):
+            out += [(i, e) for _, e in _encode_rows(model, [item], [tensor], failures)]
+        return out
+    return _good_rows(items, z, bad, failures)
+
+
+def _good_rows(items: list[Item], z: torch.Tensor, bad: list[int],
+               failures: list[Failure]) -> list[tuple[int, np.ndarray]]:
+    """Rows that passed the output check; the others become failures naming their files."""
+    emb = z.float().cpu().numpy()
+    failures.extend(Failure(items[i].path, NON_FINITE) for i in bad)
+    dropped = set(bad)
+    return [(i, emb[i]) for i in range(len(items)) if i not in dropped]
 
 
 def _prepare(modality, path: str):

@@ -2,10 +2,12 @@
 
 Each shard is written to temp files and renamed into place, data before metadata, and the
 ``manifest.json`` that lists complete shards is replaced last: a reader that trusts the manifest
-never sees a half-written shard.
+never sees a half-written shard. ``write_shard`` returns the shard's manifest entry with each
+file's byte size and blake2b content hash, so that readers can tell a damaged shard from a whole one.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -16,6 +18,44 @@ import numpy as np
 from binder.io import atomic_write
 
 MANIFEST = "manifest.json"
+HASH_CHUNK = 1 << 20
+
+
+def new_hasher():
+    """The content hash of anybind: blake2b with a 20-byte digest (inputs and shard files alike)."""
+    return hashlib.blake2b(digest_size=20)
+
+
+def bytes_hash(data: bytes) -> str:
+    """``blake2b:<hex>`` of ``data``."""
+    h = new_hasher()
+    h.update(data)
+    return "blake2b:" + h.hexdigest()
+
+
+def file_hash(path: str | os.PathLike) -> str:
+    """``blake2b:<hex>`` of the file's bytes, read in 1 MiB chunks."""
+    h = new_hasher()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(HASH_CHUNK):
+            h.update(chunk)
+    return "blake2b:" + h.hexdigest()
+
+
+class _CountingWriter:
+    """A write-only file wrapper that hashes and counts what passes through it (np.save's target)."""
+
+    def __init__(self, fh):
+        self.fh, self.size, self.hasher = fh, 0, new_hasher()
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        self.hasher.update(view)
+        self.size += len(view)
+        return self.fh.write(view)
+
+    def digest(self) -> str:
+        return "blake2b:" + self.hasher.hexdigest()
 
 
 def shard_names(shard_id: str) -> tuple[str, str]:
@@ -26,20 +66,30 @@ def shard_names(shard_id: str) -> tuple[str, str]:
 def write_shard(folder: str | os.PathLike, shard_id: str, embeddings: np.ndarray,
                 metadata: list[dict[str, Any]]) -> dict[str, Any]:
     """Write one immutable shard atomically (embeddings first, metadata last) and return its
-    manifest entry. The metadata file appearing is the mark that the shard is complete."""
+    manifest entry: file names, ``rows``, and each file's ``bytes`` and ``hash`` (blake2b of the
+    bytes written, computed while writing). The metadata file appearing marks the shard complete."""
     folder = Path(folder)
     rows = np.ascontiguousarray(embeddings, dtype=np.float32)
     if rows.ndim != 2 or len(rows) != len(metadata):
         raise ValueError(f"embeddings {rows.shape} do not match {len(metadata)} metadata rows")
     emb_name, meta_name = shard_names(shard_id)
-    atomic_write(folder / emb_name, lambda fh: np.save(fh, rows))
+    counted: list[_CountingWriter] = []
+    atomic_write(folder / emb_name, lambda fh: np.save(_counting(fh, counted), rows))
     lines = "".join(json.dumps(m, ensure_ascii=False) + "\n" for m in metadata).encode()
     atomic_write(folder / meta_name, lambda fh: fh.write(lines))
-    return {"embeddings": emb_name, "metadata": meta_name, "rows": len(metadata)}
+    return {"embeddings": emb_name, "metadata": meta_name, "rows": len(metadata),
+            "bytes": {"embeddings": counted[-1].size, "metadata": len(lines)},
+            "hash": {"embeddings": counted[-1].digest(), "metadata": bytes_hash(lines)}}
+
+
+def _counting(fh, sink: list[_CountingWriter]) -> _CountingWriter:
+    sink.append(_CountingWriter(fh))
+    return sink[-1]
 
 
 def load_shard(folder: str | os.PathLike, entry: dict[str, Any]) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """One shard listed in a manifest: (rows, dim) float32 embeddings and its metadata dicts."""
+    """One shard listed in an ``anybind embed`` manifest: (rows, dim) float32 embeddings and its
+    metadata dicts. Index folders are read through ``binder.index.integrity``, which checks more."""
     folder = Path(folder)
     emb = np.load(folder / entry["embeddings"], allow_pickle=False)
     with open(folder / entry["metadata"], encoding="utf-8") as fh:

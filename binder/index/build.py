@@ -7,7 +7,6 @@ only for rows a commit made durable.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -17,12 +16,15 @@ from typing import Any
 import numpy as np
 
 from binder.embed.pipeline import EmbedOptions, Failure, Item, discover, embed_items
-from binder.embed.shards import MANIFEST
+from binder.embed.shards import HASH_CHUNK, MANIFEST
+from binder.embed.shards import file_hash as _file_hash
 from binder.errors import IndexStoreError
+from binder.index.integrity import NORM_TOLERANCE
 from binder.index.store import read_index_manifest
 from binder.index.writer import IndexWriter
 
-HASH_CHUNK = 1 << 20
+__all__ = ["HASH_CHUNK", "BuildOptions", "BuildReport", "build_index", "compact_index", "file_hash",
+           "remove_from_index"]
 
 
 @dataclass(frozen=True)
@@ -55,12 +57,8 @@ class Pending:
 
 
 def file_hash(path: str | os.PathLike) -> str:
-    """``blake2b:<hex>`` of the file's bytes, read in 1 MiB chunks."""
-    h = hashlib.blake2b(digest_size=20)
-    with open(path, "rb") as fh:
-        while chunk := fh.read(HASH_CHUNK):
-            h.update(chunk)
-    return "blake2b:" + h.hexdigest()
+    """``blake2b:<hex>`` of the file's bytes, read in 1 MiB chunks (the same hash shard files get)."""
+    return _file_hash(path)
 
 
 def resolve_model(folder: str | os.PathLike, model_dir: str | os.PathLike | None) -> str | None:
@@ -132,7 +130,8 @@ def build_index(folder: str | os.PathLike, paths: Iterable[str | os.PathLike], m
     New and changed files are embedded; unchanged ones are skipped (that is also how an
     interrupted build resumes). ``model`` is an already loaded model whose folder is ``model_dir``
     (``None``: the untrained default); without ``model`` it is loaded from the resolved folder.
-    ``create=False`` requires the index to exist (``anybind index add``).
+    ``create=False`` requires the index to exist (``anybind index add``). An existing index is
+    opened (and checked: a damaged one is an IndexDamageError) before the model is loaded.
     """
     opts = options or BuildOptions()
     model_id = resolve_model(folder, model_dir)
@@ -140,8 +139,11 @@ def build_index(folder: str | os.PathLike, paths: Iterable[str | os.PathLike], m
         read_index_manifest(folder)
     items, failures = discover(paths, opts.modality)
     report = BuildReport(failures=list(failures))
-    model = model if model is not None else load_model_for(model_id)
-    with IndexWriter(folder, model.embed_dim, model_id, create, opts.shard_size, opts.wait_lock) as writer:
+    if model is None and not (Path(folder) / MANIFEST).exists():
+        model = load_model_for(model_id)  # a new index takes its dim from the model
+    dim = None if model is None else model.embed_dim
+    with IndexWriter(folder, dim, model_id, create, opts.shard_size, opts.wait_lock) as writer:
+        model = model if model is not None else load_model_for(model_id)
         check_dim(writer, model.embed_dim)
         todo = plan(writer, items, report)
         _embed_into(writer, model, todo, opts, report, on_done)
@@ -168,6 +170,10 @@ def _embed_into(writer: IndexWriter, model, todo: list[Pending], opts: BuildOpti
     for batch in batches:
         meta, keep = [], []
         for i, item in enumerate(batch.items):
+            bad = embedding_problem(batch.embeddings[i])
+            if bad:
+                report.failures.append(Failure(item.path, bad))
+                continue
             try:
                 meta.append(row_metadata(by_path[item.path], batch.input_shape))
                 keep.append(i)
@@ -175,6 +181,18 @@ def _embed_into(writer: IndexWriter, model, todo: list[Pending], opts: BuildOpti
                 report.failures.append(Failure(item.path, f"cannot read: {exc.strerror or exc}"))
         count_committed(writer.append(batch.embeddings[keep], meta), replacing, report, on_done)
     count_committed(writer.flush(), replacing, report, on_done)
+
+
+def embedding_problem(vector: Any) -> str | None:
+    """Why one embedding cannot go into an index (not finite, not unit-norm), or None.
+
+    Such a row would make every reader refuse the shard, so the file is reported as failed instead.
+    """
+    vec = np.asarray(vector, dtype=np.float32).reshape(-1)
+    if not np.isfinite(vec).all():
+        return "its embedding is not finite"
+    norm = float(np.linalg.norm(vec.astype(np.float64)))
+    return None if abs(norm - 1.0) <= NORM_TOLERANCE else f"its embedding is not unit-norm (norm {norm:.4g})"
 
 
 def count_committed(rows: list[dict[str, Any]], replacing: set[str], report: BuildReport,
@@ -208,14 +226,15 @@ def compact_index(folder: str | os.PathLike, shard_size: int | None = None, wait
 
     Readers holding an older manifest retry with the new one. Returns the number of shards.
     """
-    from binder.embed.shards import load_shard, write_shard
+    from binder.embed.shards import write_shard
+    from binder.index.integrity import load_checked_shard
 
     with IndexWriter(folder, create=False, wait=wait_lock) as writer:
         size = shard_size or writer.shard_size
         vecs: list[np.ndarray] = []
         metas: list[dict[str, Any]] = []
         for entry in writer.manifest["shards"]:
-            emb, meta = load_shard(folder, entry)
+            emb, meta = load_checked_shard(Path(folder), entry, int(writer.manifest["dim"]))
             keep = [i for i in range(len(meta)) if i not in set(entry["dead"])]
             vecs.append(emb[keep])
             metas.extend(meta[i] for i in keep)

@@ -54,7 +54,11 @@ def label_embeddings(model, labels: Sequence[str], templates: Sequence[str] = DE
         if "{}" not in t:
             raise QueryError(f"template {t!r} has no '{{}}' where the label goes")
     with torch.inference_mode():
-        return class_embeddings(model.anchor, labels, templates).float().cpu().numpy()
+        classes = class_embeddings(model.anchor, labels, templates).float().cpu().numpy()
+    bad = [labels[i] for i in np.flatnonzero(~np.isfinite(classes).all(axis=1))]
+    if bad:
+        raise QueryError(f"the model gives non-finite embeddings for labels {bad[:5]}; its text tower is broken")
+    return classes
 
 
 def classify_items(model, items: list[Item], labels: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES,

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from binder.embed.shards import load_shard
-from binder.errors import AnybindError, IndexStoreError
+from binder.errors import AnybindError, IndexDamageError, IndexFileMissingError, IndexStoreError
+from binder.index.integrity import load_checked_shard
 from binder.index.store import SNAPSHOT_RETRIES, read_index_manifest
 
 INSTALL_HINT = "LanceDB is not installed: pip install 'anybind[lance]' (lancedb, pyarrow)"
@@ -42,14 +42,15 @@ def schema(pa, dim: int, manifest: dict[str, Any]):
     return pa.schema(fields, metadata=meta)
 
 
-def _batches(pa, index_dir: str | os.PathLike, manifest: dict[str, Any], sch, missing: list) -> Iterator[Any]:
-    """One record batch of live rows per shard; a shard file gone (compaction) is noted in ``missing``."""
+def _batches(pa, index_dir: str | os.PathLike, manifest: dict[str, Any], sch, damaged: list) -> Iterator[Any]:
+    """One record batch of live rows per (checked) shard; damage, or a shard file gone (compaction),
+    is noted in ``damaged`` (LanceDB may wrap what the generator raises)."""
     dim = int(manifest["dim"])
     for entry in manifest["shards"]:
         try:
-            emb, meta = load_shard(index_dir, entry)
-        except FileNotFoundError as exc:
-            missing.append(exc)
+            emb, meta = load_checked_shard(Path(index_dir), entry, dim)
+        except IndexDamageError as exc:
+            damaged.append(exc)
             raise
         dead = set(entry.get("dead", ()))
         keep = [i for i in range(len(meta)) if i not in dead]
@@ -71,16 +72,23 @@ def export_lance(index_dir: str | os.PathLike, lance_dir: str | os.PathLike, tab
     for _ in range(SNAPSHOT_RETRIES):
         manifest = read_index_manifest(index_dir)
         sch = schema(pa, int(manifest["dim"]), manifest)
-        missing: list[FileNotFoundError] = []
-        reader = pa.RecordBatchReader.from_batches(sch, _batches(pa, index_dir, manifest, sch, missing))
+        damaged: list[IndexDamageError] = []
+        reader = pa.RecordBatchReader.from_batches(sch, _batches(pa, index_dir, manifest, sch, damaged))
         try:
             tbl = db.create_table(table, data=reader, schema=sch, mode="overwrite")
         except Exception:
-            if missing:  # a shard was compacted away while we read: export the new generation
-                continue
-            raise
+            if not damaged:
+                raise
+            if isinstance(damaged[0], IndexFileMissingError) and _moved_on(index_dir, manifest):
+                continue  # a shard was compacted away while we read: export the new generation
+            raise damaged[0] from None
         return tbl.count_rows()
     raise IndexStoreError(f"{index_dir}: shards kept disappearing while exporting; is a writer compacting?")
+
+
+def _moved_on(index_dir: str | os.PathLike, manifest: dict[str, Any]) -> bool:
+    """True if a writer committed since ``manifest`` was read."""
+    return read_index_manifest(index_dir)["generation"] != manifest["generation"]
 
 
 @contextmanager

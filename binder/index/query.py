@@ -14,9 +14,15 @@ file is embedded as that file, with its modality chosen by extension; anything e
 through the anchor's text tower. A bare word that looks like a file of a known type (``x.wav``) but
 does not exist is an error rather than silently searched as text; write ``text:x.wav`` for that.
 Each term's vector is unit-normalized, the weighted sum is taken, and the result renormalized.
+
+Every failure is a ``QueryError``: whatever the string, ``parse_query`` either returns terms or
+raises one (a property test feeds it arbitrary text). Weights must be finite and at most
+``MAX_WEIGHT`` in magnitude; the query at most ``MAX_QUERY_CHARS`` long; an operand too long to be
+a file name is text, and a folder is refused by name.
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -27,6 +33,8 @@ import numpy as np
 from binder.errors import AnybindError, QueryError
 
 TEXT_PREFIX = "text:"
+MAX_WEIGHT = 1e6  # |weight| of one term; beyond it the weighted sum overflows or one term is all that counts
+MAX_QUERY_CHARS = 100_000
 _WEIGHT = re.compile(r"\s*([+-]?[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?|\.[0-9]+(?:[eE][+-]?[0-9]+)?)\s*\*\s*")
 _OP = re.compile(r"\s+([+-])\s+")
 _LEAD_SIGN = re.compile(r"\s*([+-])\s*")
@@ -44,8 +52,12 @@ class Term:
 
 def parse_query(expr: str) -> list[Term]:
     """Split ``expr`` into weighted terms and resolve each operand to a file or text."""
-    if not expr or not expr.strip():
+    if not isinstance(expr, str) or not expr or not expr.strip():
         raise QueryError("empty query")
+    if len(expr) > MAX_QUERY_CHARS:
+        raise QueryError(f"query is {len(expr):,} characters long, more than {MAX_QUERY_CHARS:,}")
+    if "\x00" in expr:
+        raise QueryError("query holds a NUL character")
     terms, pos, sign = [], 0, 1.0
     lead = _LEAD_SIGN.match(expr)
     if lead and lead.group(1) and _starts_term(expr, lead.end()):
@@ -71,7 +83,7 @@ def _read_term(expr: str, pos: int) -> tuple[float, str, bool, int]:
     weight = 1.0
     w = _WEIGHT.match(expr, pos)
     if w:
-        weight, pos = float(w.group(1)), w.end()
+        weight, pos = _weight(w.group(1)), w.end()
     while pos < len(expr) and expr[pos].isspace():
         pos += 1
     prefix = ""
@@ -93,6 +105,29 @@ def _read_term(expr: str, pos: int) -> tuple[float, str, bool, int]:
     return weight, prefix + value, False, end
 
 
+def _weight(text: str) -> float:
+    """A term weight: a finite number no larger than MAX_WEIGHT in magnitude."""
+    value = float(text)
+    if not math.isfinite(value) or abs(value) > MAX_WEIGHT:
+        raise QueryError(f"weight {text} is out of range (at most {MAX_WEIGHT:g} in magnitude)")
+    return value
+
+
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, with a name the OS cannot take (too long, bad bytes) counted as no file."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):
+        return False
+
+
 def _resolve(weight: float, operand: str, quoted: bool) -> Term:
     """Decide whether an operand is a file (and of which modality) or text."""
     from binder.registry import modality_for_path
@@ -103,7 +138,10 @@ def _resolve(weight: float, operand: str, quoted: bool) -> Term:
             raise QueryError("text: needs some text after it")
         return Term(weight, "text", text)
     path = Path(os.path.expanduser(operand))
-    if path.is_file():
+    if _is_dir(path) and (_looks_like_file(operand) or operand in (".", "..", "~")):  # a bare word stays text
+        raise QueryError(f"{operand}: is a folder; a query term is a file or text (write text:{operand} "
+                         f"to search for these words)")
+    if _is_file(path):
         modality = modality_for_path(path)
         if modality is None:
             raise QueryError(f"{operand}: file of unknown type (no modality claims its extension); "
@@ -129,9 +167,17 @@ def embed_terms(model, terms: list[Term]) -> np.ndarray:
     """The query vector: unit term vectors, weighted-summed, renormalized. Shape (D,)."""
     total = np.zeros(model.embed_dim, dtype=np.float64)
     for term in terms:
+        if not math.isfinite(term.weight) or abs(term.weight) > MAX_WEIGHT:
+            raise QueryError(f"weight {term.weight} is out of range (at most {MAX_WEIGHT:g} in magnitude)")
         vec = _embed_term(model, term).astype(np.float64)
-        total += term.weight * vec / max(float(np.linalg.norm(vec)), 1e-12)
+        norm = float(np.linalg.norm(vec))
+        if not np.isfinite(vec).all() or norm < 1e-12:
+            what = term.value if term.kind == "file" else f"text {term.value!r}"
+            raise QueryError(f"{what}: the model gives no finite direction for this term (non-finite output)")
+        total += term.weight * vec / norm
     norm = float(np.linalg.norm(total))
+    if not math.isfinite(norm):
+        raise QueryError("the query's weighted sum is not finite (weights too large)")
     if norm < 1e-6:
         raise QueryError("the query's terms cancel out (their weighted sum is the zero vector)")
     return (total / norm).astype(np.float32)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from binder.embed.pipeline import EmbedOptions, Failure, Item, discover, embed_items
-from binder.embed.shards import load_shard, shard_names, write_manifest, write_shard
+from binder.embed.shards import MANIFEST, bytes_hash, file_hash, load_shard, shard_names, write_manifest, write_shard
 from binder.errors import AnybindError
 from binder.index.build import (
     BuildOptions,
@@ -28,11 +28,13 @@ from binder.index.build import (
     Pending,
     check_dim,
     count_committed,
+    embedding_problem,
     load_model_for,
     plan,
     resolve_model,
     row_metadata,
 )
+from binder.index.integrity import load_checked_shard
 from binder.index.store import read_index_manifest
 from binder.index.writer import IndexWriter
 from binder.io import atomic_write_bytes
@@ -112,6 +114,10 @@ class ShardEmbedder:
         for b in embed_items(self.model, [p.item for p in files], self.batch_size, self.workers,
                              progress=False, failures=failed):
             for i, item in enumerate(b.items):
+                bad = embedding_problem(b.embeddings[i])
+                if bad:
+                    failed.append(Failure(item.path, bad))
+                    continue
                 try:
                     meta.append(row_metadata(by_path[item.path], b.input_shape))
                     vecs.append(b.embeddings[i])
@@ -151,11 +157,11 @@ def build_index_ray(folder: str | os.PathLike, paths: Iterable[str | os.PathLike
     model_id = resolve_model(folder, model_dir)
     if not create:
         read_index_manifest(folder)
-    connect(address)
     items, failures = discover(paths, opts.modality)
     report = BuildReport(failures=list(failures))
     dim = _dim_of(folder, model_id)
     with IndexWriter(folder, dim, model_id, create, opts.shard_size, opts.wait_lock) as writer:
+        connect(address)  # after the writer has checked the index: a damaged one fails fast
         check_dim(writer, dim)
         todo = plan(writer, items, report)
         replacing = {p.item.path for p in todo if p.item.path in writer.live}
@@ -171,28 +177,32 @@ def build_index_ray(folder: str | os.PathLike, paths: Iterable[str | os.PathLike
 
 def _dim_of(folder: str | os.PathLike, model_id: str | None) -> int:
     """The index's dim, or (for a new index) the model's, loading it in the driver once."""
-    try:
+    if (Path(folder) / MANIFEST).exists():
         return int(read_index_manifest(folder)["dim"])
-    except AnybindError:
-        return load_model_for(model_id).embed_dim
+    return load_model_for(model_id).embed_dim
 
 
 def _commit_shard(writer: IndexWriter, shard_id: str, replacing: set[str], report: BuildReport,
                   on_done: Callable[[str], None] | None) -> None:
-    entry, meta = _written_shard(writer.folder, shard_id)
+    entry, meta = _written_shard(writer.folder, shard_id, int(writer.manifest["dim"]))
     writer.add_shard(shard_id, entry, meta)
     (writer.folder / _failures_name(shard_id)).unlink(missing_ok=True)
     count_committed(meta, replacing, report, on_done)
 
 
-def _written_shard(folder: str | os.PathLike, shard_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The manifest entry and metadata of a shard a task wrote (checked against its embeddings)."""
+def _written_shard(folder: str | os.PathLike, shard_id: str,
+                   dim: int | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The manifest entry (sizes and hashes of the files as they are on disk) and metadata of a
+    shard a task wrote; with ``dim`` (an index) it is checked as a reader would check it."""
     emb_name, meta_name = shard_names(shard_id)
-    with open(Path(folder) / meta_name, encoding="utf-8") as fh:
-        meta = [json.loads(line) for line in fh if line.strip()]
-    entry = {"embeddings": emb_name, "metadata": meta_name, "rows": len(meta)}
-    load_shard(folder, entry)
-    return entry, meta
+    data = (Path(folder) / meta_name).read_bytes()
+    rows = data.count(b"\n") + (0 if not data or data.endswith(b"\n") else 1)
+    entry = {"embeddings": emb_name, "metadata": meta_name, "rows": rows,
+             "bytes": {"embeddings": (Path(folder) / emb_name).stat().st_size, "metadata": len(data)},
+             "hash": {"embeddings": file_hash(Path(folder) / emb_name), "metadata": bytes_hash(data)}}
+    if dim is None:
+        return entry, load_shard(folder, entry)[1]
+    return entry, load_checked_shard(Path(folder), {**entry, "id": shard_id, "dead": []}, dim)[1]
 
 
 def embed_ray(paths: Iterable[str | os.PathLike], out_dir: str | os.PathLike, address: str,

@@ -17,7 +17,10 @@ from typing import Any
 import numpy as np
 
 from binder.embed.shards import MANIFEST, read_shards
+from binder.errors import IndexStoreError
 from binder.index.backends import Backend, make_backend, resolve_name
+
+MAX_EMBED_MANIFEST = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -52,8 +55,7 @@ class EmbeddingIndex:
         ``FOLDER/ann/`` keyed by the snapshot generation and reused while the index is unchanged.
         """
         if _is_shard_folder(folder):
-            emb, meta = read_shards(folder)
-            model = json.loads((Path(folder) / MANIFEST).read_text()).get("model")
+            emb, meta, model = _read_embed_folder(folder)
             return cls(emb, meta, backend, model=None if model == "untrained-default" else model,
                        progress=progress, **params)
         from binder.index.store import IndexStore
@@ -96,9 +98,27 @@ class EmbeddingIndex:
 
 
 def _is_shard_folder(folder: str | os.PathLike) -> bool:
-    """True for ``anybind embed`` output: a manifest listing shards without the index format tag."""
+    """True for ``anybind embed`` output: a manifest listing shards and nothing of an index's
+    (a damaged index manifest that lost its format tag is still read, and refused, as an index)."""
+    from binder.index.integrity import is_index_like
+
     try:
+        if (Path(folder) / MANIFEST).stat().st_size > MAX_EMBED_MANIFEST:
+            return False
         manifest = json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return False
-    return isinstance(manifest, dict) and "shards" in manifest and "format" not in manifest
+    return isinstance(manifest, dict) and "shards" in manifest and not is_index_like(manifest)
+
+
+def _read_embed_folder(folder: str | os.PathLike) -> tuple[np.ndarray, list[dict[str, Any]], str | None]:
+    """An ``anybind embed`` folder's rows, metadata and model; damage is an IndexStoreError."""
+    try:
+        emb, meta = read_shards(folder)
+        model = json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8")).get("model")
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise IndexStoreError(f"{folder}: damaged embedding folder ({type(exc).__name__}: {exc})") from None
+    if emb.dtype != np.float32 or emb.ndim != 2 or not np.isfinite(emb).all():
+        raise IndexStoreError(f"{folder}: damaged embedding folder (vectors {emb.dtype} {emb.shape}, "
+                              f"or not all finite)")
+    return emb, meta, model if isinstance(model, str) else None

@@ -12,13 +12,17 @@ tombstones), the model the index was built with, its embedding dim, and a ``gene
 grows by one on every commit. Shard files never change once written, so a reader that reads the
 manifest once and then loads the shards it lists sees one consistent state. A shard that a later
 commit drops (all its rows removed, or compaction) is deleted after that commit; a reader that
-raced with the deletion reads the manifest again (``snapshot`` retries).
+raced with the deletion reads the manifest again (``snapshot`` retries, and says a writer is
+compacting only when the new manifest it read is really a newer generation; a file missing from
+the generation that lists it is damage).
+
+Nothing damaged is read as whole: the manifest and every shard are checked as they are loaded
+(``binder.index.integrity``), and damage is an ``IndexDamageError`` naming the file.
 
 Writing lives in ``binder.index.writer``; building and updating in ``binder.index.build``.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,11 +30,19 @@ from typing import Any
 
 import numpy as np
 
-from binder.embed.shards import MANIFEST, load_shard
-from binder.errors import IndexStoreError
+from binder.embed.shards import MANIFEST
+from binder.errors import IndexFileMissingError, IndexStoreError
+from binder.index.integrity import (
+    INDEX_FORMAT,
+    INDEX_VERSION,
+    check_index_manifest,
+    duplicate_paths,
+    load_checked_shard,
+    load_manifest_json,
+    raise_first,
+)
 
-INDEX_FORMAT = "anybind-index"
-INDEX_VERSION = 1
+__all__ = ["INDEX_FORMAT", "INDEX_VERSION", "IndexStore", "Snapshot", "live_count", "read_index_manifest"]
 SNAPSHOT_RETRIES = 5
 
 
@@ -53,27 +65,22 @@ class Snapshot:
 
 
 def read_index_manifest(folder: str | os.PathLike) -> dict[str, Any]:
-    """The index manifest of ``folder``; IndexStoreError naming the folder if it is not an index."""
+    """The checked index manifest of ``folder``: IndexStoreError naming the folder if it is not an
+    index, IndexDamageError naming ``manifest.json`` if it is a damaged one."""
     folder = Path(folder)
-    path = folder / MANIFEST
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest = load_manifest_json(folder)
     except FileNotFoundError:
         raise IndexStoreError(f"{folder}: not an anybind index (no {MANIFEST}); "
                               f"create one with `anybind index build {folder} PATH...`") from None
-    except (OSError, ValueError) as exc:
-        raise IndexStoreError(f"{folder}: unreadable index manifest ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != INDEX_FORMAT:
-        hint = " (it looks like `anybind embed` output)" if isinstance(manifest, dict) and "shards" in manifest else ""
-        raise IndexStoreError(f"{folder}: not an anybind index{hint}")
-    if manifest.get("version") != INDEX_VERSION:
-        raise IndexStoreError(f"{folder}: unsupported index version {manifest.get('version')!r}")
-    return manifest
+    except OSError as exc:
+        raise IndexStoreError(f"{folder}: unreadable index manifest ({exc.strerror or exc})") from None
+    return check_index_manifest(folder, manifest)
 
 
 def live_count(manifest: dict[str, Any]) -> int:
     """Rows a snapshot of ``manifest`` holds (shard rows minus tombstones)."""
-    return sum(s["rows"] - len(s.get("dead", ())) for s in manifest["shards"])
+    return sum(s["rows"] - len(s["dead"]) for s in manifest["shards"])
 
 
 class IndexStore:
@@ -82,7 +89,7 @@ class IndexStore:
     def __init__(self, folder: str | os.PathLike, manifest: dict[str, Any]):
         self.folder = Path(folder)
         self._manifest = manifest
-        self._cache: dict[str, tuple[np.ndarray, list[dict[str, Any]]]] = {}
+        self._cache: dict[tuple, tuple[np.ndarray, list[dict[str, Any]]]] = {}
 
     @classmethod
     def open(cls, folder: str | os.PathLike) -> IndexStore:
@@ -103,34 +110,45 @@ class IndexStore:
         return self._manifest
 
     def snapshot(self) -> Snapshot:
-        """A consistent view: the manifest is read once and only the shards it lists are loaded."""
+        """A consistent view: the manifest is read once and only the shards it lists are loaded.
+
+        A shard file missing is a race with a writer only if the manifest has moved on since: then
+        the new one is read and tried. If it has not, the file is gone for good (damage).
+        """
+        manifest = self.manifest()
         for _ in range(SNAPSHOT_RETRIES):
-            manifest = self.manifest()
             try:
                 return self._snapshot_of(manifest)
-            except FileNotFoundError:
-                continue  # a writer dropped a shard after we read the manifest: read it again
+            except IndexFileMissingError:
+                newer = self.manifest()
+                if newer["generation"] == manifest["generation"]:
+                    raise
+                manifest = newer
         raise IndexStoreError(f"{self.folder}: shards kept disappearing while reading; is a writer compacting?")
 
     def _snapshot_of(self, manifest: dict[str, Any]) -> Snapshot:
         dim = int(manifest["dim"])
         blocks: list[np.ndarray] = []
         rows: list[dict[str, Any]] = []
-        for entry in manifest["shards"]:
-            emb, meta = self._shard(entry)
-            dead = set(entry.get("dead", ()))
+        shards = [(pos, entry, self._shard(entry, dim)) for pos, entry in enumerate(manifest["shards"])]
+        raise_first(duplicate_paths(self.folder, ((p, e, meta) for p, e, (_, meta) in shards)))
+        for _, entry, (emb, meta) in shards:
+            dead = set(entry["dead"])
             keep = [i for i in range(len(meta)) if i not in dead]
             blocks.append(emb[keep] if dead else emb)
             rows.extend(dict(meta[i], shard=entry["id"], row=i) for i in keep)
-        self._cache = {e["embeddings"]: self._cache[e["embeddings"]] for e in manifest["shards"]}
+        self._cache = {key: self._cache[key] for key in map(_cache_key, manifest["shards"])}
         vectors = np.ascontiguousarray(np.concatenate(blocks) if blocks else np.zeros((0, dim), np.float32))
         return Snapshot(vectors, rows, manifest.get("model"), int(manifest["generation"]), dim, manifest)
 
-    def _shard(self, entry: dict[str, Any]) -> tuple[np.ndarray, list[dict[str, Any]]]:
-        key = entry["embeddings"]
+    def _shard(self, entry: dict[str, Any], dim: int) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        key = _cache_key(entry)
         if key not in self._cache:
-            try:
-                self._cache[key] = load_shard(self.folder, entry)
-            except ValueError as exc:
-                raise IndexStoreError(str(exc)) from None
+            self._cache[key] = load_checked_shard(self.folder, entry, dim)
         return self._cache[key]
+
+
+def _cache_key(entry: dict[str, Any]) -> tuple:
+    """What identifies a shard's files: names, rows and recorded sizes/hashes (not its tombstones)."""
+    return (entry["embeddings"], entry["metadata"], entry["rows"],
+            tuple(sorted(entry.get("bytes", {}).items())), tuple(sorted(entry.get("hash", {}).items())))

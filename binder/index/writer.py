@@ -4,6 +4,11 @@ Every change follows the same order, so a crash at any point leaves the last com
 write the new shard files (temp + fsync + rename), then replace ``manifest.json`` (temp + fsync +
 rename + directory fsync), then delete the files of shards the new manifest no longer lists.
 Two writers never interleave: the writer holds an exclusive ``flock`` on ``INDEX_DIR/.lock``.
+
+A writer checks what it opens like a reader does (``binder.index.integrity``: manifest schema and
+every shard's files), so it never builds on a damaged index; each committed shard entry records
+its files' byte sizes and blake2b hashes (``write_shard``). Files are only ever deleted by plain
+name inside the index folder, whatever a damaged manifest says.
 """
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +27,7 @@ import numpy as np
 
 from binder.embed.shards import MANIFEST, write_shard
 from binder.errors import IndexStoreError
+from binder.index.integrity import duplicate_paths, load_checked_shard, raise_first, vector_damage
 from binder.index.store import INDEX_FORMAT, INDEX_VERSION, live_count, read_index_manifest
 from binder.io import atomic_write_bytes, fsync_dir, is_temp_name
 
@@ -55,7 +61,10 @@ class IndexWriter:
     """
 
     def __init__(self, folder: str | os.PathLike, dim: int | None = None, model: str | None = None,
-                 create: bool = True, shard_size: int = 1024, wait: float = 0.0):
+                 create: bool = True, shard_size: int = 1024, wait: float = 0.0,
+                 load: Callable[[Path], tuple[dict[str, Any], set[str]]] | None = None):
+        """``load`` (repair) reads the state to start from under the lock instead of the manifest:
+        (the manifest to write next, the file names the manifest on disk lists)."""
         self.folder = Path(folder)
         self.shard_size = max(1, int(shard_size))
         if create:
@@ -64,13 +73,16 @@ class IndexWriter:
             read_index_manifest(self.folder)  # raises the "not an index" error
         self._lock_fd: int | None = _acquire_lock(self.folder, wait)
         try:
-            if (self.folder / MANIFEST).exists():
+            if load is not None:
+                self.manifest, self._committed = load(self.folder)
+            elif (self.folder / MANIFEST).exists():
                 self.manifest = read_index_manifest(self.folder)
+                self._committed = _files(self.manifest)
             elif dim is None:
                 raise IndexStoreError(f"{self.folder}: not an anybind index and no model dim to create one")
             else:
                 self.manifest = new_manifest(dim, model)
-            self._committed = _files(self.manifest)
+                self._committed = set()
             self._clean_stale()
             self.live = self._load_live()
         except BaseException:
@@ -88,14 +100,16 @@ class IndexWriter:
     # -- reading the current state -------------------------------------------------------------
 
     def _load_live(self) -> dict[str, RowRef]:
+        """Every live row by path, from shards checked as a reader checks them (one at a time)."""
+        dim = int(self.manifest["dim"])
+        shards = [(pos, e, load_checked_shard(self.folder, e, dim)[1]) for pos, e in enumerate(self.manifest["shards"])]
+        raise_first(duplicate_paths(self.folder, shards))
         live: dict[str, RowRef] = {}
-        for entry in self.manifest["shards"]:
-            dead = set(entry.get("dead", ()))
-            with open(self.folder / entry["metadata"], encoding="utf-8") as fh:
-                for i, line in enumerate(fh):
-                    if i not in dead:
-                        m = json.loads(line)
-                        live[m["path"]] = RowRef(entry["id"], i, m["size"], m["mtime_ns"], m["hash"])
+        for _, entry, meta in shards:
+            dead = set(entry["dead"])
+            for i, m in enumerate(meta):
+                if i not in dead:
+                    live[m["path"]] = RowRef(entry["id"], i, m["size"], m["mtime_ns"], m["hash"])
         return live
 
     # -- changing it ---------------------------------------------------------------------------
@@ -105,7 +119,11 @@ class IndexWriter:
         if embeddings.shape != (len(metadata), self.manifest["dim"]):
             raise IndexStoreError(f"{self.folder}: embeddings {embeddings.shape} do not fit "
                                   f"{len(metadata)} rows of dim {self.manifest['dim']}")
-        self._rows.append(np.asarray(embeddings, dtype=np.float32))
+        rows = np.asarray(embeddings, dtype=np.float32)
+        bad = vector_damage(rows, len(metadata), self.manifest["dim"])
+        if bad:  # never write a shard that every reader would then refuse
+            raise IndexStoreError(f"{self.folder}: refusing to write embeddings: {'; '.join(bad)}")
+        self._rows.append(rows)
         self._meta.extend(metadata)
         done: list[dict[str, Any]] = []
         while len(self._meta) >= self.shard_size:
@@ -175,7 +193,8 @@ class IndexWriter:
         fsync_dir(self.folder)
         kept = _files(self.manifest)
         for name in self._committed - kept:
-            _unlink(self.folder / name)
+            if _plain_name(name):  # never follow a damaged manifest's name out of the folder
+                _unlink(self.folder / name)
         self._committed = kept
 
     def close(self) -> None:
@@ -188,8 +207,9 @@ class IndexWriter:
     # -- housekeeping --------------------------------------------------------------------------
 
     def _clean_stale(self) -> None:
-        """Remove temp files of interrupted writes and numbered shards no manifest ever committed."""
-        listed = _files(self.manifest)
+        """Remove temp files of interrupted writes and numbered shards no manifest ever committed
+        (files the manifest on disk lists stay until a commit drops them, even in a repair)."""
+        listed = _files(self.manifest) | self._committed
         for path in self.folder.iterdir():
             name = path.name
             if is_temp_name(name) or (_NUMBERED.match(name) and name not in listed):
@@ -204,6 +224,10 @@ class IndexWriter:
 
 def _files(manifest: dict[str, Any]) -> set[str]:
     return {name for e in manifest["shards"] for name in (e["embeddings"], e["metadata"])}
+
+
+def _plain_name(name: str) -> bool:
+    return bool(name) and name not in (".", "..") and os.path.basename(name) == name and "\\" not in name
 
 
 def _acquire_lock(folder: Path, wait: float) -> int:

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import torch
 from safetensors.torch import load_file, save_file
 
-from binder.checkpoint import check_safetensors
+from binder.checkpoint import canonicalize_safetensors, check_safetensors
 from binder.errors import CheckpointError
 from binder.io import atomic_path, atomic_write_json
 
@@ -67,6 +67,7 @@ def save_train_state(folder: str | os.PathLike, parts: dict[str, Stateful], info
     tree = {name: split_state(part.state_dict(), tensors, name) for name, part in parts.items()}
     with atomic_path(folder / STATE_TENSORS) as tmp:
         save_file(tensors, str(tmp))
+        canonicalize_safetensors(tmp)  # same state, same bytes
     atomic_write_json(folder / STATE_JSON, {"format": STATE_FORMAT, "parts": tree, "info": info})
 
 

@@ -67,7 +67,8 @@ class EncoderShape:
 # ImageBind's preprocessing, where it differs from anybind's defaults: the left channel of stereo
 # audio and torchaudio's resampler; IMU in physical units; depth and thermal 224 × 224, 16 × 16 patches.
 IMAGEBIND_OPTIONS: dict[str, dict[str, Any]] = {
-    "audio": {"channel": "first", "resampler": "torchaudio", "patch": 16, "stride": 10, "trim_silence": False},
+    "audio": {"channel": "first", "resampler": "torchaudio", "patch": 16, "stride": 10, "trim_silence": False,
+              "clip_select": "even"},
     "depth": {"image_size": 224, "patch": 16},
     "thermal": {"image_size": 224, "patch": 16},
     "imu": {"channels": 6, "length": 2000, "kernel": 8, "normalize": "none"},

@@ -24,13 +24,18 @@ from binder.registry import register_modality
 from binder.tokenizers import PatchTokens2d
 from modalities.augment.audio import AudioAugment, augment_wave, mask_spectrogram
 from modalities.base import Modality
-from modalities.common import check_file, check_finite
+from modalities.common import check_file, check_finite, check_range, quiet_native_stderr
 
 # kaldi.fbank settings ImageBind uses that are not options here (AST's recipe).
 FRAME_LENGTH_MS = 25.0
 FRAME_SHIFT_MS = 10.0
 PREEMPHASIS = 0.97
 LOW_FREQ = 20.0
+
+# Bounds checked before and after decoding (options of audio and speech_units; documented in the README).
+MAX_ABS = 1e3  # decoded samples are about [-1, 1]; 1e3 leaves room for hot float WAVs, not for 1e30
+MAX_DURATION = 3600.0  # seconds; probed from the header (libsndfile) before anything is decoded
+MAX_CHANNELS = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +61,10 @@ class AudioOptions:
     resampler: str = "soxr"
     trim_silence: bool = True
     trim_top_db: float = 40.0
+    clip_select: str = "loudest"
+    max_abs: float = MAX_ABS
+    max_duration: float = MAX_DURATION
+    max_channels: int = MAX_CHANNELS
 
     def __post_init__(self) -> None:
         if self.short_policy not in ("pad", "repeat"):
@@ -64,6 +73,8 @@ class AudioOptions:
             raise ValueError(f"audio channel must be 'mean' (average) or 'first' (ImageBind), got {self.channel!r}")
         if self.resampler not in ("soxr", "torchaudio"):
             raise ValueError(f"audio resampler must be 'soxr' or 'torchaudio' (ImageBind), got {self.resampler!r}")
+        if self.clip_select not in ("even", "loudest"):
+            raise ValueError(f"audio clip_select must be 'even' (ImageBind) or 'loudest', got {self.clip_select!r}")
         if self.trim_top_db <= 0:
             raise ValueError(f"audio trim_top_db must be positive, got {self.trim_top_db}")
         if self.clips < 1 or self.clip_duration <= 0 or self.sample_rate <= 0:
@@ -71,34 +82,37 @@ class AudioOptions:
 
 
 def load_waveform(path: str | os.PathLike, sample_rate: int, min_duration: float, channel: str = "mean",
-                  resampler: str = "soxr") -> np.ndarray:
+                  resampler: str = "soxr", max_abs: float = MAX_ABS, max_duration: float = MAX_DURATION,
+                  max_channels: int = MAX_CHANNELS) -> np.ndarray:
     """Decode an audio file to a float32 waveform at ``sample_rate``: (samples,) or (channels, samples).
 
     By default the same result as ``librosa.load(path, sr=sample_rate, mono=True)`` (decode,
     average channels, soxr_hq resample). ``channel="first"`` keeps every channel for ImageBind's
     reading (fbank of the first channel after removing the mean of all of them) and
     ``resampler="torchaudio"`` is ImageBind's ``torchaudio.functional.resample``. It is done step
-    by step so NaN/inf samples and too-short files get a clear
-    ModalityError (librosa's own check would raise a bare ParameterError). librosa's
-    audioread-fallback warnings are silenced: a file neither backend can read becomes one clean
-    error naming the file.
+    by step so NaN/inf samples, samples beyond ``max_abs`` and too-short files get a clear
+    ModalityError (librosa's own check would raise a bare ParameterError). Duration and channel
+    count are probed from the header first (``probe_audio``) so an absurd file is refused before
+    it is decoded. librosa's audioread-fallback warnings are silenced: a file neither backend can
+    read becomes one clean error naming the file.
     """
     import librosa
 
     check_wav_complete(check_file(path))
+    probe_audio(path, max_duration, max_channels)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), quiet_native_stderr():
             for category in (FutureWarning, UserWarning, DeprecationWarning):  # audioread fallback/import noise
                 warnings.simplefilter("ignore", category)
             wave, native_sr = librosa.load(os.fspath(path), sr=None, mono=False)
-    except (MemoryError, KeyboardInterrupt):
+    except KeyboardInterrupt:
         raise
     except Exception as exc:  # soundfile, audioread and ffmpeg all raise their own types
         reason = str(exc).strip() or f"no decoder recognizes the format ({type(exc).__name__})"
         raise ModalityError(path, f"cannot decode audio (truncated or not an audio file): {reason}") from None
     if wave.size == 0:
         raise ModalityError(path, "audio file holds no samples")
-    wave = check_finite(path, wave)
+    wave = check_range(path, check_finite(path, wave), max_abs)
     if channel == "mean":
         wave = librosa.to_mono(wave)
     duration = wave.shape[-1] / native_sr
@@ -107,6 +121,23 @@ def load_waveform(path: str | os.PathLike, sample_rate: int, min_duration: float
     if native_sr != sample_rate:
         wave = _resample(wave, native_sr, sample_rate, resampler)
     return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def probe_audio(path: str | os.PathLike, max_duration: float, max_channels: int) -> None:
+    """Refuse, from the header alone, audio longer than ``max_duration`` s or with more than
+    ``max_channels`` channels. Formats libsndfile cannot probe are left to the decoder."""
+    import soundfile
+
+    try:
+        with quiet_native_stderr():
+            info = soundfile.info(os.fspath(path))
+    except Exception:  # not a libsndfile format (m4a, ...): decoding decides
+        return
+    if info.channels > max_channels:
+        raise ModalityError(path, f"audio has {info.channels} channels, more than max_channels {max_channels}")
+    if info.samplerate > 0 and info.frames / info.samplerate > max_duration:
+        raise ModalityError(path, f"audio is {info.frames / info.samplerate:.1f} s long, more than max_duration "
+                                  f"{max_duration:g} s")
 
 
 def trim_silence(wave: np.ndarray, sample_rate: int, top_db: float, min_duration: float) -> np.ndarray:
@@ -184,6 +215,21 @@ def clip_bounds(n_samples: int, opts: AudioOptions) -> list[tuple[int, int]]:
     return [(int(t * sr), min(int((t + length) * sr), n_samples)) for t in clip_starts(n_samples, opts)]
 
 
+def loudest_clip(wave: torch.Tensor, opts: AudioOptions) -> list[tuple[int, int]] | None:
+    """The one clip window ``[start, end)`` holding the most energy, on a 10 ms grid (earliest on
+    ties); None when the recording is no longer than a clip. With one clip per recording this keeps
+    a sound that noise or a long lead-in put past the first ``clip_duration`` seconds."""
+    length = int(opts.clip_duration * opts.sample_rate)
+    n = wave.shape[-1]
+    if n <= length:
+        return None
+    hop = max(1, opts.sample_rate // 100)
+    power = torch.cumsum(torch.cat([wave.new_zeros(1, dtype=torch.float64), wave.double().pow(2).mean(dim=0)]), 0)
+    starts = torch.arange(0, n - length + 1, hop)
+    start = int(starts[int(torch.argmax(power[starts + length] - power[starts]))])
+    return [(start, start + length)]
+
+
 def _frame_geometry(sample_rate: int) -> tuple[int, int, int]:
     """Window shift, window size and FFT size in samples, computed as kaldi.fbank computes them."""
     shift = int(sample_rate * FRAME_SHIFT_MS * 0.001)
@@ -251,7 +297,8 @@ def fbank_clips(waveform: torch.Tensor, opts: AudioOptions) -> torch.Tensor:
     if opts.short_policy == "repeat":
         wave = _tile(wave, int(opts.clip_duration * opts.sample_rate))
     shift, size, n_fft = _frame_geometry(opts.sample_rate)
-    bounds = clip_bounds(wave.shape[1], opts)
+    loudest = opts.clip_select == "loudest" and opts.clips == 1
+    bounds = (loudest_clip(wave, opts) if loudest else None) or clip_bounds(wave.shape[1], opts)
     frames, valid = _clip_frames(wave, bounds, opts.target_length, size, shift)
     frames = frames - frames.mean(dim=-1, keepdim=True)  # kaldi remove_dc_offset
     previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)
@@ -281,7 +328,8 @@ class Audio(Modality):
     def load(self, path: str | os.PathLike) -> np.ndarray:
         """Mono float32 samples at ``sample_rate``; ModalityError for unreadable, non-finite or too-short audio."""
         o = self.options
-        return load_waveform(path, o.sample_rate, o.min_duration, o.channel, o.resampler)
+        return load_waveform(path, o.sample_rate, o.min_duration, o.channel, o.resampler, o.max_abs, o.max_duration,
+                             o.max_channels)
 
     def preprocess(self, raw: np.ndarray | torch.Tensor) -> torch.Tensor:
         """(clips, 1, num_mel_bins, target_length) normalized log-mel clips, leading/trailing silence trimmed."""

@@ -49,22 +49,22 @@ class AudioAugment:
     p_pitch: float = 0.0  # off by default: ~13 ms per item on a CPU core; speed perturbation moves pitch too
     pitch_semitones: tuple[float, float] = (-2.0, 2.0)
     crop_s: float | None = None
-    p_shift: float = 0.5
+    p_shift: float = 0.0  # off by default: a shift crops the far end of the sound; silence padding moves the onset
     max_shift_s: float = 0.5
-    p_silence: float = 0.5
-    silence_max_s: float = 2.0
+    p_silence: float = 0.2
+    silence_max_s: float = 1.0
     silence_floor_db: float | None = -70.0
     p_gain: float = 0.8
     gain_db: tuple[float, float] = (-12.0, 6.0)
-    noise_p: float = 0.8
+    noise_p: float = 0.5
     snr_db: tuple[float, float] = (5.0, 30.0)
     noise_colors: tuple[str, ...] = NOISE_COLORS
     noise_dir: str | None = None
     noise_file_p: float = 0.5
     time_masks: int = 2
-    time_mask_frames: int = 20
+    time_mask_frames: int = 12
     freq_masks: int = 2
-    freq_mask_bins: int = 8
+    freq_mask_bins: int = 6
     mask_fill: str = "zero"
 
     def __post_init__(self) -> None:
@@ -189,15 +189,17 @@ def colored_noise(shape: tuple[int, ...], rng: np.random.Generator, color: str =
     return (white / math.sqrt(power) if power > 0 else white).astype(np.float32)
 
 
-def mix_at_snr(wave: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
-    """``wave + noise`` with the noise scaled so 10·log10(mean(wave²) / mean(noise²)) = ``snr_db``.
+def mix_at_snr(wave: np.ndarray, noise: np.ndarray, snr_db: float, signal_power: float | None = None) -> np.ndarray:
+    """``wave + noise`` with the noise scaled so 10·log10(P / mean(noise²)) = ``snr_db``.
 
-    Powers are taken over the whole clip (all channels). A silent wave is returned unchanged:
-    its SNR is undefined, and adding noise at a power relative to zero would add nothing anyway.
+    P is ``signal_power`` when given (the level of the sound itself, before silence was added
+    around it, as speech SNR is usually defined), else mean(wave²) over the whole clip (all
+    channels). A silent wave is returned unchanged: its SNR is undefined.
     """
     wave = _f32(wave)
     noise = np.broadcast_to(_f32(noise), wave.shape)
-    signal_power = float(np.mean(wave.astype(np.float64) ** 2))
+    if signal_power is None:
+        signal_power = float(np.mean(wave.astype(np.float64) ** 2))
     noise_power = float(np.mean(noise.astype(np.float64) ** 2))
     if signal_power < _SILENT_POWER or noise_power <= 0:
         return wave.copy()
@@ -234,9 +236,10 @@ def synthetic_noise(shape: tuple[int, ...], rng: np.random.Generator, color: str
     return out.reshape(shape)
 
 
-def add_noise(wave: np.ndarray, rng: np.random.Generator, snr_db: float, color: str = "white") -> np.ndarray:
+def add_noise(wave: np.ndarray, rng: np.random.Generator, snr_db: float, color: str = "white",
+              signal_power: float | None = None) -> np.ndarray:
     """Add synthetic white, pink or brown noise drawn from ``rng`` at ``snr_db`` (see ``mix_at_snr``)."""
-    return mix_at_snr(wave, synthetic_noise(np.shape(wave), rng, color), snr_db)
+    return mix_at_snr(wave, synthetic_noise(np.shape(wave), rng, color), snr_db, signal_power)
 
 
 def noise_files(noise_dir: str | os.PathLike) -> list[Path]:
@@ -336,6 +339,7 @@ def augment_wave(wave: np.ndarray, rng: np.random.Generator, opts: AudioAugment,
     original = wave = _f32(wave)
     if not opts.enabled:
         return wave.copy()
+    level = float(np.mean(wave.astype(np.float64) ** 2))  # the sound's own level, before any silence
     if rng.random() < opts.p_speed:
         wave = speed_perturb(wave, rng.uniform(*opts.speed))
     if rng.random() < opts.p_pitch:
@@ -351,20 +355,23 @@ def augment_wave(wave: np.ndarray, rng: np.random.Generator, opts: AudioAugment,
         lead, trail = (int(v) for v in rng.integers(0, most + 1, size=2))
         wave = add_silence(wave, lead, trail, rng, opts.silence_floor_db)
     if rng.random() < opts.p_gain:
-        wave = apply_gain(wave, rng.uniform(*opts.gain_db))
+        gain = rng.uniform(*opts.gain_db)
+        wave, level = apply_gain(wave, gain), level * 10.0 ** (gain / 10.0)
     if rng.random() < opts.noise_p:
-        wave = _draw_noise(wave, rng, opts, sample_rate)
+        wave = _draw_noise(wave, rng, opts, sample_rate, level)
     return wave.copy() if np.shares_memory(wave, original) else wave
 
 
-def _draw_noise(wave: np.ndarray, rng: np.random.Generator, opts: AudioAugment, sample_rate: int) -> np.ndarray:
+def _draw_noise(wave: np.ndarray, rng: np.random.Generator, opts: AudioAugment, sample_rate: int,
+                level: float) -> np.ndarray:
+    """Noise at a drawn SNR relative to ``level``, the sound's power before silence was added."""
     snr = rng.uniform(*opts.snr_db)
     files = noise_files(opts.noise_dir) if opts.noise_dir is not None else []
     if files and (not opts.noise_colors or rng.random() < opts.noise_file_p):
         source = load_noise(files[int(rng.integers(len(files)))], sample_rate)
-        return mix_at_snr(wave, noise_excerpt(source, wave.shape[-1], rng), snr)
+        return mix_at_snr(wave, noise_excerpt(source, wave.shape[-1], rng), snr, level)
     color = opts.noise_colors[int(rng.integers(len(opts.noise_colors)))]
-    return add_noise(wave, rng, snr, color)
+    return add_noise(wave, rng, snr, color, level)
 
 
 # ---------------------------------------------------------------- SpecAugment

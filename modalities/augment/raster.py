@@ -36,17 +36,17 @@ class DepthAugment:
 
     enabled: bool = True
     p_crop: float = 0.5
-    crop_scale: tuple[float, float] = (0.6, 1.0)
+    crop_scale: tuple[float, float] = (0.75, 1.0)
     crop_aspect: tuple[float, float] = (0.75, 1.333)
     p_affine: float = 0.5
-    max_rotate_deg: float = 10.0
-    max_translate_frac: float = 0.1
+    max_rotate_deg: float = 8.0
+    max_translate_frac: float = 0.06
     p_noise: float = 0.5
-    noise_rel: tuple[float, float] = (0.0, 0.02)
+    noise_rel: tuple[float, float] = (0.0, 0.004)
     p_holes: float = 0.5
-    max_pixel_drop: float = 0.05
-    max_holes: int = 4
-    hole_radius_frac: float = 0.1
+    max_pixel_drop: float = 0.02
+    max_holes: int = 2
+    hole_radius_frac: float = 0.08
 
     def __post_init__(self) -> None:
         _check_geometry(self)
@@ -69,11 +69,11 @@ class ThermalAugment:
 
     enabled: bool = True
     p_crop: float = 0.5
-    crop_scale: tuple[float, float] = (0.6, 1.0)
+    crop_scale: tuple[float, float] = (0.75, 1.0)
     crop_aspect: tuple[float, float] = (0.75, 1.333)
     p_affine: float = 0.5
-    max_rotate_deg: float = 10.0
-    max_translate_frac: float = 0.1
+    max_rotate_deg: float = 8.0
+    max_translate_frac: float = 0.06
     p_noise: float = 0.5
     noise_rel: tuple[float, float] = (0.0, 0.02)
     p_gain: float = 0.8

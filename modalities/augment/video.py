@@ -34,7 +34,7 @@ class VideoAugment:
     stride: tuple[float, float] = (0.8, 1.25)
     max_jitter: float = 0.5
     p_crop: float = 0.5
-    crop_scale: tuple[float, float] = (0.6, 1.0)
+    crop_scale: tuple[float, float] = (0.75, 1.0)
     crop_aspect: tuple[float, float] = (0.75, 1.333)
 
     def __post_init__(self) -> None:

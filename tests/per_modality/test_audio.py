@@ -17,6 +17,8 @@ from modalities.audio import Audio, AudioOptions, clip_bounds, clip_starts, fban
 
 SR = 16000
 PAD_VALUE = ((torch.zeros(()) - AudioOptions.mean) / AudioOptions.std).item()  # zero fbank frame, normalized
+# ImageBind's preprocessing exactly (what the imagebind-* presets set).
+IB = {"clip_select": "even", "trim_silence": False}
 
 
 def imagebind_reference(wave: torch.Tensor, opts: AudioOptions | None = None) -> torch.Tensor:
@@ -45,7 +47,7 @@ def test_fbank_clips_match_imagebind_reference(n):
     g = torch.Generator().manual_seed(n)
     t = torch.arange(n) / SR
     wave = 0.3 * torch.sin(2 * np.pi * (200 + 300 * t) * t) + 0.05 * torch.randn(n, generator=g) + 0.02
-    ours = fbank_clips(wave.float(), AudioOptions())
+    ours = fbank_clips(wave.float(), AudioOptions(**IB))
     assert ours.shape == (3, 1, 128, 204)
     torch.testing.assert_close(ours, imagebind_reference(wave.float()), atol=1e-5, rtol=0)
 
@@ -88,7 +90,7 @@ def test_short_clip_is_accepted_without_warnings(tmp_path, policy):
     path = write_wav(tmp_path / "short.wav", chirp(0.6, SR), SR)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        x = Audio(short_policy=policy).prepare(path)[0, 0]
+        x = Audio(short_policy=policy, **IB).prepare(path)[0, 0]
     real = 1 + (int(0.6 * SR) - 400) // 160  # 58 kaldi frames in 0.6 s
     if policy == "pad":
         assert torch.all(x[:, real:] == PAD_VALUE) and not torch.any(x[:, :real] == PAD_VALUE)
@@ -182,3 +184,20 @@ def test_leading_silence_no_longer_moves_the_features():
     near = (trim.preprocess(word) - trim.preprocess(late)).abs().mean()
     far = (keep.preprocess(word) - keep.preprocess(late)).abs().mean()
     assert near < 0.1 * far
+
+
+def test_one_clip_is_taken_where_the_sound_is():
+    from modalities.audio import AudioOptions, loudest_clip
+
+    sr, opts = 16000, AudioOptions(clips=1, clip_duration=1.0)
+    wave = torch.zeros(1, 4 * sr)
+    t = torch.arange(int(0.4 * sr)) / sr
+    wave[0, int(2.5 * sr):int(2.9 * sr)] = 0.5 * torch.sin(2 * torch.pi * 440 * t)  # the only sound, late
+    (start, end), = loudest_clip(wave, opts)
+    assert end - start == sr and start <= int(2.5 * sr) and end >= int(2.9 * sr)
+    assert loudest_clip(torch.zeros(1, sr // 2), opts) is None  # shorter than a clip: nothing to choose
+    audio = Audio(clips=1, clip_duration=1.0, trim_silence=False)
+    assert torch.allclose(audio.preprocess(wave[0].numpy()), audio.preprocess(wave[0, start:end].numpy()), atol=1e-5)
+    even = Audio(clips=1, clip_duration=1.0, trim_silence=False, clip_select="even")
+    assert not torch.allclose(audio.preprocess(wave[0].numpy()), even.preprocess(wave[0].numpy()), atol=1e-2)
+

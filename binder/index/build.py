@@ -122,6 +122,17 @@ def row_metadata(p: Pending, input_shape: tuple[int, ...]) -> dict[str, Any]:
             "mtime": p.mtime_ns / 1e9, "hash": p.hash or file_hash(p.item.path), "shape": list(input_shape)}
 
 
+def start_build(folder: str | os.PathLike, paths: Iterable[str | os.PathLike], model_dir: str | os.PathLike | None,
+                opts: BuildOptions, create: bool) -> tuple[str | None, list[Item], BuildReport]:
+    """What every build starts with: the model folder to use, the files found, a report holding
+    the files that could not be listed; ``add`` (``create=False``) needs an existing index."""
+    model_id = resolve_model(folder, model_dir)
+    if not create:
+        read_index_manifest(folder)
+    items, failures = discover(paths, opts.modality)
+    return model_id, items, BuildReport(failures=list(failures))
+
+
 def build_index(folder: str | os.PathLike, paths: Iterable[str | os.PathLike], model=None,
                 model_dir: str | os.PathLike | None = None, options: BuildOptions | None = None,
                 on_done: Callable[[str], None] | None = None, create: bool = True) -> BuildReport:
@@ -134,11 +145,7 @@ def build_index(folder: str | os.PathLike, paths: Iterable[str | os.PathLike], m
     opened (and checked: a damaged one is an IndexDamageError) before the model is loaded.
     """
     opts = options or BuildOptions()
-    model_id = resolve_model(folder, model_dir)
-    if not create:
-        read_index_manifest(folder)
-    items, failures = discover(paths, opts.modality)
-    report = BuildReport(failures=list(failures))
+    model_id, items, report = start_build(folder, paths, model_dir, opts, create)
     if model is None and not (Path(folder) / MANIFEST).exists():
         model = load_model_for(model_id)  # a new index takes its dim from the model
     dim = None if model is None else model.embed_dim

@@ -31,8 +31,8 @@ from binder.index.build import (
     embedding_problem,
     load_model_for,
     plan,
-    resolve_model,
     row_metadata,
+    start_build,
 )
 from binder.index.integrity import load_checked_shard
 from binder.index.store import read_index_manifest
@@ -154,11 +154,7 @@ def build_index_ray(folder: str | os.PathLike, paths: Iterable[str | os.PathLike
                     on_done: Callable[[str], None] | None = None, create: bool = True) -> BuildReport:
     """``build_index`` as a Ray Data job: same rows, same shard format, same manifest commits."""
     opts = options or BuildOptions()
-    model_id = resolve_model(folder, model_dir)
-    if not create:
-        read_index_manifest(folder)
-    items, failures = discover(paths, opts.modality)
-    report = BuildReport(failures=list(failures))
+    model_id, items, report = start_build(folder, paths, model_dir, opts, create)
     dim = _dim_of(folder, model_id)
     with IndexWriter(folder, dim, model_id, create, opts.shard_size, opts.wait_lock) as writer:
         connect(address)  # after the writer has checked the index: a damaged one fails fast

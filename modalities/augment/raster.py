@@ -24,7 +24,22 @@ from modalities.augment.audio import _check_probability, _check_range
 
 
 @dataclass(frozen=True)
-class DepthAugment:
+class GeometryAugment:
+    """The crop, rotation and translation depth and thermal maps share: a random resized crop
+    (area ``crop_scale``, aspect ``crop_aspect``, probability ``p_crop``), then a rotation within
+    ±``max_rotate_deg`` and a shift within ±``max_translate_frac`` of the size (``p_affine``)."""
+
+    enabled: bool = True
+    p_crop: float = 0.5
+    crop_scale: tuple[float, float] = (0.75, 1.0)
+    crop_aspect: tuple[float, float] = (0.75, 1.333)
+    p_affine: float = 0.5
+    max_rotate_deg: float = 8.0
+    max_translate_frac: float = 0.06
+
+
+@dataclass(frozen=True)
+class DepthAugment(GeometryAugment):
     """What ``augment_depth`` may do; ranges are (low, high) drawn uniformly, ``p_*`` are probabilities.
 
     Random resized crop (area ``crop_scale``, aspect ``crop_aspect``), a small rotation
@@ -34,13 +49,6 @@ class DepthAugment:
     ``max_holes`` blobs of radius up to ``hole_radius_frac`` of the short side set to 0.
     """
 
-    enabled: bool = True
-    p_crop: float = 0.5
-    crop_scale: tuple[float, float] = (0.75, 1.0)
-    crop_aspect: tuple[float, float] = (0.75, 1.333)
-    p_affine: float = 0.5
-    max_rotate_deg: float = 8.0
-    max_translate_frac: float = 0.06
     p_noise: float = 0.5
     noise_rel: tuple[float, float] = (0.0, 0.004)
     p_holes: float = 0.5
@@ -59,7 +67,7 @@ class DepthAugment:
 
 
 @dataclass(frozen=True)
-class ThermalAugment:
+class ThermalAugment(GeometryAugment):
     """What ``augment_thermal`` may do; ranges are (low, high) drawn uniformly, ``p_*`` are probabilities.
 
     The same crop/rotation/translation as depth, sensor noise of sigma ``noise_rel`` of the
@@ -67,13 +75,6 @@ class ThermalAugment:
     other cameras' calibration and scene temperature; integer-bit maps stay within their range.
     """
 
-    enabled: bool = True
-    p_crop: float = 0.5
-    crop_scale: tuple[float, float] = (0.75, 1.0)
-    crop_aspect: tuple[float, float] = (0.75, 1.333)
-    p_affine: float = 0.5
-    max_rotate_deg: float = 8.0
-    max_translate_frac: float = 0.06
     p_noise: float = 0.5
     noise_rel: tuple[float, float] = (0.0, 0.02)
     p_gain: float = 0.8
@@ -90,7 +91,7 @@ class ThermalAugment:
             raise ValueError(f"ThermalAugment.noise_rel must be >= 0 and gain > 0, got {self.noise_rel}, {self.gain}")
 
 
-def _check_geometry(opts: DepthAugment | ThermalAugment) -> None:
+def _check_geometry(opts: GeometryAugment) -> None:
     for name in ("crop_scale", "crop_aspect"):
         object.__setattr__(opts, name, _check_range(name, getattr(opts, name)))
     for name in ("p_crop", "p_affine"):

@@ -82,9 +82,11 @@ class Modality(ABC):
 
         ``True`` or ``{}`` takes the defaults, a table overrides fields, ``False`` switches it off.
         """
-        if values is False or values is None or self.AugmentOptions is None:
-            if isinstance(values, Mapping) and values and self.AugmentOptions is None:
+        if self.AugmentOptions is None:
+            if isinstance(values, Mapping) and values:
                 raise ValueError(f"modality {self.name!r} has no augmentations to tune (got {sorted(values)})")
+            return None
+        if values is False or values is None:
             return None
         kwargs = {} if values is True else dict(values)
         try:

@@ -26,11 +26,16 @@ def new_hasher():
     return hashlib.blake2b(digest_size=20)
 
 
+def hash_text(h: Any) -> str:
+    """The recorded form of a finished hash: ``blake2b:<hex>``."""
+    return "blake2b:" + h.hexdigest()
+
+
 def bytes_hash(data: bytes) -> str:
     """``blake2b:<hex>`` of ``data``."""
     h = new_hasher()
     h.update(data)
-    return "blake2b:" + h.hexdigest()
+    return hash_text(h)
 
 
 def file_hash(path: str | os.PathLike) -> str:
@@ -39,7 +44,7 @@ def file_hash(path: str | os.PathLike) -> str:
     with open(path, "rb") as fh:
         while chunk := fh.read(HASH_CHUNK):
             h.update(chunk)
-    return "blake2b:" + h.hexdigest()
+    return hash_text(h)
 
 
 class _CountingWriter:
@@ -55,7 +60,7 @@ class _CountingWriter:
         return self.fh.write(view)
 
     def digest(self) -> str:
-        return "blake2b:" + self.hasher.hexdigest()
+        return hash_text(self.hasher)
 
 
 def shard_names(shard_id: str) -> tuple[str, str]:

@@ -16,8 +16,7 @@ from typing import Any
 import numpy as np
 
 from binder.embed.pipeline import EmbedOptions, Failure, Item, discover, embed_items
-from binder.embed.shards import HASH_CHUNK, MANIFEST
-from binder.embed.shards import file_hash as _file_hash
+from binder.embed.shards import HASH_CHUNK, MANIFEST, file_hash
 from binder.errors import IndexStoreError
 from binder.index.integrity import NORM_TOLERANCE
 from binder.index.store import read_index_manifest
@@ -54,11 +53,6 @@ class Pending:
     size: int
     mtime_ns: int
     hash: str | None = None  # known already when the file changed and had to be hashed
-
-
-def file_hash(path: str | os.PathLike) -> str:
-    """``blake2b:<hex>`` of the file's bytes, read in 1 MiB chunks (the same hash shard files get)."""
-    return _file_hash(path)
 
 
 def resolve_model(folder: str | os.PathLike, model_dir: str | os.PathLike | None) -> str | None:

@@ -15,6 +15,7 @@ dropped from every batch it falls in, and reported once by the trainer.
 """
 from __future__ import annotations
 
+import functools
 import zlib
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -169,16 +170,6 @@ def collate(items: list[tuple[Key, torch.Tensor | str]], sources: Sequence[Strea
     return StreamBatch(m, step, rows, inputs, failed)
 
 
-class _Collate:
-    """Picklable collate function bound to the sources (worker processes need to pickle it)."""
-
-    def __init__(self, sources: Sequence[StreamSource]):
-        self.sources = sources
-
-    def __call__(self, items: list[tuple[Key, torch.Tensor | str]]) -> StreamBatch:
-        return collate(items, self.sources)
-
-
 def _worker_init(worker_id: int) -> None:
     info = torch.utils.data.get_worker_info()
     torch.set_num_threads(1)
@@ -191,5 +182,6 @@ def _worker_init(worker_id: int) -> None:
 def stream_loader(dataset: PairStream, sampler: StepSampler, workers: int) -> DataLoader:
     """A DataLoader over ``sampler``'s steps; ``workers`` processes (0 = in this process)."""
     return DataLoader(dataset, batch_sampler=sampler, num_workers=max(0, workers),
-                      collate_fn=_Collate(dataset.sources), worker_init_fn=_worker_init if workers else None,
+                      collate_fn=functools.partial(collate, sources=dataset.sources),
+                      worker_init_fn=_worker_init if workers else None,
                       prefetch_factor=4 if workers else None, persistent_workers=False)

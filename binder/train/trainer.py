@@ -115,8 +115,7 @@ class Trainer:
     # ------------------------------------------------------------------ batches
     def batch_rows(self, step: int) -> tuple[int, torch.Tensor]:
         """The modality index and the record rows of global ``step`` (a pure function of seed and step)."""
-        data, rows = self.batch_indices(step)
-        return self.data.index(data), rows
+        return step % len(self.data), self.batch_indices(step)[1]
 
     def batch_indices(self, step: int) -> tuple[BindData, torch.Tensor]:
         """The modality and the input rows of global ``step`` (a pure function of seed and step)."""
@@ -145,7 +144,7 @@ class Trainer:
         for row, reason in batch.failed:
             if (batch.source, row) not in self._reported:
                 self._reported.add((batch.source, row))
-                tqdm.write(f"anybind: skipped {data.records[row].path}: {reason}")
+                _report_skipped(data.records[row].path, reason)
         return data, batch.rows, batch.inputs
 
     def train_step(self, step: int) -> float:
@@ -259,4 +258,8 @@ class Trainer:
 
 def _report_failures(prepared: PreparedSet) -> None:
     for path, reason in prepared.failures:
-        tqdm.write(f"anybind: skipped {path}: {reason}")
+        _report_skipped(path, reason)
+
+
+def _report_skipped(path: str, reason: str) -> None:
+    tqdm.write(f"anybind: skipped {path}: {reason}")

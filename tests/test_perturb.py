@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from binder.cli import app
@@ -72,3 +73,17 @@ def test_eval_cli_reports_the_perturbation(tmp_path):
     assert out["perturb"] == "snr=0,silence=1" and out["items"] == 4 and "perturb" not in json.loads(clean.output)
     bad = CliRunner().invoke(app, args + ["--perturb", "rotate=5"])
     assert bad.exit_code != 0 and "unknown perturbation 'rotate'" in str(bad.exception)
+
+
+def test_a_perturbation_that_overflows_fails_the_file_not_the_run(tmp_path):
+    from samplegen_audio import write_wav
+
+    from binder.train.data import prepare_inputs, read_pairs
+
+    write_wav(tmp_path / "a.wav", tone(0.6), SR)
+    (tmp_path / "m.jsonl").write_text(json.dumps({"modality": "audio", "path": "a.wav", "label": 0}) + "\n")
+    audio = get_modality("audio")()
+    with pytest.raises(AnybindError, match="no usable audio files \\(1 failed\\)"):
+        prepare_inputs(audio, read_pairs(tmp_path / "m.jsonl"), 1, False, parse_perturbation("gain=1000", "audio"))
+    ok = prepare_inputs(audio, read_pairs(tmp_path / "m.jsonl"), 1, False, parse_perturbation("gain=-6", "audio"))
+    assert torch.isfinite(ok.inputs).all()

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast, overload
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
@@ -117,11 +118,16 @@ def prepare_inputs(modality: Modality, records: list[PairRecord], workers: int =
 def _transformed(transform: Callable[[Any, int, Modality], Any], raw: Any, row: int, modality: Modality,
                  path: str) -> Any:
     try:
-        return transform(raw, row, modality)
+        with np.errstate(all="ignore"):  # overflow is reported below, naming the file, not as a warning
+            out = transform(raw, row, modality)
     except (MemoryError, KeyboardInterrupt):
         raise
     except Exception as exc:  # a perturbation that cannot apply to this item names it
         raise ModalityError(path, f"perturbation failed: {type(exc).__name__}: {exc}") from exc
+    values = out[0] if isinstance(out, tuple) else out
+    if not np.isfinite(np.asarray(values, dtype=np.float64)).all():
+        raise ModalityError(path, "the perturbation made values that are not finite (too strong?)")
+    return out
 
 
 def target_keys(records: list[PairRecord], target: str) -> list[str]:

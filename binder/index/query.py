@@ -121,6 +121,14 @@ def _is_file(path: Path) -> bool:
         return False
 
 
+def _expanded(operand: str) -> str:
+    """``~`` and ``~user`` expanded; a name the OS cannot look up (bad characters) stays as it is."""
+    try:
+        return os.path.expanduser(operand)
+    except (OSError, ValueError):  # "~\ud800": the user database cannot encode the name
+        return operand
+
+
 def _is_dir(path: Path) -> bool:
     try:
         return path.is_dir()
@@ -137,7 +145,7 @@ def _resolve(weight: float, operand: str, quoted: bool) -> Term:
         if not text:
             raise QueryError("text: needs some text after it")
         return Term(weight, "text", text)
-    path = Path(os.path.expanduser(operand))
+    path = Path(_expanded(operand))
     if _is_dir(path) and (_looks_like_file(operand) or operand in (".", "..", "~")):  # a bare word stays text
         raise QueryError(f"{operand}: is a folder; a query term is a file or text (write text:{operand} "
                          f"to search for these words)")

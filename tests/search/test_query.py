@@ -85,3 +85,9 @@ def test_terms_are_normalized_weighted_and_renormalized(fake_embed):
 def test_terms_that_cancel_are_an_error(fake_embed):
     with pytest.raises(QueryError, match="cancel"):
         embed_terms(FakeModel(), [Term(1.0, "text", "a"), Term(-2.0, "text", "a"), Term(1.0, "text", "a")])
+
+
+def test_a_tilde_name_the_os_cannot_encode_is_text():
+    """Found by the property test: expanduser raised UnicodeEncodeError for '~' + a lone surrogate."""
+    (term,) = parse_query("~\ud800")
+    assert term.kind == "text"

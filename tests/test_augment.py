@@ -221,6 +221,27 @@ def test_mask_spectrogram_bounds_and_keeps_input():
     assert (out == 0).any()
 
 
+@pytest.mark.parametrize("factor", [0.9, 1.1, 1.25])
+def test_warp_frequency_moves_a_formant_by_the_factor(factor):
+    x = torch.zeros(1, 64, 10)
+    x[:, 20, :] = 1.0  # one formant-like ridge at mel bin 20
+    out = A.warp_frequency(x, factor)
+    ridge = (out[0, :, 0] * torch.arange(64)).sum() / out[0, :, 0].sum()  # the ridge's centre of mass
+    assert abs(float(ridge) - 20 * factor) < 0.05 and out.shape == x.shape
+    assert torch.equal(A.warp_frequency(x, 1.0), x)
+
+
+def test_mask_spectrogram_warps_with_probability_p_warp():
+    x = torch.randn(40, 1, 32, 20) + 5.0
+    never = AudioAugment(p_warp=0.0, time_masks=0, freq_masks=0)
+    always = AudioAugment(p_warp=1.0, warp=(1.2, 1.2), time_masks=0, freq_masks=0)
+    assert torch.equal(mask_spectrogram(x, np.random.default_rng(0), never), x)
+    assert torch.allclose(mask_spectrogram(x, np.random.default_rng(0), always), A.warp_frequency(x, 1.2))
+    half = mask_spectrogram(x, np.random.default_rng(0), AudioAugment(p_warp=0.5, time_masks=0, freq_masks=0))
+    changed = sum(not torch.equal(a, b) for a, b in zip(half, x))
+    assert 8 <= changed <= 32  # p_warp 0.5 of 40 clips
+
+
 def test_audio_options_validation_names_the_field():
     with pytest.raises(ValueError, match="snr_db"):
         AudioAugment(snr_db=(30, 5))
@@ -230,6 +251,8 @@ def test_audio_options_validation_names_the_field():
         AudioAugment(noise_colors=("violet",))
     with pytest.raises(ValueError, match="noise_dir"):
         AudioAugment(noise_dir="/no/such/folder")
+    with pytest.raises(ValueError, match="warp"):
+        AudioAugment(warp=(0.0, 1.1))
 
 
 # ---------------------------------------------------------------- rasters

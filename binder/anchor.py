@@ -133,7 +133,8 @@ def load_anchor(cfg: AnchorConfig, arch: dict | None = None) -> Anchor:
     quiet = quiet_open_clip() if not pretrained else contextlib.nullcontext()
     try:
         with quiet:
-            clip = open_clip.create_model(cfg.model, pretrained=pretrained, cache_dir=cfg.cache_dir)
+            clip = open_clip.create_model(cfg.model, pretrained=pretrained, cache_dir=cfg.cache_dir,
+                                             device=torch.get_default_device())
         tokenizer = open_clip.get_tokenizer(cfg.model)
     except (RuntimeError, OSError, ValueError) as exc:
         raise AnchorError(_explain(cfg, exc)) from exc
@@ -145,7 +146,7 @@ def _from_arch(cfg: AnchorConfig, arch: dict) -> Anchor:
         Path(tmp, LOCAL_CONFIG).write_text(json.dumps(arch))
         name = f"local-dir:{tmp}"
         with quiet_open_clip():
-            clip = open_clip.create_model(name, load_weights=False)
+            clip = open_clip.create_model(name, load_weights=False, device=torch.get_default_device())
         tokenizer = open_clip.get_tokenizer(name)
     return Anchor(clip, tokenizer, cfg)
 

@@ -1,7 +1,9 @@
 """BindingModel: tokenizer → shared trunk → head for every modality it holds, in the anchor's space."""
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import cast
 
@@ -14,6 +16,7 @@ from binder.checkpoint import check_buildable, load_weights, read_config, save_c
 from binder.config import BindConfig, ModalityConfig
 from binder.errors import AnybindError, CheckpointError, ModalityError
 from binder.heads import Head
+from binder.lazy import load_parts
 from binder.registry import get_modality, list_modalities
 from binder.trunk import Trunk, build_trunk
 from modalities.base import Modality
@@ -58,6 +61,8 @@ class BindingModel(nn.Module):
     def __init__(self, config: BindConfig, anchor: Anchor | None = None, anchor_arch: dict | None = None):
         super().__init__()
         self.config = config
+        self.partial: tuple[str, ...] | None = None  # the modalities a partial load holds (``load``)
+        self.stored = tuple(m.name for m in config.modalities)  # the modalities its folder holds
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             self.anchor = anchor if anchor is not None else load_anchor(config.anchor, anchor_arch)
@@ -98,8 +103,12 @@ class BindingModel(nn.Module):
         try:
             return self.modalities[name]
         except KeyError:
+            if self.partial is not None and name in self.stored:
+                raise ModalityError(None, f"this model was loaded with only the parts of "
+                                          f"{', '.join(self.partial) or 'no modality'}; load it with {name!r} "
+                                          f"too to encode {name}") from None
             raise ModalityError(None, f"this model has no binding for modality {name!r} "
-                                      f"(it holds: {', '.join(self.modalities)})") from None
+                                      f"(it holds: {', '.join(self.stored)})") from None
 
     def trunk_for(self, name: str) -> Trunk:
         """The transformer ``name`` runs through: its own, else the shared trunk."""
@@ -195,12 +204,21 @@ class BindingModel(nn.Module):
 
     def save(self, folder: str | os.PathLike) -> Path:
         """Write ``model.safetensors`` + ``config.json``; the folder is self-contained."""
+        if self.partial is not None:
+            raise CheckpointError(f"this model was loaded with only the parts of {', '.join(self.partial)}; "
+                                  f"load it whole (BindingModel.load(folder)) to save it")
         payload = {"format_version": FORMAT_VERSION, "bind": self.config.to_dict(), "anchor_arch": self.anchor.arch()}
         return save_checkpoint(folder, self, payload)
 
     @classmethod
-    def load(cls, folder: str | os.PathLike) -> BindingModel:
-        """Rebuild from ``config.json`` and load the safetensors weights (bit-exact)."""
+    def load(cls, folder: str | os.PathLike, modalities: Sequence[str] | None = None) -> BindingModel:
+        """Rebuild from ``config.json`` and load the safetensors weights (bit-exact).
+
+        ``modalities`` loads only what encoding those modalities needs (``binder.lazy``): the
+        other modalities are left out, and the anchor's image and text towers are read only for
+        ``"image"`` and ``"text"`` (or a trunk shared with the image tower). Such a partial
+        model embeds exactly as the whole one does, and refuses to be saved.
+        """
         payload = read_config(folder)
         if payload.get("format_version") != FORMAT_VERSION or not isinstance(payload.get("bind"), dict):
             raise CheckpointError(f"{folder}: unsupported model format {payload.get('format_version')!r}")
@@ -209,9 +227,22 @@ class BindingModel(nn.Module):
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
             raise CheckpointError(f"{folder}: bad config ({type(exc).__name__}: {exc})") from None
         check_buildable(folder, payload)
+        if modalities is not None:
+            return cls._load_parts(folder, config, payload.get("anchor_arch"), modalities)
         model = cls._build_checked(folder, config, payload.get("anchor_arch"))
         load_weights(folder, model)
         return model.eval()
+
+    @classmethod
+    def _load_parts(cls, folder: str | os.PathLike, config: BindConfig, arch: dict | None,
+                    modalities: Sequence[str]) -> BindingModel:
+        held = [m.name for m in config.modalities]
+        names = [n for n in dict.fromkeys(modalities) if n in held]  # others fail at encode, as on the whole model
+        partial = dataclasses.replace(config, modalities=tuple(m for m in config.modalities if m.name in names))
+        with torch.device("meta"):
+            model = cls._build_checked(folder, partial, arch)
+        model.partial, model.stored = tuple(names), tuple(held)
+        return load_parts(model, folder, names).eval()
 
     @classmethod
     def _build_checked(cls, folder: str | os.PathLike, config: BindConfig, arch: dict | None) -> BindingModel:

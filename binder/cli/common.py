@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -15,13 +16,22 @@ UNTRAINED_NOTE = ("note: no --model given; using a randomly initialised tiny anc
 MODEL_ENV = "ANYBIND_MODEL"
 
 
-def load_model(path: str | None, quiet: bool = False) -> BindingModel:
-    """The model at ``path``, else at ``$ANYBIND_MODEL``, else the untrained default (with a note)."""
+def load_model(path: str | None, quiet: bool = False, *, modalities: Iterable[str] | None = None) -> BindingModel:
+    """The model at ``path``, else at ``$ANYBIND_MODEL``, else the untrained default (with a note).
+
+    ``path`` is a model folder or a known model's name (``anybind models``), fetched and
+    converted on first use (``binder.hub``).
+
+    ``modalities`` names what the command will encode ("text" for a text query or labels): only
+    those parts are read from the folder (``BindingModel.load``); None loads the whole model.
+    """
+    from binder.hub import resolve_model
     from binder.model import BindingModel  # imported here so that `anybind --help` stays fast
 
     path = path or os.environ.get(MODEL_ENV) or None
     if path:
-        return BindingModel.load(path)
+        folder = resolve_model(path, progress=not quiet)  # a folder, or a known name (downloaded once)
+        return BindingModel.load(folder, sorted(set(modalities)) if modalities is not None else None)
     if not quiet:
         click.echo(UNTRAINED_NOTE, err=True)
     return BindingModel.default().eval()

@@ -17,8 +17,8 @@ def register(app: click.Group) -> None:
 
 
 @click.command("modalities")
-@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False), default=None,
-              help="Model folder (default: every registered modality at default options).")
+@click.option("--model", "model_dir", metavar="MODEL", default=None,
+              help="Model folder or name from `anybind models` (default: every registered modality, untrained).")
 def modalities_cmd(model_dir: str | None) -> None:
     """List modalities: extensions, input tensor, tokens and length policy."""
     from binder.describe import modality_table
@@ -31,7 +31,7 @@ def modalities_cmd(model_dir: str | None) -> None:
 @click.command("embed")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--modality", default="auto", show_default=True, help="Registry name, or auto (by extension).")
-@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False), default=None,
+@click.option("--model", "model_dir", metavar="MODEL", default=None,
               help="Model folder saved by anybind (default: untrained tiny model).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="embeddings", show_default=True,
               help="Output folder for .npy shards + .jsonl metadata.")
@@ -64,7 +64,7 @@ def embed_cmd(paths, modality, model_dir, out_dir, fmt, batch_size, workers, qui
         click.echo(f"embedded {done} file(s) into {out_dir} with Ray; {len(failures)} failed", err=True)
         sys.exit(1 if failures else 0)
     items, failures = discover(paths, modality)
-    model = load_model(model_dir, quiet)
+    model = load_model(model_dir, quiet, modalities={i.modality for i in items})
     writer = None
     if fmt == "npy":
         writer = ShardWriter(out_dir, model.embed_dim, info={"model": model_dir or "untrained-default"})

@@ -27,8 +27,9 @@ def _embed_options(fn: Callable) -> Callable:
         click.argument("index_dir", type=click.Path(file_okay=False)),
         click.argument("paths", nargs=-1, required=True, type=click.Path()),
         click.option("--modality", default="auto", show_default=True, help="Registry name, or auto (by extension)."),
-        click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False), default=None,
-                     help="Model folder (default: $ANYBIND_MODEL, else the index's own model, else untrained)."),
+        click.option("--model", "model_dir", metavar="MODEL", default=None,
+                     help="Model folder or name from `anybind models` (default: $ANYBIND_MODEL, else the index's "
+                          "own model, else untrained)."),
         click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True),
         click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
                      help="Threads decoding files."),
@@ -169,14 +170,15 @@ def verify_cmd(index_dir: str) -> None:
 
 @index_group.command("repair")
 @click.argument("index_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False), default=None,
+@click.option("--model", "model_dir", metavar="MODEL", default=None,
               help="Model to record if the manifest is too damaged to say (default: the untrained default).")
 def repair_cmd(index_dir: str, model_dir: str | None) -> None:
     """Drop damaged shards from the index (an atomic commit) and print the files whose rows were
     dropped, one a line: `anybind index add` over the same folders embeds them again."""
+    from binder.hub import resolve_model as resolve_named
     from binder.index.verify import repair_index
 
-    report = repair_index(index_dir, model=os.path.realpath(model_dir) if model_dir else None)
+    report = repair_index(index_dir, model=os.path.realpath(resolve_named(model_dir)) if model_dir else None)
     for path in report.reembed:
         click.echo(path)
     if not report.repaired:

@@ -61,7 +61,7 @@ def _default_format(fmt: str | None) -> str:
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
               help="table (default on a terminal) or jsonl (default otherwise).")
-@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False), default=None,
+@click.option("--model", "model_dir", metavar="MODEL", default=None,
               help="Model to embed the query with when the index records none (else $ANYBIND_MODEL).")
 @click.option("--ef-search", type=click.IntRange(min=1), default=None, help="hnsw: candidate list size.")
 @click.option("--nprobe", type=click.IntRange(min=1), default=None, help="ivfpq: cells visited.")
@@ -71,7 +71,7 @@ def _default_format(fmt: str | None) -> str:
 def search_cmd(index_dir, query, query_opt, k, modality, backend, fmt, model_dir, ef_search, nprobe, no_cache,
                table, quiet) -> None:
     from binder.index.lance import lance_tables
-    from binder.index.query import embed_terms, parse_query
+    from binder.index.query import embed_terms, parse_query, query_modalities
     from binder.registry import get_modality
 
     if (query is None) == (query_opt is None):
@@ -92,7 +92,7 @@ def search_cmd(index_dir, query, query_opt, k, modality, backend, fmt, model_dir
 
         index = EmbeddingIndex.open(index_dir, backend, cache=not no_cache, progress=not quiet,
                                     ef_search=ef_search, nprobe=nprobe)
-        model = _query_model(index.model, model_dir, index_dir, quiet)
+        model = _query_model(index.model, model_dir, index_dir, quiet, query_modalities(terms))
         _check_dim(model, index.dim, index_dir)
         hits = index.search(embed_terms(model, terms), k, modality)
     _print_hits(hits, _default_format(fmt))
@@ -102,11 +102,11 @@ def _search_lance(lance_dir: str, table: str, terms, k: int, modality: str | Non
                   quiet: bool) -> list:
     """Search an exported LanceDB table on disk; its rows come back as index hits."""
     from binder.index.lance import lance_table_info, search_lance
-    from binder.index.query import embed_terms
+    from binder.index.query import embed_terms, query_modalities
     from binder.index.search import Hit
 
     info = lance_table_info(lance_dir, table)
-    model = _query_model(info["model"], model_dir, lance_dir, quiet)
+    model = _query_model(info["model"], model_dir, lance_dir, quiet, query_modalities(terms))
     _check_dim(model, info["dim"], lance_dir)
     rows = search_lance(lance_dir, embed_terms(model, terms), k, table, modality)
     return [Hit(r["score"], int(r.get("row", -1)), {c: v for c, v in r.items() if c != "score"}) for r in rows]
@@ -119,8 +119,10 @@ def _check_dim(model, dim: int, where: str) -> None:
         raise QueryError(f"the model embeds into {model.embed_dim} dimensions but {where} holds {dim}")
 
 
-def _query_model(recorded: str | None, model_dir: str | None, index_dir: str, quiet: bool):
-    """The index's own model when it records one, else --model / $ANYBIND_MODEL / the default."""
+def _query_model(recorded: str | None, model_dir: str | None, index_dir: str, quiet: bool,
+                 modalities: set[str] | None = None):
+    """The index's own model when it records one, else --model / $ANYBIND_MODEL / the default;
+    only the parts that embed the query's ``modalities`` are loaded."""
     from binder.errors import IndexStoreError
 
     if recorded:
@@ -131,8 +133,8 @@ def _query_model(recorded: str | None, model_dir: str | None, index_dir: str, qu
         if found is not None:
             if model_dir and Path(model_dir).resolve() != Path(found).resolve() and not quiet:
                 click.echo(f"note: using the index's own model {found}, not --model {model_dir}", err=True)
-            return common.load_model(found, quiet)
-    return common.load_model(model_dir, quiet)
+            return common.load_model(found, quiet, modalities=modalities)
+    return common.load_model(model_dir, quiet, modalities=modalities)
 
 
 def _find_model(recorded: str, index_dir: str) -> str | None:
@@ -173,8 +175,8 @@ def format_table(headers: list[str], rows: list[list[str]]) -> list[str]:
 @click.option("--template", "templates", multiple=True, default=("{}",), show_default=True,
               help="Prompt template, '{}' = the label (repeatable; prompts are averaged).")
 @click.option("--top", type=click.IntRange(min=1), default=3, show_default=True, help="Labels shown per file.")
-@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False), default=None,
-              help="Model folder (default: $ANYBIND_MODEL, else the untrained default).")
+@click.option("--model", "model_dir", metavar="MODEL", default=None,
+              help="Model folder or name from `anybind models` (default: $ANYBIND_MODEL, else untrained).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
               help="table (default on a terminal) or jsonl (default otherwise).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
@@ -192,7 +194,7 @@ def classify_cmd(paths, labels, labels_file, templates, top, model_dir, fmt, bat
         raise click.UsageError("give exactly one of --labels or --labels-file")
     names = parse_labels(labels if labels is not None else Path(labels_file).read_text(encoding="utf-8"))
     items, failures = discover(paths)
-    model = common.load_model(model_dir, quiet)
+    model = common.load_model(model_dir, quiet, modalities={i.modality for i in items} | {"text"})
     preds = list(classify_items(model, items, names, templates, top, batch_size, not quiet, failures))
     _print_predictions(preds, _default_format(fmt))
     for f in failures:

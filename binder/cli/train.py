@@ -5,7 +5,7 @@ import json
 
 import click
 
-from binder.cli.common import SET_OPTION, parse_overrides
+from binder.cli.common import SET_OPTION, load_model, parse_overrides
 
 
 def register(app: click.Group) -> None:
@@ -52,7 +52,7 @@ def anchor_train_cmd(recipe: str, sets: tuple[str, ...], quiet: bool) -> None:
 
 @click.command("eval")
 @click.argument("manifest", type=click.Path(exists=True, dir_okay=False))
-@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False), required=True)
+@click.option("--model", "model_dir", metavar="MODEL", required=True)
 @click.option("--root", type=click.Path(exists=True, file_okay=False), default=None,
               help="Folder that relative manifest paths start from (default: the manifest's folder).")
 @click.option("--classes", default="", help="Comma-separated class names (index = integer label) for zero-shot.")
@@ -67,10 +67,9 @@ def anchor_train_cmd(recipe: str, sets: tuple[str, ...], quiet: bool) -> None:
                    "an unknown name lists the known ones.")
 def eval_cmd(manifest, model_dir, root, classes, templates, gallery, by, perturb) -> None:
     """Zero-shot classification and cross-modal retrieval of a manifest's items."""
-    from binder.model import BindingModel
     from binder.train.evaluate import evaluate_manifest
 
     names = tuple(c.strip() for c in classes.split(",") if c.strip())
-    result = evaluate_manifest(BindingModel.load(model_dir), manifest, root, names, templates, gallery, by,
+    result = evaluate_manifest(load_model(model_dir, quiet=True), manifest, root, names, templates, gallery, by,
                                perturb=perturb)
     click.echo(json.dumps(result, indent=2))

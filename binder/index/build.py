@@ -60,7 +60,9 @@ def resolve_model(folder: str | os.PathLike, model_dir: str | os.PathLike | None
 
     Raises IndexStoreError if the index exists and was built with another model.
     """
-    requested = None if model_dir is None else os.path.realpath(model_dir)
+    from binder.hub import resolve_model as resolve_named
+
+    requested = None if model_dir is None else os.path.realpath(resolve_named(model_dir))
     if not (Path(folder) / MANIFEST).exists():
         return requested
     recorded = read_index_manifest(folder).get("model")
@@ -70,8 +72,13 @@ def resolve_model(folder: str | os.PathLike, model_dir: str | os.PathLike | None
     return recorded
 
 
-def load_model_for(model_dir: str | None):
+def load_model_for(model_dir: str | None, modalities: Iterable[str] | None = None):
+    """The model in ``model_dir`` (only the parts encoding ``modalities``, when given), else the untrained default."""
     from binder.model import BindingModel
+
+    if not model_dir:
+        return BindingModel.default().eval()
+    return BindingModel.load(model_dir, sorted(set(modalities)) if modalities is not None else None)
 
     return BindingModel.load(model_dir) if model_dir else BindingModel.default().eval()
 
@@ -141,10 +148,10 @@ def build_index(folder: str | os.PathLike, paths: Iterable[str | os.PathLike], m
     opts = options or BuildOptions()
     model_id, items, report = start_build(folder, paths, model_dir, opts, create)
     if model is None and not (Path(folder) / MANIFEST).exists():
-        model = load_model_for(model_id)  # a new index takes its dim from the model
+        model = load_model_for(model_id, {i.modality for i in items})  # a new index takes its dim from the model
     dim = None if model is None else model.embed_dim
     with IndexWriter(folder, dim, model_id, create, opts.shard_size, opts.wait_lock) as writer:
-        model = model if model is not None else load_model_for(model_id)
+        model = model if model is not None else load_model_for(model_id, {i.modality for i in items})
         check_dim(writer, model.embed_dim)
         todo = plan(writer, items, report)
         _embed_into(writer, model, todo, opts, report, on_done)

@@ -171,6 +171,11 @@ def _looks_like_file(operand: str) -> bool:
     return "/" in operand or modality_for_path(operand) is not None
 
 
+def query_modalities(terms: list[Term]) -> set[str]:
+    """The modalities a model must encode to embed ``terms`` ("text" for text terms)."""
+    return {t.modality for t in terms}
+
+
 def embed_terms(model, terms: list[Term]) -> np.ndarray:
     """The query vector: unit term vectors, weighted-summed, renormalized. Shape (D,)."""
     total = np.zeros(model.embed_dim, dtype=np.float64)

@@ -45,7 +45,7 @@ def corpus(tmp_path_factory, model):
 @pytest.fixture(autouse=True)
 def shared_model(monkeypatch, model):
     """The CLI's model loader hands out the one model the tests already built (same weights)."""
-    monkeypatch.setattr(binder.cli.common, "load_model", lambda path, quiet=False: model)
+    monkeypatch.setattr(binder.cli.common, "load_model", lambda path, quiet=False, **_: model)
 
 
 def run(*args, ok=True):

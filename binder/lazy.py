@@ -33,6 +33,11 @@ IMAGE_TOWER = "anchor.clip.visual."
 ALWAYS = ("anchor.clip.logit_scale",)  # the anchor's temperature: one number, used by classify
 
 
+class UnfilledPartError(CheckpointError):
+    """A wanted tensor that the weights file does not hold and this loader cannot recompute
+    (a non-persistent buffer of an architecture it does not know)."""
+
+
 def part_prefixes(model: BindingModel, names: Iterable[str]) -> list[str]:
     """State-dict prefixes of the modules that encoding ``names`` runs through.
 
@@ -63,11 +68,12 @@ def wanted(key: str, prefixes: Sequence[str]) -> bool:
     return False
 
 
-def load_parts(model: BindingModel, folder: str | os.PathLike, names: Sequence[str]) -> BindingModel:
-    """Fill the parts of a meta-built ``model`` that encoding ``names`` needs from ``folder``'s weights."""
+def load_parts(model: BindingModel, folder: str | os.PathLike, names: Sequence[str] | None) -> BindingModel:
+    """Fill the parts of a meta-built ``model`` that encoding ``names`` needs from ``folder``'s weights;
+    ``names=None`` fills all of it (a whole load without building random weights first)."""
     path = Path(folder) / WEIGHTS
     check_safetensors(path)
-    prefixes = part_prefixes(model, names)
+    prefixes = [""] if names is None else part_prefixes(model, names)
     reference = model.state_dict(keep_vars=True)
     try:
         with safe_open(str(path), framework="pt") as fh:
@@ -97,8 +103,8 @@ def _read_groups(fh, stored: set[str], reference: dict[str, torch.Tensor], prefi
         tensor = fh.get_tensor(key)
         expected = reference[key]
         if tuple(tensor.shape) != tuple(expected.shape):
-            raise CheckpointError(f"{path}: tensor {key} has shape {tuple(tensor.shape)}, "
-                                  f"the model expects {tuple(expected.shape)}")
+            raise CheckpointError(f"{path}: weights do not fit the model its config describes (tensor {key} "
+                                  f"has shape {tuple(tensor.shape)}, the model expects {tuple(expected.shape)})")
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise CheckpointError(f"{path}: tensor {key} holds NaN or infinite values")
         tensor = tensor.to(expected.dtype)
@@ -130,7 +136,8 @@ def _rebuild_buffers(model: nn.Module, prefixes: Sequence[str], path: Path) -> N
     left = [n for n, b in model.named_buffers() if b.is_meta and wanted(n, prefixes)]
     left += [n for n, p in model.named_parameters() if p.is_meta and wanted(n, prefixes)]
     if left:
-        raise CheckpointError(f"{path}: cannot load {left[0]} on its own; load the whole model")
+        raise UnfilledPartError(f"{path}: {left[0]} is not stored in the weights file and cannot be rebuilt "
+                                f"without building the whole model")
 
 
 def causal_mask(length: int) -> torch.Tensor:

@@ -500,10 +500,18 @@ def test_damaged_model_folder_is_a_checkpoint_error(model_dir, tmp_path, damage)
 
 
 def test_cli_refuses_nan_weights_in_one_line(model_dir, batch_dir, tmp_path, capfd):
+    """The IMU head holds NaN: embedding an IMU file is refused in one line; a command that never
+    reads that tower (only the parts a job needs are loaded) embeds other files correctly."""
     folder = _copy_model(model_dir, tmp_path / "m")
     _nan_weights(folder)
-    code, out, err = run_cli(["embed", batch_dir["good"][0], "--format", "jsonl", "--model", str(folder)], capfd)
+    imu = next(p for p in batch_dir["good"] if p.endswith(".imu.npy"))
+    code, out, err = run_cli(["embed", imu, "--format", "jsonl", "--model", str(folder), "--quiet"], capfd)
     assert code == 2 and not out and err.count("\n") == 1 and "heads.imu.proj.weight" in err, err
+    other = next(p for p in batch_dir["good"] if p.endswith(".wav"))
+    code, out, err = run_cli(["embed", other, "--format", "jsonl", "--model", str(folder), "--quiet"], capfd)
+    expected = BindingModel.load(model_dir).embed_files("audio", [other])[0].numpy()
+    assert code == 0, err
+    np.testing.assert_array_equal(np.asarray(json.loads(out)["embedding"], dtype=np.float32), expected)
 
 
 def test_convert_refuses_truncated_safetensors(tmp_path, capfd):

@@ -4,15 +4,20 @@ For each of the six modalities both implementations embed the same preprocessed 
 audio and images also end to end (files → embeddings: the reference's ``load_and_transform_*``
 loaders + forward, against anybind's ``embed_items`` pipeline). Prints items/s, the ratio
 (anybind / reference) and the peak extra resident memory of each run, and checks that the two
-outputs agree. Usage:
+outputs agree. ``--precision int8`` adds anybind int8 columns (``binder.precision``): its items/s,
+the ratio to anybind fp32, the lowest per-item cosine to fp32, and the mean top-10 overlap of
+fp32 and int8 searches of a mixed gallery (``--gallery`` items across the six modalities,
+``--queries`` fresh queries per modality, each precision searching its own gallery). Usage:
 
     python benchmarks/vs_imagebind.py [--preset imagebind-huge|imagebind-test] [--batch 4] [--repeats 2]
+    python benchmarks/vs_imagebind.py --preset imagebind-test --precision int8 [--gallery 1000]
 
 Needs the test extra (``pip install -e '.[test]'``) for the reference package.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import ctypes
 import gc
 import json
@@ -35,6 +40,7 @@ from reference_imagebind import HUGE_KWARGS, TEST_KWARGS, random_reference, refe
 
 from binder.embed.pipeline import Item, embed_items  # noqa: E402
 from binder.imagebind import convert_state_dict  # noqa: E402
+from binder.precision import apply_precision  # noqa: E402
 
 KWARGS = {"imagebind-huge": HUGE_KWARGS, "imagebind-test": TEST_KWARGS}
 REF_KEY = {"image": "vision"}
@@ -117,9 +123,9 @@ def make_files(folder: Path, batch: int) -> dict[str, list[Path]]:
     return files
 
 
-def tensor_inputs(model, batch: int) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    texts = [f"a photo of {i} dogs playing in the rain on a street at night" for i in range(batch)]
+def tensor_inputs(model, batch: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    texts = [f"a photo of {i + seed} dogs playing in the rain on a street at night" for i in range(batch)]
     return {"image": torch.randn(batch, 3, 224, 224, generator=g),
             "text": model.modality("text").tokenizer()(texts),
             "audio": torch.randn(batch, 3, 1, 128, 204, generator=g),
@@ -161,10 +167,12 @@ def preprocessing(ours, files: dict[str, list[Path]]):
     return {name: (lambda n=name: reference_load(n, files[n]), lambda n=name: our_fn(n)) for name in files}
 
 
-def run(preset: str, batch: int, repeats: int) -> list[dict]:
+def run(preset: str, batch: int, repeats: int, precision: str = "fp32", gallery: int = 1000,
+        queries: int = 10) -> list[dict]:
     torch.set_num_threads(2)
     ref = random_reference(KWARGS[preset], seed=0, noise=0.002 if preset == "imagebind-huge" else 0.02)
     ours = convert_state_dict(ref.state_dict(), preset)
+    ours8 = apply_precision(copy.deepcopy(ours), precision) if precision != "fp32" else None
     rows = []
     inputs = tensor_inputs(ours, batch)
     for name, x in inputs.items():
@@ -173,6 +181,10 @@ def run(preset: str, batch: int, repeats: int) -> list[dict]:
             t_ref, m_ref, z_ref = measure(lambda: ref({key: x})[key], repeats)
             t_our, m_our, z_our = measure(lambda: ours.encode(name, x, scaled=True), repeats)
         rows.append(row(f"{name} (tensor)", batch, t_ref, t_our, m_ref, m_our, z_ref, z_our, unit=False))
+        if ours8 is not None:
+            with torch.inference_mode():
+                t8, _, z8 = measure(lambda: ours8.encode(name, x, scaled=True), repeats)
+            rows[-1].update(low_precision(batch, t_our, t8, z_our, z8))
     with tempfile.TemporaryDirectory() as tmp:
         files = make_files(Path(tmp), batch)
         for name, (ref_fn, our_fn) in preprocessing(ours, files).items():
@@ -184,7 +196,55 @@ def run(preset: str, batch: int, repeats: int) -> list[dict]:
             t_ref, m_ref, z_ref = measure(ref_fn, repeats)
             t_our, m_our, z_our = measure(our_fn, repeats)
             rows.append(row(f"{name} (file → emb)", batch, t_ref, t_our, m_ref, m_our, z_ref, z_our, unit=True))
+            if ours8 is not None:
+                t8, _, z8 = measure(end_to_end(ref, ours8, files, batch)[name][1], repeats)
+                rows[-1].update(low_precision(batch, t_our, t8, z_our, z8))
+    if ours8 is not None:
+        overlap = gallery_overlap(ours, ours8, gallery, queries, batch)
+        for r in rows:
+            name = r["what"].split(" ")[0]
+            if name in overlap and r["what"].endswith("(tensor)"):
+                r["int8_top10_overlap"] = overlap[name]["overlap"]
+                r["fp32_gap_10_11"] = overlap[name]["fp32_gap_10_11"]
     return rows
+
+
+def low_precision(batch: int, t_fp32: float, t_low: float, z_fp32, z_low) -> dict:
+    """int8 columns of a row: items/s, speed over anybind fp32, lowest per-item cosine to fp32."""
+    cos = torch.nn.functional.cosine_similarity(torch.as_tensor(z_low), torch.as_tensor(z_fp32), dim=-1)
+    return {"int8_items_s": batch / t_low, "int8_ratio": t_fp32 / t_low, "int8_min_cosine": float(cos.min())}
+
+
+def gallery_overlap(ours, ours8, size: int, queries: int, batch: int) -> dict[str, dict[str, float]]:
+    """Per query modality: the mean share of fp32's top 10 that int8 also returns, and the mean fp32
+    similarity gap between the 10th and 11th hit (how far a rank-10 item is from dropping out).
+
+    The gallery mixes ``size`` items spread over the six modalities (seeded random inputs); each
+    precision embeds the gallery and ``queries`` fresh items per modality, and searches its own
+    gallery by cosine. With random weights and random inputs the vectors of one modality are
+    nearly parallel, so the gap is tiny and the overlap is a lower bound for a trained model.
+    """
+    names = list(tensor_inputs(ours, 1))
+    per = [size // len(names) + (i < size % len(names)) for i in range(len(names))]
+
+    def embed(model, name: str, count: int, seed: int) -> torch.Tensor:
+        out = []
+        for start in range(0, count, batch):
+            x = tensor_inputs(model, min(batch, count - start), seed=seed + start)[name]
+            with torch.inference_mode():
+                out.append(model.encode(name, x))
+        return torch.cat(out)
+
+    result = {}
+    galleries = [torch.cat([embed(m, n, c, 10_000) for n, c in zip(names, per)]) for m in (ours, ours8)]
+    for name in names:
+        sims = [embed(m, name, queries, 90_000) @ g.T for m, g in zip((ours, ours8), galleries)]
+        tops = [sim.topk(11, dim=1) for sim in sims]
+        shared = [len(set(a[:10].tolist()) & set(b[:10].tolist())) / 10
+                  for a, b in zip(tops[0].indices, tops[1].indices)]
+        gap = (tops[0].values[:, 9] - tops[0].values[:, 10]).mean()
+        result[name] = {"overlap": sum(shared) / len(shared), "fp32_gap_10_11": float(gap)}
+    return result
 
 
 def row(label, batch, t_ref, t_our, m_ref, m_our, z_ref, z_our, unit: bool) -> dict:
@@ -192,6 +252,18 @@ def row(label, batch, t_ref, t_our, m_ref, m_our, z_ref, z_our, unit: bool) -> d
     z_ref = torch.nn.functional.normalize(z_ref, dim=-1) if unit else z_ref
     return {"what": label, "ref_items_s": batch / t_ref, "anybind_items_s": batch / t_our, "ratio": t_ref / t_our,
             "ref_peak_mb": m_ref, "anybind_peak_mb": m_our, "max_abs_diff": float((z_our - z_ref).abs().max())}
+
+
+def print_low_precision(rows: list[dict], gallery: int) -> None:
+    print(f"\nanybind int8 (binder.precision) against anybind fp32; top-10 overlap on a {gallery}-item gallery")
+    print("| input | fp32 items/s | int8 items/s | int8 / fp32 | min cosine | top-10 overlap | fp32 gap 10th-11th |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        if "int8_items_s" in r:
+            overlap, gap = r.get("int8_top10_overlap"), r.get("fp32_gap_10_11")
+            print(f"| {r['what']} | {r['anybind_items_s']:.2f} | {r['int8_items_s']:.2f} | {r['int8_ratio']:.2f}× | "
+                  f"{r['int8_min_cosine']:.5f} | {'' if overlap is None else f'{overlap:.3f}'} | "
+                  f"{'' if gap is None else f'{gap:.1e}'} |")
 
 
 def print_table(rows: list[dict], preset: str, batch: int) -> None:
@@ -209,13 +281,22 @@ def main() -> None:
     parser.add_argument("--preset", choices=sorted(KWARGS), default="imagebind-huge")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--precision", choices=["fp32", "int8"], default="fp32",
+                        help="int8: also time anybind at int8 and compare it with anybind fp32.")
+    parser.add_argument("--gallery", type=int, default=1000, help="int8: gallery size of the top-10 overlap.")
+    parser.add_argument("--queries", type=int, default=10, help="int8: queries per modality.")
     parser.add_argument("--json", type=Path, default=None, help="Also write the rows here.")
     args = parser.parse_args()
-    rows = run(args.preset, args.batch, args.repeats)
+    rows = run(args.preset, args.batch, args.repeats, args.precision, args.gallery, args.queries)
     print_table(rows, args.preset, args.batch)
+    if args.precision != "fp32":
+        print_low_precision(rows, args.gallery)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"preset": args.preset, "batch": args.batch, "rows": rows}, indent=2))
+        payload = {"preset": args.preset, "batch": args.batch, "precision": args.precision, "rows": rows}
+        if args.precision != "fp32":
+            payload.update(gallery=args.gallery, queries=args.queries)
+        args.json.write_text(json.dumps(payload, indent=2))
 
 
 if __name__ == "__main__":

@@ -16,25 +16,29 @@ UNTRAINED_NOTE = ("note: no --model given; using a randomly initialised tiny anc
 MODEL_ENV = "ANYBIND_MODEL"
 
 
-def load_model(path: str | None, quiet: bool = False, *, modalities: Iterable[str] | None = None) -> BindingModel:
+def load_model(path: str | None, quiet: bool = False, *, modalities: Iterable[str] | None = None,
+               precision: str = "fp32") -> BindingModel:
     """The model at ``path``, else at ``$ANYBIND_MODEL``, else the untrained default (with a note).
 
     ``path`` is a model folder or a known model's name (``anybind models``), fetched and
-    converted on first use (``binder.hub``).
-
-    ``modalities`` names what the command will encode ("text" for a text query or labels): only
-    those parts are read from the folder (``BindingModel.load``); None loads the whole model.
+    converted on first use (``binder.hub``). ``modalities`` names what the command will encode
+    ("text" for a text query or labels): only those parts are read from the folder
+    (``BindingModel.load``); None loads the whole model. ``precision`` "int8" quantizes the
+    loaded encoders (``binder.precision``).
     """
     from binder.hub import resolve_model
     from binder.model import BindingModel  # imported here so that `anybind --help` stays fast
+    from binder.precision import apply_precision
 
     path = path or os.environ.get(MODEL_ENV) or None
     if path:
         folder = resolve_model(path, progress=not quiet)  # a folder, or a known name (downloaded once)
-        return BindingModel.load(folder, sorted(set(modalities)) if modalities is not None else None)
-    if not quiet:
-        click.echo(UNTRAINED_NOTE, err=True)
-    return BindingModel.default().eval()
+        model = BindingModel.load(folder, sorted(set(modalities)) if modalities is not None else None)
+    else:
+        if not quiet:
+            click.echo(UNTRAINED_NOTE, err=True)
+        model = BindingModel.default().eval()
+    return apply_precision(model, precision)
 
 
 def parse_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:

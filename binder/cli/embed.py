@@ -8,6 +8,11 @@ import sys
 import click
 
 from binder.cli.common import MODEL_ENV, load_model
+from binder.precision import PRECISIONS
+
+PRECISION_OPTION = click.option(
+    "--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+    help="int8: dynamic int8 quantization of every encoder, faster on CPU (README: Faster CPU inference).")
 
 
 def register(app: click.Group) -> None:
@@ -41,9 +46,10 @@ def modalities_cmd(model_dir: str | None) -> None:
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
               help="Threads decoding files.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@PRECISION_OPTION
 @click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
               help="Run as a Ray Data job writing the same shards ('local' starts Ray here, else a cluster address).")
-def embed_cmd(paths, modality, model_dir, out_dir, fmt, batch_size, workers, quiet, ray_address) -> None:
+def embed_cmd(paths, modality, model_dir, out_dir, fmt, batch_size, workers, quiet, precision, ray_address) -> None:
     """Embed files and folders. Bad files are reported and skipped; exit code 1 if any failed."""
     from binder.embed.pipeline import discover, embed_items
     from binder.embed.shards import ShardWriter
@@ -57,6 +63,8 @@ def embed_cmd(paths, modality, model_dir, out_dir, fmt, batch_size, workers, qui
 
         if fmt != "npy":
             raise click.UsageError("--ray writes npy shards; use --format npy")
+        if precision != "fp32":
+            raise click.UsageError("--ray embeds at fp32; leave out --precision")
         opts = BuildOptions(modality, batch_size, workers, progress=False)
         done, failures = embed_ray(paths, out_dir, ray_address, model_dir or os.environ.get(MODEL_ENV), opts)
         for f in failures:
@@ -64,7 +72,7 @@ def embed_cmd(paths, modality, model_dir, out_dir, fmt, batch_size, workers, qui
         click.echo(f"embedded {done} file(s) into {out_dir} with Ray; {len(failures)} failed", err=True)
         sys.exit(1 if failures else 0)
     items, failures = discover(paths, modality)
-    model = load_model(model_dir, quiet, modalities={i.modality for i in items})
+    model = load_model(model_dir, quiet, modalities={i.modality for i in items}, precision=precision)
     writer = None
     if fmt == "npy":
         writer = ShardWriter(out_dir, model.embed_dim, info={"model": model_dir or "untrained-default"})

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from binder.cli import common
+from binder.cli.embed import PRECISION_OPTION
 from binder.index.backends import AUTO_APPROX, AUTO_EXACT_MAX_ROWS, BACKENDS
 
 FORMATS = ("table", "jsonl")
@@ -68,8 +69,9 @@ def _default_format(fmt: str | None) -> str:
 @click.option("--no-cache", is_flag=True, help="Do not read or write INDEX_DIR/ann/.")
 @click.option("--table", default="anybind", show_default=True, help="LanceDB INDEX_DIR: the table to search.")
 @click.option("--quiet", is_flag=True, help="No progress bars or notes.")
+@PRECISION_OPTION
 def search_cmd(index_dir, query, query_opt, k, modality, backend, fmt, model_dir, ef_search, nprobe, no_cache,
-               table, quiet) -> None:
+               table, quiet, precision) -> None:
     from binder.index.lance import lance_tables
     from binder.index.query import embed_terms, parse_query, query_modalities
     from binder.registry import get_modality
@@ -86,27 +88,27 @@ def search_cmd(index_dir, query, query_opt, k, modality, backend, fmt, model_dir
 
             raise IndexStoreError(f"{index_dir}: this LanceDB folder has no table {table!r} "
                                   f"(it holds {', '.join(tables)}); pass --table")
-        hits = _search_lance(index_dir, table, terms, k, modality, model_dir, quiet)
+        hits = _search_lance(index_dir, table, terms, k, modality, model_dir, quiet, precision)
     else:
         from binder.index.search import EmbeddingIndex
 
         index = EmbeddingIndex.open(index_dir, backend, cache=not no_cache, progress=not quiet,
                                     ef_search=ef_search, nprobe=nprobe)
-        model = _query_model(index.model, model_dir, index_dir, quiet, query_modalities(terms))
+        model = _query_model(index.model, model_dir, index_dir, quiet, query_modalities(terms), precision)
         _check_dim(model, index.dim, index_dir)
         hits = index.search(embed_terms(model, terms), k, modality)
     _print_hits(hits, _default_format(fmt))
 
 
 def _search_lance(lance_dir: str, table: str, terms, k: int, modality: str | None, model_dir: str | None,
-                  quiet: bool) -> list:
+                  quiet: bool, precision: str = "fp32") -> list:
     """Search an exported LanceDB table on disk; its rows come back as index hits."""
     from binder.index.lance import lance_table_info, search_lance
     from binder.index.query import embed_terms, query_modalities
     from binder.index.search import Hit
 
     info = lance_table_info(lance_dir, table)
-    model = _query_model(info["model"], model_dir, lance_dir, quiet, query_modalities(terms))
+    model = _query_model(info["model"], model_dir, lance_dir, quiet, query_modalities(terms), precision)
     _check_dim(model, info["dim"], lance_dir)
     rows = search_lance(lance_dir, embed_terms(model, terms), k, table, modality)
     return [Hit(r["score"], int(r.get("row", -1)), {c: v for c, v in r.items() if c != "score"}) for r in rows]
@@ -120,7 +122,7 @@ def _check_dim(model, dim: int, where: str) -> None:
 
 
 def _query_model(recorded: str | None, model_dir: str | None, index_dir: str, quiet: bool,
-                 modalities: set[str] | None = None):
+                 modalities: set[str] | None = None, precision: str = "fp32"):
     """The index's own model when it records one, else --model / $ANYBIND_MODEL / the default;
     only the parts that embed the query's ``modalities`` are loaded."""
     from binder.errors import IndexStoreError
@@ -133,8 +135,8 @@ def _query_model(recorded: str | None, model_dir: str | None, index_dir: str, qu
         if found is not None:
             if model_dir and Path(model_dir).resolve() != Path(found).resolve() and not quiet:
                 click.echo(f"note: using the index's own model {found}, not --model {model_dir}", err=True)
-            return common.load_model(found, quiet, modalities=modalities)
-    return common.load_model(model_dir, quiet, modalities=modalities)
+            return common.load_model(found, quiet, modalities=modalities, precision=precision)
+    return common.load_model(model_dir, quiet, modalities=modalities, precision=precision)
 
 
 def _find_model(recorded: str, index_dir: str) -> str | None:
@@ -181,7 +183,8 @@ def format_table(headers: list[str], rows: list[list[str]]) -> list[str]:
               help="table (default on a terminal) or jsonl (default otherwise).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def classify_cmd(paths, labels, labels_file, templates, top, model_dir, fmt, batch_size, quiet) -> None:
+@PRECISION_OPTION
+def classify_cmd(paths, labels, labels_file, templates, top, model_dir, fmt, batch_size, quiet, precision) -> None:
     """Zero-shot classify files and folders of any modality against text labels.
 
     Prints each file's best label, its cosine score and the top labels' probabilities. Bad files
@@ -194,7 +197,8 @@ def classify_cmd(paths, labels, labels_file, templates, top, model_dir, fmt, bat
         raise click.UsageError("give exactly one of --labels or --labels-file")
     names = parse_labels(labels if labels is not None else Path(labels_file).read_text(encoding="utf-8"))
     items, failures = discover(paths)
-    model = common.load_model(model_dir, quiet, modalities={i.modality for i in items} | {"text"})
+    model = common.load_model(model_dir, quiet, modalities={i.modality for i in items} | {"text"},
+                              precision=precision)
     preds = list(classify_items(model, items, names, templates, top, batch_size, not quiet, failures))
     _print_predictions(preds, _default_format(fmt))
     for f in failures:

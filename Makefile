@@ -4,8 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.anybind-installed
 TORCH := torch==2.11.0 torchvision==0.26.0 torchaudio==2.11.0
-# Debian packages the tests and the offline world use (espeak-ng speaks the digit words).
-APT_PACKAGES := espeak-ng
+# Debian packages the tests and the offline world use (espeak-ng speaks the digit words; chromium,
+# headless, runs the search page's browser test). Each name is also the command `apt` looks for.
+APT_PACKAGES := espeak-ng chromium
 export HF_HUB_OFFLINE ?= 1
 
 .PHONY: install apt demo test lint bench clean

@@ -6,7 +6,8 @@
 4. build a persistent index (``anybind index build``) of a mixed folder of unseen test files
    (speech clips, depth maps, images, captions); a re-run only embeds what is new or changed,
 5. answer cross-modal searches, including query expressions (``anybind search``), that no training
-   pair ever connected, and print the accuracy table.
+   pair ever connected, and print the accuracy table,
+6. print the one command that serves the index over HTTP with its search page (``anybind serve``).
 
 Delete ``out/`` to run everything from scratch.
 """
@@ -135,7 +136,15 @@ def main() -> int:
     print(f"\ndemo finished in {(time.perf_counter() - t0) / 60:.1f} min")
     print("search it yourself (the index remembers its model):  "
           "anybind search out/demo/index 'the digit two' --modality audio")
+    print(f"open the search page and the HTTP API on http://127.0.0.1:8000/ :\n"
+          f"  anybind serve {shown_path(OUT / 'demo' / 'index')} --model {shown_path(model_dir)}")
     return 1 if report.failures else 0
+
+
+def shown_path(path: Path) -> str:
+    """``path`` relative to the checkout when it is inside it (the demo runs from there), else absolute."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 if __name__ == "__main__":

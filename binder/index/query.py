@@ -178,11 +178,24 @@ def query_modalities(terms: list[Term]) -> set[str]:
 
 def embed_terms(model, terms: list[Term]) -> np.ndarray:
     """The query vector: unit term vectors, weighted-summed, renormalized. Shape (D,)."""
-    total = np.zeros(model.embed_dim, dtype=np.float64)
+    check_weights(terms)
+    return combine_terms(terms, [_embed_term(model, term) for term in terms])
+
+
+def check_weights(terms: list[Term]) -> None:
+    """Refuse a weight that is not finite or beyond ``MAX_WEIGHT`` before anything is embedded."""
     for term in terms:
         if not math.isfinite(term.weight) or abs(term.weight) > MAX_WEIGHT:
             raise QueryError(f"weight {term.weight} is out of range (at most {MAX_WEIGHT:g} in magnitude)")
-        vec = _embed_term(model, term).astype(np.float64)
+
+
+def combine_terms(terms: list[Term], vectors: list[np.ndarray]) -> np.ndarray:
+    """Each term's vector normalized, weighted, summed and renormalized; a term without a finite
+    direction, a non-finite sum or terms that cancel out are QueryErrors. Shape (D,)."""
+    check_weights(terms)
+    total = np.zeros(len(vectors[0]), dtype=np.float64)
+    for term, vector in zip(terms, vectors):
+        vec = np.asarray(vector, dtype=np.float64)
         norm = float(np.linalg.norm(vec))
         if not np.isfinite(vec).all() or norm < 1e-12:
             what = term.value if term.kind == "file" else f"text {term.value!r}"

@@ -1,0 +1,172 @@
+"""One worker thread owns the model; concurrent requests' encodes are gathered into batches.
+
+Request handlers decode their inputs elsewhere (``ServeState.decode``) and ``submit`` one
+preprocessed tensor each, getting a ``Future`` of its unit vector. The worker takes the first job
+that arrives, waits up to the batching window for more (at most ``max_batch`` in all), groups them
+by modality and runs one ``encode_rows`` per group: a batch of B costs far less than B single
+encodes, so throughput under load rises while a lone request waits at most the window.
+
+``max_batch=1`` is the unbatched comparison: every job is its own encode, on the same thread.
+Anything else that must touch the model (label embeddings for classification) goes through
+``call`` so the model is never used from two threads at once.
+
+A batch the encoder refuses as a whole is retried one item at a time, so the error lands on the
+request that caused it; a row the model turns into NaN/Inf fails only its own request. The worker
+never dies of a request: unexpected errors are set on the futures and it goes on.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from binder.errors import AnybindError, ModalityError
+from binder.model import NON_FINITE
+from binder.serve.errors import ServeError
+from binder.serve.metrics import Metrics
+
+ENCODE_ERRORS = (RuntimeError, ValueError, IndexError, TypeError, AnybindError)
+
+
+@dataclass
+class EncodeJob:
+    """One preprocessed item (no batch dimension) of ``modality`` and the future of its vector."""
+
+    modality: str
+    tensor: torch.Tensor
+    future: Future
+
+
+@dataclass
+class CallJob:
+    """A function of the model to run on the worker thread."""
+
+    fn: Callable[[Any], Any]
+    future: Future
+
+
+_STOP = object()
+
+
+class Batcher:
+    """The model's only user: a worker thread running batched encodes per modality."""
+
+    def __init__(self, model: Any, *, window_s: float = 0.005, max_batch: int = 32,
+                 metrics: Metrics | None = None, threads: int | None = None):
+        self.model = model
+        self.window_s = max(0.0, window_s)
+        self.max_batch = max(1, max_batch)
+        self.metrics = metrics or Metrics()
+        self._threads = threads
+        self._queue: queue.Queue = queue.Queue()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="anybind-encode", daemon=True)
+        self._thread.start()
+
+    @property
+    def depth(self) -> int:
+        """Jobs waiting for the worker."""
+        return self._queue.qsize()
+
+    def submit(self, modality: str, tensor: torch.Tensor) -> Future:
+        """The future unit vector (float32 numpy, shape (D,)) of one preprocessed item."""
+        return self._put(EncodeJob(modality, tensor, Future()))
+
+    def call(self, fn: Callable[[Any], Any]) -> Future:
+        """The future result of ``fn(model)``, run on the worker thread between batches."""
+        return self._put(CallJob(fn, Future()))
+
+    def _put(self, job: EncodeJob | CallJob) -> Future:
+        if self._closed:
+            raise ServeError("the server is shutting down", status=503, kind="unavailable")
+        self._queue.put(job)
+        return job.future
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Finish the jobs already queued, then stop the worker."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        if self._threads:
+            torch.set_num_threads(self._threads)
+        stop = False
+        while not stop:
+            jobs = self._gather(self._queue.get())
+            stop = _STOP in jobs
+            self._execute([j for j in jobs if j is not _STOP])
+
+    def _gather(self, first: Any) -> list[Any]:
+        """``first`` and whatever else arrives within the window, up to ``max_batch`` encode jobs."""
+        jobs = [first]
+        if not isinstance(first, EncodeJob) or self.max_batch == 1:
+            return jobs
+        deadline = time.monotonic() + self.window_s
+        while len(jobs) < self.max_batch:
+            left = deadline - time.monotonic()
+            try:
+                job = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            jobs.append(job)
+            if not isinstance(job, EncodeJob):
+                break
+        return jobs
+
+    def _execute(self, jobs: list[Any]) -> None:
+        groups: dict[str, list[EncodeJob]] = {}
+        for job in jobs:
+            if not job.future.set_running_or_notify_cancel():
+                continue  # its request went away
+            if isinstance(job, CallJob):
+                _settle(job.future, job.fn, self.model)
+            else:
+                groups.setdefault(job.modality, []).append(job)
+        for name, group in groups.items():
+            self._encode(name, group)
+
+    def _encode(self, name: str, jobs: list[EncodeJob]) -> None:
+        """One encode of ``jobs`` (all of modality ``name``); results or errors on their futures."""
+        self.metrics.encoded(name, len(jobs))
+        try:
+            batch = self.model.modality(name).collate([j.tensor for j in jobs])
+            z, bad = self.model.encode_rows(name, batch)
+            emb = z.float().cpu().numpy()
+        except ENCODE_ERRORS as exc:
+            if len(jobs) > 1:
+                for job in jobs:
+                    self._encode(name, [job])
+                return
+            jobs[0].future.set_exception(_encode_error(exc))
+            return
+        except Exception as exc:  # a bug: every request of the batch gets it, the worker goes on
+            for job in jobs:
+                job.future.set_exception(exc)
+            return
+        for i, job in enumerate(jobs):
+            if i in bad:
+                job.future.set_exception(ModalityError(None, NON_FINITE))
+            else:
+                job.future.set_result(np.array(emb[i], dtype=np.float32))
+
+
+def _settle(future: Future, fn: Callable[[Any], Any], model: Any) -> None:
+    try:
+        future.set_result(fn(model))
+    except Exception as exc:  # delivered to the caller, never swallowed
+        future.set_exception(exc)
+
+
+def _encode_error(exc: BaseException) -> AnybindError:
+    if isinstance(exc, AnybindError):
+        return exc
+    return ModalityError(None, f"cannot encode: {type(exc).__name__}: {exc}"[:500])

@@ -1,0 +1,70 @@
+"""``ServeConfig``: everything ``anybind serve`` can be told, with its defaults and their bounds."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_HOST = "127.0.0.1"  # loopback: nothing outside the machine reaches the server unless asked
+DEFAULT_PORT = 8000
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """How the server runs.
+
+    ``index`` is an index folder (``anybind index build``). ``model`` is a model folder or known
+    name, used when the index records none (else ``$ANYBIND_MODEL``, else the untrained default).
+    ``token`` (None: open) is required as ``Authorization: Bearer TOKEN`` on every API route but
+    ``/healthz``. Concurrent encodes are gathered for ``batch_window_ms`` after the first one
+    arrives, up to ``max_batch`` items per modality (``batching=False``: one item per encode, for
+    comparison). A request body or upload over ``max_upload_mb`` is refused with 413. The encode
+    worker runs torch on ``threads`` threads (default: every core but one, which the event loop
+    and the decode threads need: torch threads that outnumber free cores spin and slow down).
+    """
+
+    index: Path
+    model: str | None = None
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    token: str | None = None
+    batching: bool = True
+    batch_window_ms: float = 5.0
+    max_batch: int = 32
+    max_upload_mb: float = 32.0
+    decode_workers: int = 2
+    threads: int | None = None  # torch threads of the encode worker; None: every core but one (at least 1)
+    backend: str = "auto"
+    max_k: int = 1000
+    precision: str = "fp32"
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "index", Path(self.index))
+        if self.token is not None and not self.token.strip():
+            raise ValueError("token: give a non-empty token, or none for an open server")
+        for name, value, low in (("batch_window_ms", self.batch_window_ms, 0.0), ("max_upload_mb", self.max_upload_mb,
+                                                                                  1e-3)):
+            if not math.isfinite(value) or value < low or value > 1e6:
+                raise ValueError(f"{name}: {value} is out of range ({low} to 1e6)")
+        for name, count in (("max_batch", self.max_batch), ("decode_workers", self.decode_workers),
+                            ("max_k", self.max_k), ("threads", 1 if self.threads is None else self.threads)):
+            if count < 1:
+                raise ValueError(f"{name}: must be at least 1 (got {count})")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port: {self.port} is not a TCP port")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """The largest decoded upload, in bytes."""
+        return int(self.max_upload_mb * (1 << 20))
+
+    @property
+    def max_body_bytes(self) -> int:
+        """The largest request body: one upload base64-encoded in JSON (4/3), plus 64 KiB of fields."""
+        return self.max_upload_bytes * 4 // 3 + (64 << 10)
+
+    @property
+    def batch_size(self) -> int:
+        """Items per encode: ``max_batch`` with batching, else 1."""
+        return self.max_batch if self.batching else 1

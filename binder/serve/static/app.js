@@ -1,0 +1,347 @@
+// The anybind search page: plain JavaScript, no build step, nothing loaded from elsewhere.
+//
+// It calls the server's API: GET /info (the chips: the modalities of the index), POST /search
+// (JSON for a text query or expression, multipart for a file), GET /items/{id} (the indexed file:
+// players, text snippets, "search with this result") and GET /thumbs/{id}.png (previews). A server with a token: the page takes it from ?token= in
+// its address (or asks for it when a request is refused), sends it as "Authorization: Bearer"
+// and keeps it in the anybind_token cookie for the <img>, <audio> and <video> elements, which
+// cannot send headers. Everything a result holds is shown as text, never parsed as HTML.
+"use strict";
+
+(() => {
+  const TOKEN_COOKIE = "anybind_token";
+  const SNIPPET_BYTES = 2048;
+  const SNIPPET_CHARS = 280;
+  const AUDIO = new Set(["audio", "speech_units"]);
+  const VIDEO = new Set(["video", "two_stream"]);
+  const PLOTS = new Set(["imu", "timeseries"]);
+
+  const state = {
+    token: null,
+    query: null,      // {kind: "text", text} or {kind: "file", file, label}
+    modality: null,   // the active filter chip, or null for every modality
+    modalities: [],   // the modalities the index holds (GET /info): the chips
+    counts: new Map(),  // modality → count among the last unfiltered results
+    seq: 0,           // the newest search; older answers are dropped
+    objectUrls: [],
+  };
+
+  const $ = (selector) => document.querySelector(selector);
+
+  function el(tag, props = {}, children = []) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(props)) {
+      if (key === "dataset") Object.assign(node.dataset, value);
+      else if (key in node) node[key] = value;
+      else node.setAttribute(key, value);
+    }
+    for (const child of children) node.append(child);
+    return node;
+  }
+
+  // ------------------------------------------------------------------ token and requests
+
+  function setToken(token) {
+    state.token = token;
+    // A cookie holds the token as is when its characters allow (RFC 6265 cookie-octets); any other
+    // token is still sent as a header, but then media elements cannot load.
+    if (/^[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]+$/.test(token)) {
+      document.cookie = `${TOKEN_COOKIE}=${token}; path=/; SameSite=Strict`;
+    }
+  }
+
+  function tokenFromAddress() {
+    const params = new URLSearchParams(location.search);
+    const token = params.get("token");
+    if (!token) return;
+    setToken(token);
+    params.delete("token");  // not left in the address bar or the history
+    const rest = params.toString();
+    history.replaceState(null, "", location.pathname + (rest ? `?${rest}` : "") + location.hash);
+  }
+
+  async function api(url, init = {}, retried = false) {
+    const headers = new Headers(init.headers || {});
+    if (state.token) headers.set("Authorization", `Bearer ${state.token}`);
+    const resp = await fetch(url, { ...init, headers });
+    if (resp.status === 401 && !retried) {
+      const token = window.prompt("This server needs its token:");
+      if (token && token.trim()) {
+        setToken(token.trim());
+        return api(url, init, true);
+      }
+    }
+    return resp;
+  }
+
+  async function checked(resp) {
+    if (resp.ok) return resp;
+    let body = null;
+    try { body = await resp.json(); } catch (_) { /* not JSON: the status says enough */ }
+    const err = body && body.error;
+    throw new Error(err ? `${err.type}: ${err.message}` : `the server answered ${resp.status} ${resp.statusText}`);
+  }
+
+  function setStatus(text, isError = false) {
+    const status = $("#status");
+    status.textContent = text;
+    status.classList.toggle("error", isError);
+  }
+
+  // ------------------------------------------------------------------ searching
+
+  function searchRequest(query, k) {
+    if (query.kind === "text") {
+      return {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ query: query.text, k, modality: state.modality }),
+      };
+    }
+    const form = new FormData();
+    form.append("file", query.file, query.file.name);
+    form.append("k", String(k));
+    if (state.modality) form.append("modality", state.modality);
+    return { method: "POST", body: form };
+  }
+
+  function wantedK() {
+    const k = Math.round(Number($("#k").value));
+    return Number.isFinite(k) && k >= 1 ? Math.min(k, 200) : 24;
+  }
+
+  async function runSearch() {
+    if (!state.query) return;
+    const seq = ++state.seq;
+    const started = performance.now();
+    setStatus("Searching…");
+    try {
+      const resp = await checked(await api("/search", searchRequest(state.query, wantedK())));
+      const data = await resp.json();
+      if (seq !== state.seq) return;
+      state.counts = state.modality ? new Map() : countModalities(data.results);
+      renderChips();
+      renderResults(data.results);
+      const ms = Math.round(performance.now() - started);
+      const filter = state.modality ? ` of ${state.modality}` : "";
+      setStatus(`${data.results.length} result(s)${filter} · index generation ${data.generation} · ${ms} ms`);
+    } catch (err) {
+      if (seq !== state.seq) return;
+      renderResults([]);  // no results of an earlier query left under this query's error
+      setStatus(err.message, true);
+    }
+  }
+
+  function searchText(text) {
+    state.query = { kind: "text", text };
+    showQuery(null);
+    runSearch();
+  }
+
+  function searchFile(file, label) {
+    state.query = { kind: "file", file, label: label || file.name };
+    $("#query").value = "";
+    showQuery(state.query);
+    runSearch();
+  }
+
+  async function searchWithResult(result) {
+    setStatus(`Reading ${result.name}…`);
+    try {
+      const resp = await checked(await api(result.url));
+      const blob = await resp.blob();
+      const file = new File([blob], result.name, { type: blob.type });
+      searchFile(file, `${result.name} (${result.modality}, a result)`);
+    } catch (err) {
+      setStatus(err.message, true);
+    }
+  }
+
+  function showQuery(query) {
+    const view = $("#query-view");
+    view.replaceChildren();
+    view.hidden = !query;
+    if (!query) return;
+    const size = query.file.size < 1024 ? `${query.file.size} B` : `${(query.file.size / 1024).toFixed(1)} KiB`;
+    const clear = el("button", { type: "button", className: "clear", textContent: "×", title: "Clear" });
+    clear.addEventListener("click", () => { state.query = null; showQuery(null); });
+    view.append(el("span", { textContent: "Searching with " }), el("strong", { textContent: query.label }),
+      el("span", { textContent: ` · ${size}` }), clear);
+  }
+
+  // ------------------------------------------------------------------ chips
+
+  function countModalities(results) {
+    const counts = new Map();
+    for (const r of results) counts.set(r.modality, (counts.get(r.modality) || 0) + 1);
+    return counts;
+  }
+
+  function chip(label, modality) {
+    const count = modality ? state.counts.get(modality) : undefined;
+    const button = el("button", {
+      type: "button", className: "chip", textContent: count ? `${label} ${count}` : label,
+      dataset: { modality: modality || "" },
+    });
+    button.setAttribute("aria-pressed", String(state.modality === modality));
+    button.addEventListener("click", () => {
+      if (state.modality === modality) return;
+      state.modality = modality;
+      renderChips();
+      if (state.query) runSearch();
+      else setStatus(modality ? `Results will be ${modality} only.` : "Results will be of every modality.");
+    });
+    return button;
+  }
+
+  function renderChips() {
+    const names = new Set([...state.modalities, ...state.counts.keys()]);
+    const chips = $("#chips");
+    chips.replaceChildren();
+    if (!names.size) return;
+    chips.append(chip("all", null));
+    for (const modality of [...names].sort()) chips.append(chip(modality, modality));
+  }
+
+  async function loadModalities() {
+    try {
+      const info = await (await checked(await api("/info"))).json();
+      state.modalities = Array.isArray(info.index_modalities) ? info.index_modalities : [];
+      renderChips();
+    } catch (err) {
+      setStatus(err.message, true);
+    }
+  }
+
+  // ------------------------------------------------------------------ results
+
+  function renderResults(results) {
+    for (const url of state.objectUrls) URL.revokeObjectURL(url);
+    state.objectUrls = [];
+    $("#results").replaceChildren(...results.map(card));
+  }
+
+  function card(result) {
+    const preview = el("div", { className: "preview" });
+    const render = AUDIO.has(result.modality) ? audioPreview
+      : VIDEO.has(result.modality) ? videoPreview
+        : PLOTS.has(result.modality) ? plotPreview
+          : result.modality === "text" ? textPreview : imagePreview;
+    render(preview, result);
+    const meta = el("div", { className: "meta" }, [
+      el("span", { className: "name", textContent: result.name, title: result.path }),
+      el("span", { className: `badge m-${result.modality}`, textContent: result.modality }),
+      el("span", { className: "score", textContent: Number(result.score).toFixed(3), title: "cosine similarity" }),
+    ]);
+    const node = el("article", {
+      className: "card", tabIndex: 0, title: `${result.path}\nclick to search with it`,
+      dataset: { id: String(result.id), modality: result.modality },
+    }, [preview, meta]);
+    node.addEventListener("click", (ev) => {
+      if (!ev.target.closest("audio, video, a")) searchWithResult(result);
+    });
+    node.addEventListener("keydown", (ev) => {
+      if (ev.key === "Enter" && ev.target === node) searchWithResult(result);
+    });
+    return node;
+  }
+
+  function thumb(result, className) {
+    const img = el("img", { className, src: result.thumb, alt: `${result.modality} preview of ${result.name}` });
+    img.addEventListener("error", () => {
+      img.replaceWith(el("div", { className: "no-preview", textContent: `no preview (${result.modality})` }));
+    }, { once: true });
+    return img;
+  }
+
+  function imagePreview(box, result) {
+    box.append(thumb(result, `thumb m-${result.modality}`));
+  }
+
+  function plotPreview(box, result) {
+    box.append(thumb(result, "thumb plot"));
+  }
+
+  function audioPreview(box, result) {
+    const player = el("audio", { controls: true, preload: "metadata", src: result.url });
+    box.classList.add("stacked");
+    box.append(thumb(result, "thumb spectrogram"), player);
+  }
+
+  function videoPreview(box, result) {
+    const player = el("video", { controls: true, preload: "metadata", src: result.url, poster: result.thumb,
+      muted: true, playsInline: true, className: "player" });
+    // A codec this browser cannot decode: keep the poster frame and offer the file itself.
+    player.addEventListener("error", () => {
+      box.classList.add("stacked");
+      player.replaceWith(thumb(result, "thumb poster"));
+      box.append(el("a", { className: "cannot-play", href: result.url, target: "_blank", rel: "noopener",
+        textContent: "cannot play this codec here: open the file" }));
+    }, { once: true });
+    box.append(player);
+  }
+
+  function textPreview(box, result) {
+    const snippet = el("p", { className: "snippet", textContent: "…" });
+    box.append(snippet);
+    api(result.url, { headers: { Range: `bytes=0-${SNIPPET_BYTES - 1}` } })
+      .then(checked)
+      .then((resp) => resp.arrayBuffer())
+      .then((buf) => {
+        const text = new TextDecoder("utf-8").decode(buf.slice(0, SNIPPET_BYTES)).replace(/\uFFFD+$/, "");
+        snippet.textContent = text.length > SNIPPET_CHARS ? `${text.slice(0, SNIPPET_CHARS)}…` : text;
+      })
+      .catch((err) => { snippet.textContent = err.message; snippet.classList.add("error"); });
+  }
+
+  // ------------------------------------------------------------------ drop zone and form
+
+  function wireDropZone() {
+    const drop = $("#drop");
+    const input = $("#file");
+    const pick = () => input.click();
+    drop.addEventListener("click", pick);
+    drop.addEventListener("keydown", (ev) => { if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); pick(); } });
+    input.addEventListener("change", () => {
+      if (input.files && input.files[0]) searchFile(input.files[0]);
+      input.value = "";
+    });
+    drop.addEventListener("dragover", (ev) => {
+      ev.preventDefault();
+      if (ev.dataTransfer) ev.dataTransfer.dropEffect = "copy";
+      drop.classList.add("over");
+    });
+    drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+    drop.addEventListener("drop", (ev) => {
+      ev.preventDefault();
+      drop.classList.remove("over");
+      const file = ev.dataTransfer && ev.dataTransfer.files && ev.dataTransfer.files[0];
+      if (file) searchFile(file);
+    });
+    // A file dropped beside the zone must not make the browser leave the page to show it.
+    for (const type of ["dragover", "drop"]) window.addEventListener(type, (ev) => ev.preventDefault());
+  }
+
+  function wireForm() {
+    $("#search-form").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const text = $("#query").value.trim();
+      if (text) searchText(text);
+      else setStatus("Type a query, or drop a file.", true);
+    });
+  }
+
+  function start() {
+    tokenFromAddress();
+    wireForm();
+    wireDropZone();
+    loadModalities();
+    const q = new URLSearchParams(location.search).get("q");
+    if (q) {
+      $("#query").value = q;
+      searchText(q);
+    }
+  }
+
+  start();
+})();

@@ -1,0 +1,231 @@
+"""The search page in a real browser: Debian's chromium, headless, driven by playwright, against
+the real app (``create_app``) served by uvicorn on 127.0.0.1 over a small index of every modality.
+
+It types a query, checks that every result renders as its modality should (image thumbnails
+loaded, a spectrogram and a playable <audio>, colour-mapped depth and thermal, IMU and time-series
+plots, a video poster and player, or the poster and a link for a codec the browser cannot play,
+a text snippet), filters with a chip, drops a file onto the
+drop zone (a ``drop`` event carrying a DataTransfer with the file, as a user's drag does), picks
+one with the file input behind the zone (``set_input_files``), clicks
+a result to search with it, and saves a screenshot in the test's temporary folder. Every step
+waits at most ``STEP_MS``; the page must make no request outside the server and log no error.
+"""
+from __future__ import annotations
+
+import base64
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from binder.index.store import IndexStore
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's package (make install puts it in)
+STEP_MS = 5000
+TOKEN = "s3cret-token"
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra: make install")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} is missing: make install puts in Debian's chromium")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        yield browser
+        browser.close()
+
+
+@contextlib.contextmanager
+def serving(app) -> Iterator[str]:
+    """The app served by uvicorn in a thread, on a free port of 127.0.0.1; yields its base URL."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        sock.close()
+
+
+@pytest.fixture
+def open_page(browser):
+    """``open_page(base, path="/")``: a fresh page that records errors and requests leaving ``base``."""
+    contexts, problems = [], []
+
+    def open_(base: str, path: str = "/"):
+        context = browser.new_context(viewport={"width": 1280, "height": 1000})
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(STEP_MS)
+        page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+        page.on("console", lambda msg: msg.type == "error" and problems.append(f"console: {msg.text}"))
+        page.on("request", lambda req: req.url.startswith((base, "blob:", "data:"))
+                or problems.append(f"request outside the server: {req.url}"))
+        page.goto(base + path)
+        return page
+    yield open_, problems
+    for context in contexts:
+        context.close()
+
+
+def wait_results(page, count: int) -> None:
+    page.wait_for_function("n => document.querySelectorAll('#results .card').length === n", arg=count)
+    page.wait_for_function("() => [...document.querySelectorAll('#results img')]"
+                           ".every(img => img.complete && img.naturalWidth > 0)")
+
+
+def card(page, modality: str) -> str:
+    return f"#results .card[data-modality='{modality}']"
+
+
+COLOURED = """img => {
+  const canvas = document.createElement('canvas');
+  canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+  const ctx = canvas.getContext('2d');
+  ctx.drawImage(img, 0, 0);
+  const px = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+  let coloured = 0;
+  for (let i = 0; i < px.length; i += 4) {
+    if (Math.max(px[i], px[i + 1], px[i + 2]) - Math.min(px[i], px[i + 1], px[i + 2]) > 24) coloured++;
+  }
+  return coloured / (px.length / 4);
+}"""
+
+
+def check_every_modality_renders(page, rows) -> None:
+    modalities = {r["modality"] for r in rows}
+    for modality in modalities - {"text", "video", "two_stream"}:
+        img = page.locator(f"{card(page, modality)} img.thumb")
+        assert img.count() == 1, modality
+        assert img.evaluate("i => i.naturalWidth") > 0, modality
+    for modality in ("depth", "thermal"):
+        assert page.locator(f"{card(page, modality)} img").evaluate(COLOURED) > 0.5, f"{modality} is colour-mapped"
+    audio = page.locator(f"{card(page, 'audio')} audio")
+    assert audio.get_attribute("src").startswith("/items/")
+    page.wait_for_function("a => a.readyState >= 1 && a.duration > 2.5", arg=audio.element_handle())
+    assert page.locator(f"{card(page, 'audio')} img.spectrogram").evaluate("i => i.naturalWidth") > 0
+    for modality in ("imu", "timeseries"):
+        plot = page.locator(f"{card(page, modality)} img.plot")
+        assert plot.evaluate("i => [i.naturalWidth, i.naturalHeight]") == [256, 128], modality
+    video = page.locator(f"{card(page, 'video')} video")  # VP8: plays, its metadata loads
+    assert video.get_attribute("poster").startswith("/thumbs/") and video.get_attribute("src").startswith("/items/")
+    page.wait_for_function("v => v.readyState >= 1 && v.duration > 1", arg=video.element_handle())
+    # MPEG-4 part 2, which Chromium cannot decode: the poster frame and a link to the file instead
+    page.wait_for_selector(f"{card(page, 'two_stream')} img.poster")
+    assert page.locator(f"{card(page, 'two_stream')} a.cannot-play").get_attribute("href").startswith("/items/")
+    page.wait_for_function("el => el.textContent.includes('a handwritten seven')",
+                           arg=page.locator(f"{card(page, 'text')} .snippet").element_handle())
+
+
+def drop_file(page, path: Path, name: str) -> None:
+    """Drop ``path``'s bytes onto the drop zone as a file named ``name`` (a DataTransfer, as a drag)."""
+    transfer = page.evaluate_handle("""([b64, name]) => {
+        const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([bytes], name));
+        return transfer;
+    }""", [base64.b64encode(path.read_bytes()).decode(), name])
+    page.dispatch_event("#drop", "dragover", {"dataTransfer": transfer})
+    page.dispatch_event("#drop", "drop", {"dataTransfer": transfer})
+
+
+def first_result(page) -> tuple[str, float]:
+    first = page.locator("#results .card").first
+    return first.locator(".name").inner_text(), float(first.locator(".score").inner_text())
+
+
+def wait_searched(page) -> None:
+    page.wait_for_function("() => { const s = document.querySelector('#status').textContent;"
+                           " return /result/.test(s) && !/Searching/.test(s); }")
+
+
+def wait_query(page, text: str) -> None:
+    page.wait_for_function("t => document.querySelector('#query-view').textContent.includes(t)", arg=text)
+
+
+def test_search_page_in_a_real_browser(open_page, page_index, make_app, tmp_path):
+    rows = IndexStore.open(page_index).snapshot().rows
+    by_modality = {r["modality"]: Path(r["path"]) for r in rows}
+    open_, problems = open_page
+    started = time.monotonic()
+    with serving(make_app(page_index)) as base:
+        page = open_(base)
+        page.wait_for_function("n => document.querySelectorAll('#chips .chip').length === n",
+                               arg=len(by_modality) + 1)
+        page.fill("#query", "a handwritten seven")
+        page.press("#query", "Enter")
+        wait_results(page, len(rows))  # k = 24 brings every item back
+        check_every_modality_renders(page, rows)
+
+        page.click("#chips .chip[data-modality='depth']")
+        page.wait_for_function("() => [...document.querySelectorAll('#results .card')]"
+                               ".every(c => c.dataset.modality === 'depth')")
+        wait_results(page, 1)
+        assert page.get_attribute("#chips .chip[data-modality='depth']", "aria-pressed") == "true"
+        page.click("#chips .chip[data-modality='']")
+        wait_results(page, len(rows))
+
+        drop_file(page, by_modality["image"], "dropped-copy.png")
+        wait_query(page, "dropped-copy.png")  # set with the search's start, in the same task
+        wait_searched(page)
+        wait_results(page, len(rows))
+        name, score = first_result(page)
+        assert name == by_modality["image"].name and score > 0.999  # the same bytes: the indexed image first
+
+        page.set_input_files("#file", str(by_modality["thermal"]))  # the file picker behind the zone
+        wait_query(page, by_modality["thermal"].name)
+        wait_searched(page)
+        assert first_result(page)[0] == by_modality["thermal"].name
+
+        page.click(f"{card(page, 'audio')} .meta")
+        wait_query(page, f"{by_modality['audio'].name} (audio, a result)")
+        page.wait_for_function("n => document.querySelector('#results .card .name').textContent === n",
+                               arg=by_modality["audio"].name)
+        wait_results(page, len(rows))
+        name, score = first_result(page)
+        assert name == by_modality["audio"].name and score > 0.999
+        check_every_modality_renders(page, rows)
+
+        shot = tmp_path / "search-page.png"
+        page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+    assert not problems, problems
+    assert time.monotonic() - started < 60
+    print(f"screenshot: {shot}")
+
+
+def test_a_token_from_the_address_or_a_prompt_opens_the_page(open_page, page_index, make_app):
+    rows = IndexStore.open(page_index).snapshot().rows
+    open_, problems = open_page
+    with serving(make_app(page_index, token=TOKEN)) as base:
+        page = open_(base, f"/?token={TOKEN}&q=the+digit+three")
+        assert "token" not in page.url  # taken out of the address bar
+        wait_results(page, len(rows))  # previews and players load with the token's cookie
+        audio = page.locator(f"{card(page, 'audio')} audio").element_handle()
+        page.wait_for_function("a => a.readyState >= 1", arg=audio)
+
+        asked = []
+        fresh = open_(base, "/#later")  # no token yet: the first refused request asks for it
+        fresh.context.clear_cookies()
+        fresh.on("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept(TOKEN)))
+        fresh.reload()
+        fresh.wait_for_function("() => document.querySelectorAll('#chips .chip').length > 1")
+        assert asked and "token" in asked[0]
+    assert not [p for p in problems if "401" not in p], problems

@@ -150,11 +150,17 @@ def project_attention(module: nn.Module) -> int:
     done: dict[int, ProjectedAttention] = {}
     for parent in list(module.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, nn.MultiheadAttention):
+            if isinstance(child, nn.MultiheadAttention) and not _unloaded(child):
                 if id(child) not in done:
                     done[id(child)] = ProjectedAttention.from_mha(child)
                 setattr(parent, name, done[id(child)])
     return len(done)
+
+
+def _unloaded(module: nn.Module) -> bool:
+    """Whether ``module`` holds tensors on the meta device: a part a partial load left out
+    (``BindingModel.load(folder, modalities)``), which is never run and so never quantized."""
+    return any(t.is_meta for t in module.parameters()) or any(t.is_meta for t in module.buffers())
 
 
 def _strip_parametrizations(module: nn.Module) -> None:
@@ -267,7 +273,7 @@ def default_engine() -> str:
 
 
 def quantize_int8(module: nn.Module, engine: str | None = None) -> nn.Module:
-    """Dynamic int8 quantization of every ``nn.Linear`` under ``module`` (attention included), in place.
+    """Dynamic int8 quantization of every loaded ``nn.Linear`` under ``module`` (attention included), in place.
 
     Weights get one scale per output channel; ``engine`` is the torch quantized backend whose
     kernels the packed weights are made for (default: ``default_engine()``).
@@ -285,7 +291,9 @@ def quantize_int8(module: nn.Module, engine: str | None = None) -> nn.Module:
 
         torch.backends.quantized.engine = engine
         try:
-            quantize_dynamic(module, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8,
+            loaded = {name: per_channel_dynamic_qconfig for name, sub in module.named_modules()
+                      if isinstance(sub, nn.Linear) and not _unloaded(sub)}
+            quantize_dynamic(module, loaded, dtype=torch.qint8,
                              mapping={nn.Linear: ItemwiseInt8Linear}, inplace=True)
             _prepare_int8_layers(module, reduce_range=not torch.cpu._is_vnni_supported())
         finally:

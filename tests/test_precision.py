@@ -283,3 +283,20 @@ def test_cli_embeds_at_int8_close_to_fp32(capfd):
     for path, z in vectors["int8"].items():
         assert torch.isfinite(z).all() and abs(float(z.norm()) - 1) < 1e-4
         assert float(z @ vectors["fp32"][path]) >= SMALL_MODEL_COSINE, path
+
+
+@pytest.mark.parametrize("preset", ["imagebind-test", "default"])
+def test_int8_of_a_partial_load_equals_int8_of_the_whole_model(tmp_path, preset):
+    """Parts a partial load left out (on the meta device) are skipped, never quantized or run;
+    the parts it holds give exactly the embeddings of the whole model at int8."""
+    names = ["audio", "imu", "image", "text"]
+    source = BindingModel.from_preset(preset) if preset != "default" else BindingModel.default(names)
+    source.save(tmp_path / "m")
+    whole = apply_precision(BindingModel.load(tmp_path / "m"), "int8")
+    part = apply_precision(BindingModel.load(tmp_path / "m", ["audio", "text"]), "int8")
+    assert any(p.is_meta for p in part.parameters())  # the image tower stayed unloaded
+    for name in ("audio", "text"):
+        x = example_batch(whole, name, 3)
+        with torch.no_grad():
+            assert torch.equal(whole.encode(name, x), part.encode(name, x)), name
+    assert any(is_quantized_linear(m) for m in part.heads["audio"].modules())

@@ -130,7 +130,7 @@ def load_anchor(cfg: AnchorConfig, arch: dict | None = None) -> Anchor:
         if not os.path.isfile(pretrained):
             raise AnchorError(f"anchor weights {pretrained!r} are neither an open_clip tag for {cfg.model} "
                               f"nor an existing file")
-    quiet = quiet_open_clip() if not pretrained else contextlib.nullcontext()
+    quiet = quiet_root_logger() if not pretrained else contextlib.nullcontext()
     try:
         with quiet:
             clip = open_clip.create_model(cfg.model, pretrained=pretrained, cache_dir=cfg.cache_dir,
@@ -145,15 +145,16 @@ def _from_arch(cfg: AnchorConfig, arch: dict) -> Anchor:
     with tempfile.TemporaryDirectory(prefix="anybind-anchor-") as tmp:
         Path(tmp, LOCAL_CONFIG).write_text(json.dumps(arch))
         name = f"local-dir:{tmp}"
-        with quiet_open_clip():
+        with quiet_root_logger():
             clip = open_clip.create_model(name, load_weights=False, device=torch.get_default_device())
         tokenizer = open_clip.get_tokenizer(name)
     return Anchor(clip, tokenizer, cfg)
 
 
 @contextlib.contextmanager
-def quiet_open_clip():
-    """open_clip logs a warning when a local folder has no weights; here that is expected."""
+def quiet_root_logger():
+    """Only errors from the root logger while inside: open_clip warns when a local folder has no
+    weights and ONNX Runtime's quantizer gives pre-processing advice, both expected here."""
     logger = logging.getLogger()
     level = logger.level
     logger.setLevel(logging.ERROR)

@@ -12,12 +12,10 @@ the JSON, so a reader that finds the JSON finds whole graphs.
 """
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import shutil
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from binder.anchor import quiet_root_logger
 from binder.errors import AnybindError
 from binder.io import atomic_write_json, fsync_dir, fsync_file, temp_name
 from binder.precision import check_precision
@@ -114,21 +113,12 @@ def quantize_graph(src: Path, dst: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     large = src.with_name(src.name + ".data").exists()
-    with _quiet_root_logger():  # the quantizer logs advice about static quantization's pre-processing
+    with quiet_root_logger():  # the quantizer logs advice about static quantization's pre-processing
         quantize_dynamic(src, dst, op_types_to_quantize=["MatMul", "Gemm"], per_channel=True,
                          weight_type=QuantType.QInt8, use_external_data_format=large,
                          extra_options={"MatMulConstBOnly": True})
 
 
-@contextlib.contextmanager
-def _quiet_root_logger() -> Iterator[None]:
-    logger = logging.getLogger()
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def ort_session(path: Path, threads: int | None = None) -> Any:

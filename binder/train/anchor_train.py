@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from binder.anchor import Anchor, quiet_open_clip, save_anchor_dir
+from binder.anchor import Anchor, quiet_root_logger, save_anchor_dir
 from binder.config import AnchorConfig
 from binder.errors import AnybindError
 from binder.train.data import prepare_inputs, read_pairs, under_root
@@ -52,7 +52,7 @@ def load_anchor_recipe(path: str | Path, overrides: dict[str, Any] | None = None
 def train_anchor(cfg: AnchorTrainConfig, ev: EvalSpec, progress: bool = True) -> dict[str, Any]:
     """Train, evaluate zero-shot image → text on ``cfg.test``, save to ``cfg.out``; return metrics."""
     torch.manual_seed(cfg.seed)
-    with quiet_open_clip():  # "no pretrained weights" is the point here
+    with quiet_root_logger():  # "no pretrained weights" is the point here
         clip = open_clip.create_model(cfg.model)
     anchor_cfg = AnchorConfig(model=cfg.model)
     tokenizer = open_clip.get_tokenizer(cfg.model)

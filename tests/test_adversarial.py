@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_helpers import run_cli
 from PIL import Image
 from samplegen import MAKERS, SMALL_OPTIONS
 from samplegen_audio import voiced_speech, write_wav
 from samplegen_video import moving_blob, write_video
 
-from binder.cli import main
 from binder.config import BindConfig, ModalityConfig
 from binder.embed.pipeline import Item, embed_items
 from binder.embed.shards import read_shards
@@ -278,20 +278,6 @@ def batch_dir(tmp_path_factory) -> dict:
             (sub / f"whole{NPY_EXT[name]}").unlink()
         bad.append(str(path))
     return {"root": root, "good": good, "bad": bad}
-
-
-def run_cli(args: list[str], capfd) -> tuple[int, str, str]:
-    """``anybind ARGS`` through the console entry point, in process: (exit code, stdout, stderr)."""
-    old, code = sys.argv, 0
-    sys.argv = ["anybind", *args]
-    try:
-        main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        sys.argv = old
-    out, err = capfd.readouterr()
-    return code, out, err
 
 
 def _assert_one_line_each(err: str, bad: list[str]) -> None:

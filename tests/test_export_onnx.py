@@ -9,29 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("onnxruntime")
-pytest.importorskip("onnxscript")
-
 import onnx
+import onnxruntime  # noqa: F401  (the test extra installs it; export checks every graph with it)
+import onnxscript  # noqa: F401  (torch's ONNX exporter)
+from cli_helpers import run_cli
 
-from binder.cli import main
 from binder.export import INPUT, MANIFEST, OUTPUT, ExportError, example_batch, export_onnx, ort_session, require_onnx
 from binder.model import BindingModel
-
-
-def run_cli(args: list[str], capfd) -> tuple[int, str, str]:
-    """``anybind ARGS`` through the console entry point, in process: (exit code, stdout, stderr)."""
-    old, code = sys.argv, 0
-    sys.argv = ["anybind", *args]
-    try:
-        main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        sys.argv = old
-    out, err = capfd.readouterr()
-    return code, out, err
-
 
 INT8_MODALITIES = ["image", "text", "audio"]  # both anchor towers and one own encoder (int8 of all: test_precision)
 

@@ -6,12 +6,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
-import torch
-
 import onnx
 import onnxruntime  # noqa: F401  (the test extra installs it; export checks every graph with it)
 import onnxscript  # noqa: F401  (torch's ONNX exporter)
+import pytest
+import torch
 from cli_helpers import run_cli
 
 from binder.export import INPUT, MANIFEST, OUTPUT, ExportError, example_batch, export_onnx, ort_session, require_onnx

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright import sync_api
 
 from binder.index.store import IndexStore
 
@@ -28,13 +29,12 @@ CHROMIUM = Path("/usr/bin/chromium")  # Debian's package (make install puts it i
 STEP_MS = 5000
 TOKEN = "s3cret-token"
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra: make install")
 
 
 @pytest.fixture(scope="module")
 def browser():
     if not CHROMIUM.is_file():
-        pytest.skip(f"{CHROMIUM} is missing: make install puts in Debian's chromium")
+        pytest.fail(f"{CHROMIUM} is missing: make install puts in Debian's chromium")
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True)
         yield browser

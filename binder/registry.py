@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable
-from importlib.metadata import entry_points
+from collections.abc import Callable, Iterator
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from binder.errors import RegistryError
+from binder.errors import AnybindError, RegistryError
 
 if TYPE_CHECKING:
     from modalities.base import Modality
 
 ENTRY_POINT_GROUP = "anybind.modalities"
+DISABLE_PLUGINS_ENV = "ANYBIND_DISABLE_PLUGINS"
 _REGISTRY: dict[str, type[Modality]] = {}
 _SOURCES: dict[str, str] = {}
 _state = {"builtins": False, "plugins": False}
@@ -48,15 +49,29 @@ def _load_builtins() -> None:
         importlib.import_module("modalities")
 
 
+def plugins_disabled() -> bool:
+    """Whether ``ANYBIND_DISABLE_PLUGINS`` asks to ignore every entry point."""
+    return os.environ.get(DISABLE_PLUGINS_ENV, "") not in ("", "0")
+
+
+def load_entry_points(group: str, error: type[AnybindError], what: str = "plugin") -> Iterator[tuple[EntryPoint, Any]]:
+    """Each entry point of ``group`` with the object it names (none when plugins are disabled);
+    one that fails to import is an ``error`` naming it, for modalities and model catalogs alike."""
+    if plugins_disabled():
+        return
+    for ep in entry_points(group=group):
+        try:
+            obj = ep.load()
+        except Exception as exc:  # a broken plugin must say who it is
+            raise error(f"{what} {ep.name!r} ({ep.value}) failed to import: {exc}") from exc
+        yield ep, obj
+
+
 def _load_plugins() -> None:
-    if _state["plugins"] or os.environ.get("ANYBIND_DISABLE_PLUGINS", "") not in ("", "0"):
+    if _state["plugins"] or plugins_disabled():
         return
     _state["plugins"] = True
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            klass = ep.load()
-        except Exception as exc:  # a broken plugin must say who it is
-            raise RegistryError(f"plugin {ep.name!r} ({ep.value}) failed to import: {exc}") from exc
+    for ep, klass in load_entry_points(ENTRY_POINT_GROUP, RegistryError):
         if getattr(klass, "name", None) != ep.name:
             raise RegistryError(
                 f"plugin entry point {ep.name!r} points at {ep.value} whose name is {getattr(klass, 'name', None)!r}"

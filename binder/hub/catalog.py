@@ -31,7 +31,6 @@ import dataclasses
 import os
 import re
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -40,6 +39,7 @@ import tomllib
 
 from binder.hub.errors import CatalogError
 from binder.hub.kinds import KINDS
+from binder.registry import load_entry_points, plugins_disabled
 
 ENTRY_POINT_GROUP = "anybind.models"
 MODELS_ENV = "ANYBIND_MODELS"
@@ -136,15 +136,11 @@ def unregister_model(name: str) -> None:
 
 
 def _load_plugins() -> None:
-    """Entry points of the ``anybind.models`` group, once per process (mirrors the modality registry)."""
-    if _state["plugins"] or os.environ.get("ANYBIND_DISABLE_PLUGINS", "") not in ("", "0"):
+    """Entry points of the ``anybind.models`` group, once per process (as for modality plugins)."""
+    if _state["plugins"] or plugins_disabled():
         return
     _state["plugins"] = True
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            entry = ep.load()
-        except Exception as exc:  # a broken plugin must say who it is
-            raise CatalogError(f"model plugin {ep.name!r} ({ep.value}) failed to import: {exc}") from exc
+    for ep, entry in load_entry_points(ENTRY_POINT_GROUP, CatalogError, "model plugin"):
         if not isinstance(entry, ModelEntry) or entry.name != ep.name:
             raise CatalogError(f"model plugin entry point {ep.name!r} points at {ep.value}, which is not a "
                                f"ModelEntry named {ep.name!r}")

@@ -6,6 +6,7 @@ import dataclasses
 import pytest
 from hub_helpers import NAME, write_catalog
 
+from binder import registry as registry_module
 from binder.hub import CatalogError, ModelEntry, find_model, known_models, pull_model, register_model
 from binder.hub import catalog as catalog_module
 
@@ -76,7 +77,7 @@ class _FakeEntryPoint:
 
 def _plugins(monkeypatch, eps):
     monkeypatch.setenv("ANYBIND_DISABLE_PLUGINS", "0")
-    monkeypatch.setattr(catalog_module, "entry_points", lambda group=None, **kw: list(eps)
+    monkeypatch.setattr(registry_module, "entry_points", lambda group=None, **kw: list(eps)
                         if group == catalog_module.ENTRY_POINT_GROUP else [])
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import cast
 
@@ -211,7 +211,7 @@ class BindingModel(nn.Module):
         return save_checkpoint(folder, self, payload)
 
     @classmethod
-    def load(cls, folder: str | os.PathLike, modalities: Sequence[str] | None = None) -> BindingModel:
+    def load(cls, folder: str | os.PathLike, modalities: Iterable[str] | None = None) -> BindingModel:
         """Rebuild from ``config.json`` and load the safetensors weights (bit-exact).
 
         ``modalities`` loads only what encoding those modalities needs (``binder.lazy``): the
@@ -240,9 +240,10 @@ class BindingModel(nn.Module):
 
     @classmethod
     def _load_parts(cls, folder: str | os.PathLike, config: BindConfig, arch: dict | None,
-                    modalities: Sequence[str]) -> BindingModel:
+                    modalities: Iterable[str]) -> BindingModel:
         held = [m.name for m in config.modalities]
-        names = [n for n in dict.fromkeys(modalities) if n in held]  # others fail at encode, as on the whole model
+        wanted = set(modalities)
+        names = [n for n in held if n in wanted]  # in the folder's order; others fail at encode, as on the whole model
         partial = dataclasses.replace(config, modalities=tuple(m for m in config.modalities if m.name in names))
         with torch.device("meta"):
             model = cls._build_checked(folder, partial, arch)

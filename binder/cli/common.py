@@ -33,7 +33,7 @@ def load_model(path: str | None, quiet: bool = False, *, modalities: Iterable[st
     path = path or os.environ.get(MODEL_ENV) or None
     if path:
         folder = resolve_model(path, progress=not quiet)  # a folder, or a known name (downloaded once)
-        model = BindingModel.load(folder, sorted(set(modalities)) if modalities is not None else None)
+        model = BindingModel.load(folder, modalities)
     else:
         if not quiet:
             click.echo(UNTRAINED_NOTE, err=True)

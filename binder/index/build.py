@@ -78,7 +78,7 @@ def load_model_for(model_dir: str | None, modalities: Iterable[str] | None = Non
 
     if not model_dir:
         return BindingModel.default().eval()
-    return BindingModel.load(model_dir, sorted(set(modalities)) if modalities is not None else None)
+    return BindingModel.load(model_dir, modalities)
 
     return BindingModel.load(model_dir) if model_dir else BindingModel.default().eval()
 

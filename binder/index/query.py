@@ -107,9 +107,12 @@ def _read_term(expr: str, pos: int) -> tuple[float, str, bool, int]:
 
 def _weight(text: str) -> float:
     """A term weight: a finite number no larger than MAX_WEIGHT in magnitude."""
-    value = float(text)
+    return _checked_weight(float(text), text)
+
+
+def _checked_weight(value: float, shown: str) -> float:
     if not math.isfinite(value) or abs(value) > MAX_WEIGHT:
-        raise QueryError(f"weight {text} is out of range (at most {MAX_WEIGHT:g} in magnitude)")
+        raise QueryError(f"weight {shown} is out of range (at most {MAX_WEIGHT:g} in magnitude)")
     return value
 
 
@@ -185,8 +188,7 @@ def embed_terms(model, terms: list[Term]) -> np.ndarray:
 def check_weights(terms: list[Term]) -> None:
     """Refuse a weight that is not finite or beyond ``MAX_WEIGHT`` before anything is embedded."""
     for term in terms:
-        if not math.isfinite(term.weight) or abs(term.weight) > MAX_WEIGHT:
-            raise QueryError(f"weight {term.weight} is out of range (at most {MAX_WEIGHT:g} in magnitude)")
+        _checked_weight(term.weight, str(term.weight))
 
 
 def combine_terms(terms: list[Term], vectors: list[np.ndarray]) -> np.ndarray:

@@ -55,3 +55,7 @@ class IndexFileMissingError(IndexDamageError):
 
     def __init__(self, path: str | os.PathLike):
         super().__init__(path, "missing")
+
+
+class TrainingError(AnybindError):
+    """A training run cannot go on: its loss stopped being finite, or its devices or ranks do not fit it."""

@@ -40,11 +40,20 @@ def bad_rows(z: torch.Tensor, unit: bool = True) -> list[int]:
 
 
 def drop_tokens(tokens: torch.Tensor, pad_mask: torch.Tensor | None, ratio: float,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Keep the CLS token and a random ``1 - ratio`` share of the others (padding dropped first)."""
+                generator: torch.Generator | None = None,
+                window: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Keep the CLS token and a random ``1 - ratio`` share of the others (padding dropped first).
+
+    ``window = (start, total)`` says these rows are rows ``start...`` of a batch of ``total``:
+    the noise is drawn for the whole batch and this window of it used, so a batch split across
+    ranks or micro-batches drops exactly the tokens the whole batch would have dropped.
+    """
     b, n, w = tokens.shape
     keep = max(1, round((n - 1) * (1 - ratio)))
-    scores = torch.rand(b, n - 1, generator=generator).to(tokens.device)
+    start, total = window or (0, b)
+    if not 0 <= start <= total - b:
+        raise ValueError(f"token-drop window {window} does not hold a batch of {b} rows")
+    scores = torch.rand(total, n - 1, generator=generator)[start:start + b].to(tokens.device)
     if pad_mask is not None:
         scores = scores + pad_mask[:, 1:].to(scores.dtype) * 2  # real tokens sort first
     idx = scores.argsort(dim=1)[:, :keep]
@@ -115,17 +124,19 @@ class BindingModel(nn.Module):
         return cast(Trunk, self.trunks[name]) if name in self.trunks else self.trunk
 
     def encode(self, name: str, batch: torch.Tensor, token_drop: float = 0.0,
-               generator: torch.Generator | None = None, scaled: bool = False) -> torch.Tensor:
+               generator: torch.Generator | None = None, scaled: bool = False,
+               window: tuple[int, int] | None = None) -> torch.Tensor:
         """(B, *input_shape) preprocessed batch → (B, embed_dim) L2-normalized embeddings.
 
         ``token_drop`` (training only) keeps a random ``1 - token_drop`` share of each sequence's
         tokens (FLIP), which makes the trunk pass cheaper in proportion. ``scaled=True`` returns
         ImageBind's post-processed output instead: unit clip vectors times the modality's fixed
-        ``output_scale``, averaged over clips without renormalizing.
+        ``output_scale``, averaged over clips without renormalizing. ``window`` places the batch
+        in a larger one for token drop (``drop_tokens``).
         """
         modality = self.modality(name)
         if modality.tower is None:
-            z = self._encode_tokens(name, batch, modality.has_clips, token_drop, generator, scaled)
+            z = self._encode_tokens(name, batch, modality.has_clips, token_drop, generator, scaled, window)
         else:
             z = self._encode_any(name, batch)
         scale = self.config.modality(name).output_scale if scaled else None
@@ -155,14 +166,17 @@ class BindingModel(nn.Module):
         return self._encode_tokens(name, batch, modality.has_clips, 0.0, None, False)
 
     def _encode_tokens(self, name: str, batch: torch.Tensor, has_clips: bool, token_drop: float,
-                       generator: torch.Generator | None, scaled: bool) -> torch.Tensor:
+                       generator: torch.Generator | None, scaled: bool,
+                       window: tuple[int, int] | None = None) -> torch.Tensor:
         clips = batch.shape[1] if has_clips else 0
         if clips:
             batch = batch.flatten(0, 1)
         out = self.tokenizers[name](batch)
         tokens, pad_mask = out if isinstance(out, tuple) else (out, None)
         if token_drop > 0:
-            tokens, pad_mask = drop_tokens(tokens, pad_mask, token_drop, generator)
+            if clips and window is not None:
+                window = (window[0] * clips, window[1] * clips)
+            tokens, pad_mask = drop_tokens(tokens, pad_mask, token_drop, generator, window)
         z = self.heads[name](self.trunk_for(name)(tokens, pad_mask), pad_mask)
         if clips:
             z = z.view(-1, clips, z.shape[-1]).mean(dim=1)

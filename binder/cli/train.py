@@ -21,14 +21,23 @@ def register(app: click.Group) -> None:
 @SET_OPTION
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def train_cmd(recipe: str, resume: bool, sets: tuple[str, ...], quiet: bool) -> None:
-    """Bind the recipe's modalities to its anchor; writes OUT/model, OUT/metrics.json."""
+    """Bind the recipe's modalities to its anchor; writes OUT/model, OUT/metrics.json.
+
+    Under ``torchrun --nproc-per-node N anybind train RECIPE`` the ranks share every step's
+    global batch (train.batch_size) and rank 0 writes and prints.
+    """
     from binder.train.recipe import load_recipe
     from binder.train.trainer import Trainer
 
     rec = load_recipe(recipe, parse_overrides(sets))
-    metrics = Trainer(rec, progress=not quiet).run(resume=resume)
-    click.echo(json.dumps(metrics, indent=2))
-    click.echo(f"model saved to {rec.train.out}/model", err=True)
+    trainer = Trainer(rec, progress=not quiet)
+    try:
+        metrics = trainer.run(resume=resume)
+    finally:
+        trainer.ranks.leave()
+    if trainer.ranks.main:
+        click.echo(json.dumps(metrics, indent=2))
+        click.echo(f"model saved to {rec.train.out}/model", err=True)
 
 
 @click.group("anchor")

@@ -11,6 +11,7 @@ import tomllib
 
 from binder.config import AnchorConfig, BindConfig, HeadConfig, ModalityConfig, TrunkConfig
 from binder.errors import AnybindError
+from binder.train.amp import PRECISIONS
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -59,7 +60,14 @@ class EvalSpec:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation of a binding: AdamW + linear warmup + cosine decay, seeded, checkpointed."""
+    """Optimisation of a binding: AdamW + linear warmup + cosine decay, seeded, checkpointed.
+
+    ``batch_size`` is the global batch: under torchrun each rank encodes its share and the loss
+    sees every rank's rows, so a recipe trains the same binding on any number of ranks.
+    ``accumulate`` splits each rank's share into that many micro-batches with the same loss and
+    gradient (less memory, same negatives). ``device`` is auto (a rank's GPU when there is one),
+    cpu or cuda; ``precision`` is auto (bf16, else fp16, on GPUs; fp32 on CPUs), fp32, bf16 or fp16.
+    """
 
     steps: int = 500
     batch_size: int = 64
@@ -77,6 +85,9 @@ class TrainConfig:
     root: str | None = None
     out: str = "out/binding"
     cache_dir: str = ".cache/anybind"
+    device: str = "auto"
+    precision: str = "auto"
+    accumulate: int = 1
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 2:
@@ -85,6 +96,10 @@ class TrainConfig:
             raise AnybindError("train.token_drop must be in [0, 1)")
         if self.cache_mb < 0 or self.workers < 0:
             raise AnybindError("train.cache_mb and train.workers must be >= 0")
+        if self.accumulate < 1:
+            raise AnybindError("train.accumulate must be >= 1 (micro-batches per step)")
+        if self.precision not in PRECISIONS:
+            raise AnybindError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
 
 @dataclass(frozen=True)

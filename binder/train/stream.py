@@ -102,6 +102,11 @@ class StreamBatch:
     inputs: torch.Tensor | None
     failed: list[tuple[int, str]]
 
+    def pin_memory(self) -> StreamBatch:
+        """The DataLoader's ``pin_memory`` hook: the inputs in page-locked memory."""
+        inputs = None if self.inputs is None else self.inputs.pin_memory()
+        return StreamBatch(self.source, self.step, self.rows, inputs, self.failed)
+
 
 class PairStream(Dataset):
     """Map-style dataset over keys (modality index, step, row) → (key, tensor or failure reason)."""
@@ -179,9 +184,12 @@ def _worker_init(worker_id: int) -> None:
         ds.set_cache_budget(ds.cache.budget // max(1, info.num_workers))
 
 
-def stream_loader(dataset: PairStream, sampler: StepSampler, workers: int) -> DataLoader:
-    """A DataLoader over ``sampler``'s steps; ``workers`` processes (0 = in this process)."""
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=max(0, workers),
+def stream_loader(dataset: PairStream, sampler: StepSampler, workers: int, pin_memory: bool = False) -> DataLoader:
+    """A DataLoader over ``sampler``'s steps; ``workers`` processes (0 = in this process).
+
+    ``pin_memory`` (for a GPU) puts batches in page-locked memory, so copies to the device can
+    run while the model computes."""
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=max(0, workers), pin_memory=pin_memory,
                       collate_fn=functools.partial(collate, sources=dataset.sources),
                       worker_init_fn=_worker_init if workers else None,
                       prefetch_factor=4 if workers else None, persistent_workers=False)

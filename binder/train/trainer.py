@@ -7,11 +7,17 @@ of each file and a data set larger than memory trains. Each step takes one batch
 every augmentation is drawn from (seed, step, item), so a run resumed from a checkpoint replays
 exactly the batches an unbroken run would have seen. ``train.stream = false`` keeps the older
 preprocess-once path (no augmentation), which the training benchmark compares against.
+
+Under ``torchrun`` each rank streams its contiguous share of every step's global batch and the
+loss sees the rows of all ranks (binder.train.step), so N ranks train the binding one process
+trains with the same global batch. Rank 0 writes checkpoints, the model and the metrics, and
+draws the progress bar.
 """
 from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,9 +28,10 @@ import torch
 from tqdm import tqdm
 
 from binder.checkpoint import load_weights
-from binder.errors import AnybindError, CheckpointError
+from binder.errors import AnybindError, CheckpointError, TrainingError
 from binder.io import atomic_dir, atomic_write_json
 from binder.model import BindingModel
+from binder.train.amp import Precision
 from binder.train.data import (
     PairRecord,
     PreparedSet,
@@ -34,10 +41,12 @@ from binder.train.data import (
     target_keys,
     under_root,
 )
+from binder.train.distributed import Ranks
 from binder.train.evaluate import evaluate_manifest
 from binder.train.loss import BindingLoss
 from binder.train.recipe import BindSpec, Recipe
 from binder.train.state import load_train_state, save_train_state
+from binder.train.step import StepBatch, StepRunner
 from binder.train.stream import PairStream, StepSampler, StreamBatch, StreamSource, stream_loader
 
 
@@ -58,17 +67,24 @@ class Trainer:
     """Trains the heads and tokenizers (and any unfrozen trunk parts) of a recipe's modalities."""
 
     def __init__(self, recipe: Recipe, progress: bool = True):
-        self.recipe, self.cfg, self.progress = recipe, recipe.train, progress
+        self.recipe, self.cfg = recipe, recipe.train
+        self.ranks = Ranks.from_env(self.cfg.device)
+        self.precision = Precision.resolve(self.cfg.precision, self.ranks.device)
+        self.progress = progress and self.ranks.main
         torch.manual_seed(self.cfg.seed)
         self.model = BindingModel(recipe.bind)
-        self.data = [self._load(spec) for spec in recipe.modalities]
+        with self.ranks.main_first():  # rank 0 fills the target cache, the others then read it
+            self.data = [self._load(spec) for spec in recipe.modalities]
         params = [p for p in self.model.parameters() if p.requires_grad]
         if not params:
             raise AnybindError("nothing to train: every parameter is frozen")
-        self.optimizer = torch.optim.AdamW(self._param_groups(), lr=self.cfg.lr, betas=(0.9, 0.98), eps=1e-6)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.losses = torch.nn.ModuleDict({d.spec.name: BindingLoss(self.model.embed_dim, self.cfg.memory_size)
                                            for d in self.data})
+        self._to_device()
+        self.optimizer = torch.optim.AdamW(self._param_groups(), lr=self.cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.runner = StepRunner(self.model, self.losses, self.ranks, self.precision, self.cfg.accumulate,
+                                 self.cfg.token_drop)
         self.step = 0
         self._batches: Iterator[StreamBatch] | None = None
         self._reported: set[tuple[int, int]] = set()
@@ -95,6 +111,14 @@ class Trainer:
                                       image_modality=self.model.modalities.get("image"))
         return BindData(spec, records, ids, targets, augment, inputs)
 
+    def _to_device(self) -> None:
+        device = self.ranks.device
+        if device.type != "cpu":
+            self.model.to(device)
+            self.losses.to(device)
+            for d in self.data:
+                d.targets, d.ids = d.targets.to(device), d.ids.to(device)
+
     def _param_groups(self) -> list[dict[str, Any]]:
         """No weight decay on norms, biases, embeddings, CLS/position tokens and logit scales."""
         decay: list[torch.nn.Parameter] = []
@@ -114,8 +138,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ batches
     def batch_rows(self, step: int) -> tuple[int, torch.Tensor]:
-        """The modality index and the record rows of global ``step`` (a pure function of seed and step)."""
-        return step % len(self.data), self.batch_indices(step)[1]
+        """The modality index and this rank's record rows of global ``step`` (a pure function of
+        seed, step and rank): a contiguous share of the global batch, in rank order."""
+        rows = self.batch_indices(step)[1]
+        return step % len(self.data), torch.tensor_split(rows, self.ranks.world)[self.ranks.rank]
 
     def batch_indices(self, step: int) -> tuple[BindData, torch.Tensor]:
         """The modality and the input rows of global ``step`` (a pure function of seed and step)."""
@@ -131,7 +157,8 @@ class Trainer:
     def step_inputs(self, step: int) -> tuple[BindData, torch.Tensor, torch.Tensor | None]:
         """(modality data, rows, preprocessed inputs) of ``step``; streamed unless train.stream is off."""
         if not self.cfg.stream:
-            data, idx = self.batch_indices(step)
+            m, idx = self.batch_rows(step)
+            data = self.data[m]
             assert data.inputs is not None
             return data, idx, data.inputs[idx]
         if self._batches is None:
@@ -148,19 +175,23 @@ class Trainer:
         return data, batch.rows, batch.inputs
 
     def train_step(self, step: int) -> float:
+        """One optimizer step on the global batch of ``step``; its loss (NaN if it had < 2 rows)."""
         data, idx, inputs = self.step_inputs(step)
         self.optimizer.zero_grad(set_to_none=True)
-        if inputs is None or len(idx) < 2:  # every file of this batch failed: nothing to contrast
+        counts = self.ranks.counts(0 if inputs is None else len(idx))
+        if sum(counts) < 2:  # every file of this batch failed: nothing to contrast
             self.scheduler.step()
             return float("nan")
-        name = data.spec.name
-        gen = torch.Generator().manual_seed(self.cfg.seed * 7919 + step)
-        z = self.model.encode(name, inputs, token_drop=self.cfg.token_drop, generator=gen)
-        loss = self.losses[name](z, data.targets[data.ids[idx]], data.ids[idx], self.model.logit_scale(name))
-        loss.backward()
-        self.optimizer.step()
+        device = self.ranks.device
+        if inputs is not None:
+            inputs = inputs.to(device, non_blocking=True)
+        rows = self.ranks.gather_rows(idx.to(device), counts)
+        ids = data.ids[rows]
+        batch = StepBatch(data.spec.name, inputs, data.targets[ids], ids, counts, self.ranks.rank)
+        loss = self.runner.run(batch, self.cfg.seed * 7919 + step)
+        self.runner.step_optimizer(self.optimizer)
         self.scheduler.step()
-        return float(loss.detach())
+        return loss
 
     def open_stream(self, start: int) -> None:
         """Start the data stream at step ``start`` (worker processes decode ahead of the model).
@@ -169,15 +200,20 @@ class Trainer:
         leave free (at least one): threads that outnumber free cores spin at every parallel region
         and were measured several times slower than one thread.
         """
-        torch.set_num_threads(self.cfg.threads or max(1, (os.cpu_count() or 1) - self.cfg.workers))
+        cores = (os.cpu_count() or 1) // self.ranks.local_world  # ranks of one node share its cores
+        torch.set_num_threads(self.cfg.threads or max(1, cores - self.cfg.workers))
         sources = [StreamSource(self.model.modality(d.spec.name), d.records, d.augment) for d in self.data]
         dataset = PairStream(sources, self.cfg.seed, int(self.cfg.cache_mb * 2**20))
         sampler = StepSampler(self.batch_rows, start, self.cfg.steps)
-        self._batches = iter(stream_loader(dataset, sampler, self.cfg.workers))
+        pin = self.ranks.device.type == "cuda"
+        self._batches = iter(stream_loader(dataset, sampler, self.cfg.workers, pin_memory=pin))
 
     # ------------------------------------------------------------------ run
     def run(self, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
-        """Train to ``cfg.steps`` (or stop after ``stop_after`` steps, as a kill would), then evaluate."""
+        """Train to ``cfg.steps`` (or stop after ``stop_after`` steps, as a kill would), then evaluate.
+
+        Under torchrun only rank 0 evaluates and writes the model; the other ranks return ``{}``.
+        """
         out = Path(self.cfg.out)
         if resume:
             self.load_checkpoint(out / "checkpoint")
@@ -190,7 +226,10 @@ class Trainer:
             torch.set_num_threads(threads)
         if stopped:
             return {"stopped_at": self.step}
+        if not self.ranks.main:
+            return {}
         self.model.eval()
+        self.model.to("cpu")  # evaluation and the saved model run on the CPU
         metrics = self.evaluate()
         self.model.save(out / "model")
         atomic_write_json(out / "metrics.json", metrics)
@@ -201,13 +240,14 @@ class Trainer:
         bar = tqdm(total=self.cfg.steps, initial=self.step, disable=not self.progress, desc="bind",
                    unit="step", dynamic_ncols=True)
         ema, t0, seen = None, time.perf_counter(), 0
+        global_batch = [min(self.cfg.batch_size, len(d.records)) for d in self.data]
         with bar:
             while self.step < self.cfg.steps:
                 if stop_after is not None and self.step >= stop_after:
                     return True
                 loss = self.train_step(self.step)
                 self.step += 1
-                seen += min(self.cfg.batch_size, len(self.data[(self.step - 1) % len(self.data)].records))
+                seen += global_batch[(self.step - 1) % len(self.data)]
                 if loss == loss:  # a step whose whole batch failed gives NaN and moves nothing
                     ema = loss if ema is None else 0.9 * ema + 0.1 * loss
                 bar.set_postfix(loss=f"{ema if ema is not None else float('nan'):.3f}",
@@ -220,20 +260,36 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     def stateful_parts(self) -> dict[str, Any]:
         """Everything besides the model weights that a resumed run needs, by name."""
-        return {"optimizer": self.optimizer, "scheduler": self.scheduler, "losses": self.losses}
+        parts: dict[str, Any] = {"optimizer": self.optimizer, "scheduler": self.scheduler, "losses": self.losses}
+        if self.runner.scaler.is_enabled():
+            parts["grad_scaler"] = self.runner.scaler
+        return parts
 
     def save_checkpoint(self, folder: Path) -> None:
-        """Weights + optimizer + scheduler + loss queues + step; built beside, then swapped in whole."""
-        with atomic_dir(folder) as tmp:
-            self.model.save(tmp)
-            save_train_state(tmp, self.stateful_parts(), {"step": self.step, "recipe": self.recipe.path})
+        """Weights + optimizer + scheduler + loss queues + step; built beside, then swapped in whole.
+
+        Rank 0 writes it (every rank holds the same state); the others wait until it is whole."""
+        if self.ranks.main:
+            with atomic_dir(folder) as tmp:
+                self.model.save(tmp)
+                save_train_state(tmp, self.stateful_parts(), {"step": self.step, "recipe": self.recipe.path,
+                                                              "world_size": self.ranks.world})
+        self.ranks.barrier()
 
     def load_checkpoint(self, folder: Path) -> None:
-        if not folder.is_dir():
-            raise CheckpointError(f"{folder}: no checkpoint to resume from")
+        """Every rank reads the same checkpoint (under torchrun, ``train.out`` must be a folder all
+        nodes see); ranks that cannot see it, or resume at different steps, stop the run on every rank."""
+        missing = [r for r, have in enumerate(self.ranks.counts(int(folder.is_dir()))) if not have]
+        if missing:
+            where = f" on rank(s) {missing} (train.out must be shared by all nodes)" if self.ranks.distributed else ""
+            raise CheckpointError(f"{folder}: no checkpoint to resume from{where}")
         load_weights(folder, self.model)
         info = load_train_state(folder, self.stateful_parts())
         self.step = int(info["step"])
+        low, high = self.ranks.min_max(self.step)
+        if low != high:
+            raise TrainingError(f"{folder}: ranks resumed at steps {low} and {high}; "
+                                f"they must all read the same checkpoint")
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict[str, Any]:
@@ -262,4 +318,4 @@ def _report_failures(prepared: PreparedSet) -> None:
 
 
 def _report_skipped(path: str, reason: str) -> None:
-    tqdm.write(f"anybind: skipped {path}: {reason}")
+    tqdm.write(f"anybind: skipped {path}: {reason}", file=sys.stderr)  # stdout carries the metrics JSON

@@ -95,11 +95,12 @@ def launch(command: list[str], tmp: Path, world_size: int = 2, timeout: float = 
 
 @pytest.fixture(scope="module")
 def two_ranks(world, tmp_path_factory) -> Path:
-    """One launch of two ranks running three recipes (tests/ddp_worker.py): its output folder."""
+    """One launch of two ranks running four recipes (tests/ddp_worker.py): its output folder."""
     tmp = tmp_path_factory.mktemp("ddp_runs")
     jobs = [f"first={write_recipe(world, tmp / 'a')}",
             f"plain={write_recipe(world, tmp / 'b', accumulate=2)}",
-            f"resume={write_recipe(world, tmp / 'c', accumulate=2)}"]
+            f"resume={write_recipe(world, tmp / 'c', accumulate=2)}",
+            f"first={write_recipe(world, tmp / 'd', loss='siglip')}"]
     launch([sys.executable, str(HERE / "ddp_worker.py"), str(tmp), *jobs], tmp)
     return tmp
 
@@ -114,20 +115,23 @@ def assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: f
         torch.testing.assert_close(a[name], b[name], atol=atol, rtol=0, msg=lambda m, n=name: f"{n}: {m}")
 
 
-def test_two_ranks_give_the_loss_gradients_and_weights_of_one_process(world, two_ranks, tmp_path):
-    one = Trainer(load_recipe(write_recipe(world, tmp_path / "a")), progress=False)
-    loss = one.train_step(0)
+@pytest.mark.parametrize(("run", "loss"), [("a", "infonce"), ("d", "siglip")])
+def test_two_ranks_give_the_loss_gradients_and_weights_of_one_process(world, two_ranks, tmp_path, run, loss):
+    """InfoNCE gathers every rank's rows; SigLIP adds up each rank's rows against all targets."""
+    one = Trainer(load_recipe(write_recipe(world, tmp_path / run, loss=loss)), progress=False)
+    first = one.train_step(0)
     grads = {n: p.grad for n, p in one.model.named_parameters() if p.grad is not None}
     one.step = 1
     one.run()
-    ddp_grads = [load_file(str(two_ranks / f"a.grads.{r}.safetensors")) for r in (0, 1)]
-    assert abs(json.loads((two_ranks / "a.loss.0.json").read_text()) - loss) < 1e-5
+    ddp_grads = [load_file(str(two_ranks / f"{run}.grads.{r}.safetensors")) for r in (0, 1)]
+    for r in (0, 1):
+        assert abs(json.loads((two_ranks / f"{run}.loss.{r}.json").read_text()) - first) < 1e-5
     assert_close(ddp_grads[0], grads)
     assert_close(ddp_grads[1], ddp_grads[0], atol=0)  # every rank steps with the same averaged gradient
-    final = [load_file(str(two_ranks / f"a.final.{r}.safetensors")) for r in (0, 1)]
+    final = [load_file(str(two_ranks / f"{run}.final.{r}.safetensors")) for r in (0, 1)]
     assert_close(final[0], trainable(one))
     assert_close(final[1], final[0], atol=0)
-    assert (two_ranks / "a" / "model").is_dir() and (two_ranks / "a" / "checkpoint").is_dir()
+    assert (two_ranks / run / "model").is_dir() and (two_ranks / run / "checkpoint").is_dir()
 
 
 def test_resume_on_two_ranks_is_bit_exact_and_accumulation_keeps_the_binding(two_ranks):

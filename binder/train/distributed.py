@@ -129,12 +129,16 @@ class Ranks:
 
     def average_(self, tensors: list[torch.Tensor]) -> None:
         """Average tensors across ranks in place (the gradients of parameters DDP does not hold)."""
+        self.sum_(tensors, mean=True)
+
+    def sum_(self, tensors: list[torch.Tensor], mean: bool = False) -> None:
+        """Sum (or average) tensors across ranks in place."""
         if not self.distributed:
             return
         for t in tensors:
             buf = t.detach().to(self._comm_device)
             dist.all_reduce(buf)
-            t.copy_(buf / self.world)
+            t.copy_(buf / self.world if mean else buf)
 
     def min_max(self, value: int) -> tuple[int, int]:
         """The smallest and largest ``value`` over the ranks (to check that they agree)."""

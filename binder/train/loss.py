@@ -1,16 +1,28 @@
-"""Symmetric InfoNCE between a modality's embeddings and its frozen anchor targets.
+"""The binding losses between a modality's embeddings and its frozen anchor targets.
 
-Built on pytorch-metric-learning's NTXentLoss (a maintained, tested InfoNCE) with a dot-product
-similarity, so the logit scale is applied to the unit vectors themselves and stays learnable per
-modality. With ``memory_size > 0`` a CrossBatchMemory queue of past targets adds negatives to
-the modality → anchor direction (the targets are frozen, so queued ones never go stale).
+``BindingLoss`` is symmetric InfoNCE, built on pytorch-metric-learning's NTXentLoss (a
+maintained, tested InfoNCE) with a dot-product similarity, so the logit scale is applied to the
+unit vectors themselves and stays learnable per modality. With ``memory_size > 0`` a
+CrossBatchMemory queue of past targets adds negatives to the modality → anchor direction (the
+targets are frozen, so queued ones never go stale).
+
+``SigmoidLoss`` is SigLIP's pairwise sigmoid loss: every (embedding, target) pair is its own
+binary problem, so no row is normalized against the others. That makes it a sum over rows: a
+rank computes the terms of its own rows against every target of the global batch and the sum
+over ranks is the loss of the whole batch (SigLIP's chunked form; here the targets are frozen
+and known to every rank, so no chunk has to travel between ranks).
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from pytorch_metric_learning.distances import DotProductSimilarity
 from pytorch_metric_learning.losses import CrossBatchMemory, NTXentLoss
 from torch import nn
+
+LOSSES = ("infonce", "siglip")
+SIGLIP_SCALE = 10.0  # SigLIP's initial temperature t = exp(t'), t' = log 10
+SIGLIP_BIAS = -10.0  # and its initial bias: most pairs are negatives, so start by calling them so
 
 
 class BindingLoss(nn.Module):
@@ -62,3 +74,77 @@ class BindingLoss(nn.Module):
         m.label_memory = state["labels"].clone()
         m.queue_idx = int(state["queue_idx"])
         m.has_been_filled = bool(state["filled"])
+
+
+class TargetQueue(nn.Module):
+    """A ring buffer of the last ``size`` targets and their ids (negatives from past batches)."""
+
+    def __init__(self, embed_dim: int, size: int):
+        super().__init__()
+        self.size = size
+        self.embeddings = torch.zeros(size, embed_dim)
+        self.labels = torch.zeros(size, dtype=torch.long)
+        self.index, self.filled = 0, False
+
+    def contents(self) -> tuple[torch.Tensor, torch.Tensor]:
+        n = self.size if self.filled else self.index
+        return self.embeddings[:n], self.labels[:n]
+
+    def push(self, targets: torch.Tensor, ids: torch.Tensor) -> None:
+        targets, ids = targets.detach()[-self.size:], ids.detach()[-self.size:]
+        self.embeddings, self.labels = self.embeddings.to(targets), self.labels.to(ids.device)
+        slots = (self.index + torch.arange(len(ids))) % self.size
+        self.embeddings[slots], self.labels[slots] = targets, ids
+        self.filled = self.filled or self.index + len(ids) >= self.size
+        self.index = int((self.index + len(ids)) % self.size)
+
+    def get_extra_state(self) -> dict[str, torch.Tensor]:
+        return {"embeddings": self.embeddings, "labels": self.labels, "queue_idx": torch.tensor(self.index),
+                "filled": torch.tensor(self.filled)}
+
+    def set_extra_state(self, state: dict[str, torch.Tensor]) -> None:
+        if tuple(state["embeddings"].shape) != tuple(self.embeddings.shape):
+            raise ValueError(f"memory queue of shape {tuple(state['embeddings'].shape)}, "
+                             f"expected {tuple(self.embeddings.shape)}")
+        self.embeddings, self.labels = state["embeddings"].clone(), state["labels"].clone()
+        self.index, self.filled = int(state["queue_idx"]), bool(state["filled"])
+
+
+class SigmoidLoss(nn.Module):
+    """SigLIP: ``-Σ_ij log σ(l_ij (t·z_i·y_j + b)) / B`` with l_ij = 1 for pairs of the same
+    target id and -1 otherwise, t the modality's logit scale (initialized to 10 by the recipe)
+    and a learnable bias b (initialized to -10). ``forward(z, targets, ids, scale, rows=None)``:
+    ``rows = (start, total)`` says ``z`` are rows ``start...`` of a global batch of ``total``
+    whose targets and ids are given whole; the result is then those rows' share of its loss.
+    With ``memory_size > 0`` queued past targets add negative (or same-id positive) pairs.
+    """
+
+    rowwise = True  # a sum over rows: each rank computes its own rows (binder.train.step)
+
+    def __init__(self, embed_dim: int, memory_size: int = 0, bias: float = SIGLIP_BIAS):
+        super().__init__()
+        self.bias = nn.Parameter(torch.tensor(float(bias)))
+        self.memory = TargetQueue(embed_dim, memory_size) if memory_size else None
+
+    def forward(self, z: torch.Tensor, targets: torch.Tensor, ids: torch.Tensor, scale: torch.Tensor,
+                rows: tuple[int, int] | None = None) -> torch.Tensor:
+        start, total = rows or (0, z.shape[0])
+        targets = targets.detach()
+        own = ids[start:start + z.shape[0]]
+        columns, column_ids = targets, ids
+        if self.memory is not None:
+            queued, queued_ids = self.memory.contents()
+            columns, column_ids = torch.cat([targets, queued.to(targets)]), torch.cat([ids, queued_ids.to(ids.device)])
+            self.memory.push(targets, ids)
+        logits = scale * z @ columns.T + self.bias
+        signs = (own[:, None] == column_ids[None, :]).to(logits.dtype) * 2 - 1
+        return -F.logsigmoid(signs * logits).sum() / total
+
+
+def make_loss(name: str, embed_dim: int, memory_size: int = 0) -> nn.Module:
+    """The binding loss ``train.loss`` names: "infonce" (the default) or "siglip"."""
+    if name == "infonce":
+        return BindingLoss(embed_dim, memory_size)
+    if name == "siglip":
+        return SigmoidLoss(embed_dim, memory_size)
+    raise ValueError(f"train.loss must be one of {', '.join(LOSSES)}, got {name!r}")

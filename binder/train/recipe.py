@@ -12,6 +12,7 @@ import tomllib
 from binder.config import AnchorConfig, BindConfig, HeadConfig, ModalityConfig, TrunkConfig
 from binder.errors import AnybindError
 from binder.train.amp import PRECISIONS
+from binder.train.loss import LOSSES, SIGLIP_SCALE
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -76,6 +77,7 @@ class TrainConfig:
     warmup_steps: int = 50
     seed: int = 0
     memory_size: int = 0
+    loss: str = "infonce"
     token_drop: float = 0.0
     checkpoint_every: int = 100
     workers: int = 2
@@ -96,6 +98,8 @@ class TrainConfig:
             raise AnybindError("train.token_drop must be in [0, 1)")
         if self.cache_mb < 0 or self.workers < 0:
             raise AnybindError("train.cache_mb and train.workers must be >= 0")
+        if self.loss not in LOSSES:
+            raise AnybindError(f"train.loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.accumulate < 1:
             raise AnybindError("train.accumulate must be >= 1 (micro-batches per step)")
         if self.precision not in PRECISIONS:
@@ -134,7 +138,9 @@ def load_recipe(path: str | os.PathLike, overrides: dict[str, Any] | None = None
     specs = tuple(build_section(BindSpec, m, f"{path} [[modality]]") for m in data.get("modality", []))
     if not specs:
         raise AnybindError(f"{path}: a recipe needs at least one [[modality]]")
-    mods = [ModalityConfig(s.name, dict(s.options), build_section(HeadConfig, s.head, f"{path} head")) for s in specs]
+    start = {"logit_scale": SIGLIP_SCALE} if data.get("train", {}).get("loss") == "siglip" else {}
+    mods = [ModalityConfig(s.name, dict(s.options), build_section(HeadConfig, {**start, **s.head}, f"{path} head"))
+            for s in specs]
     if any(s.target == "image" for s in specs) and "image" not in [m.name for m in mods]:
         mods.append(ModalityConfig("image"))
     if "text" not in [m.name for m in mods]:

@@ -142,21 +142,33 @@ class StepRunner:
 
     def _loss(self, batch: StepBatch, z: torch.Tensor | None, scale: torch.Tensor
               ) -> tuple[float, torch.Tensor, torch.Tensor]:
-        """The global batch's loss, and its gradient w.r.t. this rank's rows (× W) and the scale."""
-        dim = batch.targets.shape[1]
+        """The global batch's loss, and its gradient w.r.t. this rank's rows and the scale, both
+        as this rank feeds them back (× W, for DDP's average)."""
+        dim, world = batch.targets.shape[1], self.ranks.world
         local = z.float() if z is not None else torch.zeros(0, dim, device=batch.targets.device)
-        leaf = self.ranks.gather_rows(local, batch.counts).detach().requires_grad_()
         scale_leaf = scale.detach().float().requires_grad_()
         loss_fn = self.losses[batch.name]
-        loss = loss_fn(leaf, batch.targets, batch.ids, scale_leaf)
-        if not bool(torch.isfinite(loss)):
-            raise TrainingError(f"{batch.name}: the training diverged: the loss is {float(loss)}; lower train.lr")
+        rowwise = getattr(loss_fn, "rowwise", False)
+        if rowwise:  # a sum over rows (SigLIP): this rank's rows against every target
+            leaf = local.detach().requires_grad_()
+            loss = loss_fn(leaf, batch.targets, batch.ids, scale_leaf, rows=(batch.offset, batch.total))
+            total = loss.detach().clone().reshape(1)
+            self.ranks.sum_([total])
+        else:  # softmax losses normalize each row over the whole batch: every rank computes all of it
+            leaf = self.ranks.gather_rows(local, batch.counts).detach().requires_grad_()
+            loss = loss_fn(leaf, batch.targets, batch.ids, scale_leaf)
+            total = loss.detach().reshape(1)
+        if not bool(torch.isfinite(total).all()):
+            raise TrainingError(f"{batch.name}: the training diverged: the loss is {float(total)}; lower train.lr")
         self.scaler.scale(loss).backward()
-        self.ranks.average_([p.grad for p in loss_fn.parameters() if p.grad is not None])
         assert leaf.grad is not None and scale_leaf.grad is not None
+        own = [p.grad for p in loss_fn.parameters() if p.grad is not None]
+        if rowwise:  # every rank holds its rows' part of these gradients: they add up
+            self.ranks.sum_(own)
+            return float(total), leaf.grad * world, scale_leaf.grad * world
+        self.ranks.average_(own)  # the same on every rank; averaged against drift
         lo = batch.offset
-        grad = leaf.grad[lo:lo + local.shape[0]] * self.ranks.world
-        return float(loss.detach()), grad, scale_leaf.grad
+        return float(total), leaf.grad[lo:lo + local.shape[0]] * world, scale_leaf.grad
 
     def _feed_back(self, z: torch.Tensor | None, grad: torch.Tensor | None,
                    scale: torch.Tensor | None, scale_grad: torch.Tensor) -> None:

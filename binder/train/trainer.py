@@ -43,7 +43,7 @@ from binder.train.data import (
 )
 from binder.train.distributed import Ranks
 from binder.train.evaluate import evaluate_manifest
-from binder.train.loss import BindingLoss
+from binder.train.loss import make_loss
 from binder.train.recipe import BindSpec, Recipe
 from binder.train.state import load_train_state, save_train_state
 from binder.train.step import StepBatch, StepRunner
@@ -78,10 +78,12 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         if not params:
             raise AnybindError("nothing to train: every parameter is frozen")
-        self.losses = torch.nn.ModuleDict({d.spec.name: BindingLoss(self.model.embed_dim, self.cfg.memory_size)
-                                           for d in self.data})
+        self.losses = torch.nn.ModuleDict({d.spec.name: make_loss(self.cfg.loss, self.model.embed_dim,
+                                                                  self.cfg.memory_size) for d in self.data})
         self._to_device()
-        self.optimizer = torch.optim.AdamW(self._param_groups(), lr=self.cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+        groups = self._param_groups()
+        groups[1]["params"] += [p for p in self.losses.parameters() if p.requires_grad]  # SigLIP's bias
+        self.optimizer = torch.optim.AdamW(groups, lr=self.cfg.lr, betas=(0.9, 0.98), eps=1e-6)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.runner = StepRunner(self.model, self.losses, self.ranks, self.precision, self.cfg.accumulate,
                                  self.cfg.token_drop)

@@ -43,10 +43,11 @@ class Trunk(nn.Module):
         self.width = width
         self.shared = shared
 
-    def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None = None, layers: int | None = None) -> torch.Tensor:
+        """The features after all blocks, or after the first ``layers`` (hidden features, for units)."""
         attn_mask = None if pad_mask is None else self._attention_mask(pad_mask, x.dtype)
         x = self.ln_pre(x)
-        for block in self.blocks:
+        for block in list(self.blocks)[:layers]:
             x = block(x, attn_mask=attn_mask)
         return x
 

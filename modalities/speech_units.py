@@ -8,6 +8,8 @@ saved as safetensors; without one the tokenizer starts from fixed random centroi
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -28,6 +30,9 @@ from modalities.base import Modality
 DELTA_WIDTH = 9  # librosa.feature.delta's default window; the utterance needs at least this many frames
 RANDOM_CODEBOOK_SEED = 1234
 CODEBOOK_KEYS = ("centroids", "mean", "std")
+EXTRA_PREFIX = "source."  # a later iteration's feature extractor, inside its codebook file
+FEATURE_OPTIONS = ("sample_rate", "n_mfcc", "hop_length", "n_fft", "n_mels", "max_frames", "trim_silence",
+                   "trim_top_db")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,11 +93,19 @@ def nearest_units(features: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
 
 @dataclasses.dataclass(eq=False)
 class Codebook:
-    """k-means centroids in standardized feature space plus the feature mean/std used to standardize."""
+    """k-means centroids in standardized feature space plus the feature mean/std used to standardize.
+
+    A first-iteration codebook clusters MFCC frames. A later iteration (HuBERT's second) clusters
+    the hidden features of a trained speech binding: ``info`` then describes that feature
+    extractor (the previous tokenizer and the first trunk layers, see ``HiddenUnits``) and
+    ``extras`` holds its frozen weights, so the file alone turns speech into units.
+    """
 
     centroids: np.ndarray  # (k, D) float32
     mean: np.ndarray  # (D,) float32
     std: np.ndarray  # (D,) float32
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
+    extras: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.centroids = np.ascontiguousarray(self.centroids, dtype=np.float32)
@@ -106,6 +119,11 @@ class Codebook:
     @property
     def k(self) -> int:
         return self.centroids.shape[0]
+
+    @property
+    def iteration(self) -> int:
+        """1 for MFCC units; n + 1 for units of the hidden features of an iteration-n binding."""
+        return int(self.info.get("iteration", 1))
 
     @classmethod
     def fit(cls, features: Sequence[np.ndarray] | np.ndarray, k: int, seed: int = 0) -> Codebook:
@@ -134,28 +152,34 @@ class Codebook:
 
         from binder.checkpoint import canonicalize_safetensors
 
+        tensors = {"centroids": self.centroids, "mean": self.mean, "std": self.std}
+        tensors.update({f"{EXTRA_PREFIX}{k}": np.ascontiguousarray(v) for k, v in self.extras.items()})
         with atomic_path(path) as tmp:
-            save_file({"centroids": self.centroids, "mean": self.mean, "std": self.std}, str(tmp),
-                      metadata={"format": "anybind.speech_units.codebook"})
+            save_file(tensors, str(tmp), metadata={"format": "anybind.speech_units.codebook",
+                                                   "info": json.dumps(self.info, sort_keys=True)})
             canonicalize_safetensors(tmp)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Codebook:
         """Read a codebook saved by ``save``; anything that is not safetensors (e.g. a pickle) is refused."""
+        from safetensors import safe_open
         from safetensors.numpy import load_file
 
         if not Path(path).is_file():
             raise CheckpointError(f"{os.fspath(path)}: codebook file not found")
         try:
             data = load_file(os.fspath(path))
+            with safe_open(os.fspath(path), framework="numpy") as f:
+                info = json.loads((f.metadata() or {}).get("info", "{}"))
         except Exception as exc:  # safetensors raises SafetensorError / OSError on anything else
             raise CheckpointError(
                 f"{os.fspath(path)}: not a safetensors codebook (pickles are refused): {exc}") from None
         missing = [key for key in CODEBOOK_KEYS if key not in data]
         if missing:
             raise CheckpointError(f"{os.fspath(path)}: codebook lacks tensors {missing}")
+        extras = {k[len(EXTRA_PREFIX):]: v for k, v in data.items() if k.startswith(EXTRA_PREFIX)}
         try:
-            return cls(data["centroids"], data["mean"], data["std"])
+            return cls(data["centroids"], data["mean"], data["std"], info, extras)
         except ValueError as exc:
             raise CheckpointError(f"{os.fspath(path)}: {exc}") from None
 
@@ -201,7 +225,8 @@ class SpeechUnitTokenizer(nn.Module):
 
     The codebook (centroids, feature mean/std) is held in buffers, so it is saved and loaded with
     the model's state dict; it is not trained. Unit ids index an ``nn.Embedding`` whose last row
-    (``num_units``) is the padding id.
+    (``num_units``) is the padding id. With a later-iteration codebook the units are those of the
+    hidden features a frozen ``HiddenUnits`` extractor (``source``) computes from the MFCC frames.
     """
 
     # Buffers, registered in __init__.
@@ -209,9 +234,15 @@ class SpeechUnitTokenizer(nn.Module):
     feat_mean: torch.Tensor
     feat_std: torch.Tensor
 
-    def __init__(self, opts: SpeechUnitsOptions, width: int):
+    def __init__(self, opts: SpeechUnitsOptions, width: int, source_info: dict[str, Any] | None = None):
         super().__init__()
-        k, dim = opts.num_units, opts.feature_dim
+        codebook = Codebook.load(opts.codebook) if opts.codebook else None
+        if codebook is not None and codebook.iteration > 1:
+            source_info = codebook.info
+        self.source_info = source_info
+        self.source = HiddenUnits(source_info, opts) if source_info else None
+        k = opts.num_units
+        dim = self.source.width if self.source is not None else opts.feature_dim
         gen = torch.Generator().manual_seed(RANDOM_CODEBOOK_SEED)
         self.register_buffer("centroids", torch.randn(k, dim, generator=gen))
         self.register_buffer("feat_mean", torch.zeros(dim))
@@ -220,29 +251,91 @@ class SpeechUnitTokenizer(nn.Module):
         self.max_units = opts.max_units
         self.embed = nn.Embedding(k + 1, width, padding_idx=k)
         self.seq = SequenceEmbedding(opts.max_units, width)
-        if opts.codebook:
-            self.set_codebook(Codebook.load(opts.codebook))
+        if codebook is not None:
+            self.set_codebook(codebook)
+
+    @property
+    def iteration(self) -> int:
+        return 1 if self.source_info is None else int(self.source_info["iteration"])
 
     @torch.no_grad()
     def set_codebook(self, codebook: Codebook) -> None:
-        """Replace the centroids and standardization with a fitted codebook of the same k and D."""
+        """Replace the centroids and standardization (and a later iteration's extractor) with a fitted codebook."""
         if tuple(codebook.centroids.shape) != tuple(self.centroids.shape):
             raise ValueError(f"codebook has shape {codebook.centroids.shape}, tokenizer expects "
                              f"{tuple(self.centroids.shape)} (num_units, feature dim)")
+        if self.centroids.is_meta:  # built to be filled from a saved model, which holds all of this
+            return
         self.centroids.copy_(torch.from_numpy(codebook.centroids))
         self.feat_mean.copy_(torch.from_numpy(codebook.mean))
         self.feat_std.copy_(torch.from_numpy(codebook.std))
+        if self.source is not None:
+            try:
+                self.source.load_state_dict({k: torch.from_numpy(v) for k, v in codebook.extras.items()})
+            except RuntimeError as exc:
+                raise ValueError(f"the codebook's feature extractor does not fit its description: {exc}") from None
 
     @torch.no_grad()
     def units(self, x: torch.Tensor) -> torch.Tensor:
         """Deduplicated, left-packed unit ids (B, max_units), ``pad_id`` where there is none."""
-        valid = ~torch.isnan(x).any(dim=-1)
-        ids = nearest_units(x, self.feat_mean, self.feat_std, self.centroids)
+        if self.source is None:
+            feats, valid = x, ~torch.isnan(x).any(dim=-1)
+        else:
+            feats, valid = self.source(x)
+        ids = nearest_units(feats, self.feat_mean, self.feat_std, self.centroids)
         return dedup_units(ids, valid, self.max_units, self.pad_id)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         units = self.units(x)
         return self.seq(self.embed(units), units == self.pad_id)
+
+
+class HiddenUnits(nn.Module):
+    """The frozen feature extractor of a later iteration (HuBERT's second): the previous
+    iteration's tokenizer and the first ``layer`` blocks of the trunk it was trained with.
+
+    ``forward``: (B, frames, D) MFCC features → the hidden features (B, units, width) of the
+    previous iteration's unit tokens at that layer, and which of them are real (not padding).
+    ``info`` (a codebook's) describes it; its weights come with the codebook too.
+    """
+
+    def __init__(self, info: dict[str, Any], opts: SpeechUnitsOptions):
+        super().__init__()
+        src, arch = info["tokenizer"], info["trunk"]
+        differ = {k: v for k, v in src["features"].items() if getattr(opts, k) != v}
+        if differ:
+            raise ValueError(f"the codebook's units come from features with {differ}; this modality's options "
+                             f"say {({k: getattr(opts, k) for k in differ})}")
+        prev = dataclasses.replace(opts, num_units=src["num_units"], max_units=src["max_units"], codebook=None)
+        self.tokenizer = SpeechUnitTokenizer(prev, arch["width"], source_info=src.get("source"))
+        self.trunk = trunk_layers(arch)
+        self.width = int(arch["width"])
+        self.info = info
+        self.requires_grad_(False)
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens, pad = self.tokenizer(x)
+        hidden = self.trunk(tokens, pad)
+        return hidden[:, 1:], ~pad[:, 1:]
+
+    def train(self, mode: bool = True) -> HiddenUnits:
+        return super().train(False)  # frozen: always in inference mode
+
+
+def trunk_layers(arch: dict[str, Any]) -> nn.Module:
+    """A plain pre-LN transformer of ``arch`` (open_clip blocks, as both kinds of trunk use)."""
+    from open_clip.transformer import LayerNorm, QuickGELU, Transformer
+
+    from binder.trunk import Trunk
+
+    acts: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "quick_gelu": QuickGELU}
+    if arch["act"] not in acts:
+        raise ValueError(f"unknown activation {arch['act']!r} in the codebook's trunk description")
+    norm = functools.partial(LayerNorm, eps=arch["norm_eps"])
+    blocks = Transformer(arch["width"], arch["layers"], arch["heads"], arch["mlp_ratio"], act_layer=acts[arch["act"]],
+                         norm_layer=norm).resblocks
+    return Trunk(norm(arch["width"]) if arch["pre_norm"] else nn.Identity(), blocks, arch["width"], shared=False)
 
 
 @register_modality

@@ -7,7 +7,7 @@ import sys
 import click
 import torch
 
-from binder.cli import bench, convert, embed, export, index, models, search, serve, train, world
+from binder.cli import bench, convert, embed, export, index, models, search, serve, train, units, world
 from binder.errors import AnybindError
 
 
@@ -20,7 +20,7 @@ def app(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-for _module in (embed, train, index, search, convert, models, world, bench, export, serve):
+for _module in (embed, train, units, index, search, convert, models, world, bench, export, serve):
     _module.register(app)
 
 

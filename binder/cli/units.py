@@ -1,0 +1,55 @@
+"""`anybind units fit`: k-means codebooks for speech units (MFCC, or a trained binding's hidden features)."""
+from __future__ import annotations
+
+import click
+
+
+def register(app: click.Group) -> None:
+    """Attach this module's commands to the top-level ``anybind`` group."""
+    app.add_command(units_group)
+
+
+@click.group("units")
+def units_group() -> None:
+    """Codebooks of discrete speech units (the speech_units modality)."""
+
+
+@units_group.command("fit")
+@click.argument("manifest", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "out", type=click.Path(dir_okay=False), required=True, help="Codebook file to write.")
+@click.option("--model", "model_dir", metavar="MODEL", default=None,
+              help="A trained speech_units binding: cluster its hidden features (the next iteration). "
+                   "Without it, MFCC frames are clustered (the first iteration).")
+@click.option("--layer", type=int, default=None, help="Trunk blocks to run for the hidden features "
+              "(default: half the trunk).")
+@click.option("--k", "k", type=int, default=100, show_default=True, help="Number of units.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--max-rows", type=int, default=200_000, show_default=True,
+              help="Hidden-feature rows k-means sees at most (a seeded sample).")
+@click.option("--root", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Folder that relative manifest paths start from (default: the manifest's folder).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def fit_cmd(manifest: str, out: str, model_dir: str | None, layer: int | None, k: int, seed: int, max_rows: int,
+            root: str | None, quiet: bool) -> None:
+    """Fit a codebook on the speech files of MANIFEST (use training speech only) and save it to OUT.
+
+    The codebook goes into a recipe as the speech_units option ``codebook = "OUT"``.
+    """
+    from binder.cli.common import load_model
+    from binder.train.data import read_pairs
+    from binder.train.units import MODALITY, fit_first_codebook, fit_next_codebook
+
+    paths = [r.path for r in read_pairs(manifest, root) if r.modality == MODALITY]
+    if not paths:
+        raise click.UsageError(f"{manifest}: no {MODALITY} records")
+    if model_dir is None:
+        book, failed = fit_first_codebook(paths, k, seed, progress=not quiet)
+    else:
+        model = load_model(model_dir, quiet=True, modalities=[MODALITY])
+        book, failed = fit_next_codebook(model, paths, layer, k, seed, max_rows, progress=not quiet)
+    for path, reason in failed:
+        click.echo(f"anybind: skipped {path}: {reason}", err=True)
+    book.save(out)
+    layer_note = f", layer {book.info['layer']}" if book.iteration > 1 else ""
+    click.echo(f"codebook of iteration {book.iteration}{layer_note}: k={book.k}, feature dim "
+               f"{book.centroids.shape[1]}, {len(paths) - len(failed)} files ({len(failed)} skipped) → {out}")

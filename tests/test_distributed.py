@@ -208,3 +208,12 @@ def test_bad_rank_settings_are_clear_errors(monkeypatch):
             pick_device("cuda")
     with pytest.raises(TrainingError, match="train.device"):
         pick_device("tpu")
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_a_diverged_step_is_a_clear_error(world, tmp_path, accumulate):
+    trainer = Trainer(load_recipe(write_recipe(world, tmp_path / "nan", accumulate=accumulate)), progress=False)
+    with torch.no_grad():
+        next(trainer.model.heads["depth"].parameters()).fill_(float("nan"))
+    with pytest.raises(TrainingError, match="diverged"):
+        trainer.train_step(0)

@@ -88,7 +88,7 @@ class StepRunner:
         self.encoder = EncodeStep(model)
         self.scaler = precision.scaler()
         self.ddp: EncodeStep | DistributedDataParallel = self.encoder
-        if ranks.distributed:
+        if ranks.distributed:  # frozen weights are the same on every rank (seeded, or read from one file)
             frozen = [n for n, p in self.encoder.named_parameters() if not p.requires_grad]
             frozen += [n for n, _ in self.encoder.named_buffers()]
             DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self.encoder, frozen)
@@ -136,8 +136,9 @@ class StepRunner:
                 try:
                     zs.append(self.model.encode(batch.name, batch.inputs[lo:hi], self.token_drop, gen,
                                                 window=(batch.offset + lo, batch.total)))
-                except ModalityError as exc:  # the model's own non-finite check
-                    raise TrainingError(f"{batch.name}: the training diverged: {exc}; lower train.lr") from None
+                except ModalityError:  # the model's own non-finite check: let the loss check stop every rank
+                    zs.append(torch.full((hi - lo, batch.targets.shape[1]), float("nan"),
+                                         device=batch.targets.device))
         return torch.cat(zs)
 
     def _loss(self, batch: StepBatch, z: torch.Tensor | None, scale: torch.Tensor

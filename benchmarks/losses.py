@@ -1,0 +1,95 @@
+"""SigLIP's sigmoid loss against InfoNCE: each modality bound with (modality, image) pairs only at
+batch sizes 16, 64 and 256, the same steps, data and seed for both losses; emergent zero-shot top-1
+(through the frozen text tower, which the binding never saw) on the world's test and hard splits.
+
+    python benchmarks/losses.py [--modalities audio,depth] [--batches 16,64,256] [--steps 150]
+
+Each finished run is written to the results file at once, so a long sweep can be stopped and
+resumed (``--resume`` skips the runs already there). Needs out/world and out/anchor.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from emergence import MODALITIES, recipe_for  # noqa: E402
+
+from binder.train.trainer import Trainer  # noqa: E402
+
+LOSSES = ("infonce", "siglip")
+
+
+def run(name: str, loss: str, batch: int, args: argparse.Namespace) -> dict:
+    out = args.out / f"{name}-{loss}-b{batch}"
+    recipe = recipe_for(name, args.world, args.anchor, out, "image", args.steps)
+    train = dataclasses.replace(recipe.train, loss=loss, batch_size=batch, checkpoint_every=10**9)
+    if loss == "siglip":  # the head's temperature starts at SigLIP's t = 10, as `train.loss` sets it in a recipe
+        mods = tuple(dataclasses.replace(m, head=dataclasses.replace(m.head, logit_scale=10.0))
+                     if m.name == name else m for m in recipe.bind.modalities)
+        recipe = dataclasses.replace(recipe, bind=dataclasses.replace(recipe.bind, modalities=mods))
+    recipe = dataclasses.replace(recipe, train=train)
+    t0 = time.perf_counter()
+    metrics = Trainer(recipe, progress=False).run()[name]
+    row = {"modality": name, "loss": loss, "batch": batch, "steps": train.steps,
+           "emergent_top1": metrics["zero_shot_top1"], "hard_top1": metrics.get("hard", {}).get("zero_shot_top1"),
+           "to_image_R@1": metrics["to_image"]["R@1"], "minutes": (time.perf_counter() - t0) / 60}
+    print(f"  {name:<13} {loss:<8} b{batch:<4} clean {row['emergent_top1']:.3f}  hard "
+          f"{row['hard_top1'] if row['hard_top1'] is None else round(row['hard_top1'], 3)}  "
+          f"({row['minutes']:.1f} min)", flush=True)
+    return row
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| modality | batch | InfoNCE clean | SigLIP clean | InfoNCE hard | SigLIP hard |",
+             "|---|---|---|---|---|---|"]
+    keyed = {(r["modality"], r["batch"], r["loss"]): r for r in rows}
+    order = sorted({(r["modality"], r["batch"]) for r in rows}, key=lambda k: (MODALITIES.index(k[0]), k[1]))
+    for name, batch in order:
+        cells = []
+        for key in ("emergent_top1", "hard_top1"):
+            for loss in LOSSES:
+                r = keyed.get((name, batch, loss))
+                cells.append("-" if r is None or r[key] is None else f"{r[key]:.3f}")
+        lines.append(f"| {name} | {batch} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--world", type=Path, default=ROOT / "out" / "world")
+    ap.add_argument("--anchor", type=Path, default=ROOT / "out" / "anchor")
+    ap.add_argument("--out", type=Path, default=ROOT / "out" / "losses")
+    ap.add_argument("--modalities", default=",".join(MODALITIES))
+    ap.add_argument("--batches", default="16,64,256")
+    ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--resume", action="store_true", help="keep the runs already in the results file")
+    ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "losses.json")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = json.loads(args.json.read_text())["rows"] if args.resume and args.json.is_file() else []
+    done = {(r["modality"], r["loss"], r["batch"], r["steps"]) for r in rows}
+    for name in [m for m in args.modalities.split(",") if m]:
+        for batch in (int(b) for b in args.batches.split(",")):
+            for loss in LOSSES:
+                if (name, loss, batch, args.steps) not in done:
+                    rows.append(run(name, loss, batch, args))
+                    args.json.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = args.json.with_name(f".{args.json.name}.tmp")
+                    tmp.write_text(json.dumps({"rows": rows}, indent=2))
+                    tmp.replace(args.json)
+    print("\n" + table(rows))
+
+
+if __name__ == "__main__":
+    main()

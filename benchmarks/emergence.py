@@ -31,6 +31,7 @@ from binder.train.trainer import Trainer  # noqa: E402
 from recipes.world.build import build_world  # noqa: E402
 from recipes.world.config import WorldConfig  # noqa: E402
 
+CODEBOOK = "speech_units_codebook.safetensors"  # the speech-units codebook every world fits on its train speech
 MODALITIES = ("audio", "speech_units", "depth", "thermal", "video", "two_stream", "imu")
 
 
@@ -49,7 +50,9 @@ def recipe_for(name: str, world: Path, anchor: Path, out: Path, target: str, ste
         overrides["train.steps"] = steps
     recipe = load_recipe(ROOT / "recipes" / "bind" / f"{name}.toml", overrides)
     specs = tuple(dataclasses.replace(s, target=target) for s in recipe.modalities)
-    return dataclasses.replace(recipe, modalities=specs)
+    mods = tuple(dataclasses.replace(m, options={**m.options, "codebook": str(world / CODEBOOK)})
+                 if m.options.get("codebook") else m for m in recipe.bind.modalities)  # the --world's own
+    return dataclasses.replace(recipe, modalities=specs, bind=dataclasses.replace(recipe.bind, modalities=mods))
 
 
 def bind(recipe: Recipe) -> tuple[dict, float]:

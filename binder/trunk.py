@@ -63,7 +63,7 @@ class Trunk(nn.Module):
 def build_trunk(cfg: TrunkConfig, anchor_visual: nn.Module | None) -> Trunk:
     """The trunk ``cfg`` asks for, reusing ``anchor_visual``'s blocks when ``cfg.kind == "anchor"``."""
     if cfg.kind == "standalone":
-        return _standalone(cfg)
+        return standalone_trunk(cfg)
     if anchor_visual is None or not hasattr(anchor_visual, "transformer"):
         raise ValueError("an 'anchor' trunk needs an anchor with a ViT image tower (VisionTransformer)")
     transformer = cast(Transformer, anchor_visual.transformer)
@@ -82,10 +82,13 @@ def build_trunk(cfg: TrunkConfig, anchor_visual: nn.Module | None) -> Trunk:
     return trunk
 
 
-def _standalone(cfg: TrunkConfig) -> Trunk:
-    """A fresh pre-LN transformer; ``add_bias_kv`` swaps in attention with a learned extra key/value."""
+def standalone_trunk(cfg: TrunkConfig, act_layer: type[nn.Module] = nn.GELU) -> Trunk:
+    """A fresh pre-LN transformer; ``add_bias_kv`` swaps in attention with a learned extra key/value.
+
+    ``act_layer`` is the MLP activation (a copy of CLIP blocks that use QuickGELU passes it)."""
     norm = functools.partial(LayerNorm, eps=cfg.norm_eps)
-    blocks = Transformer(cfg.width, cfg.layers, cfg.heads, cfg.mlp_ratio, norm_layer=norm).resblocks
+    blocks = Transformer(cfg.width, cfg.layers, cfg.heads, cfg.mlp_ratio, act_layer=act_layer,
+                         norm_layer=norm).resblocks
     if cfg.add_bias_kv:
         for block in blocks:
             block.attn = nn.MultiheadAttention(cfg.width, cfg.heads, add_bias_kv=True, batch_first=True)

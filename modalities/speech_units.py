@@ -8,7 +8,6 @@ saved as safetensors; without one the tokenizer starts from fixed random centroi
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -161,27 +160,42 @@ class Codebook:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Codebook:
-        """Read a codebook saved by ``save``; anything that is not safetensors (e.g. a pickle) is refused."""
+        """Read a codebook saved by ``save``; anything that is not safetensors (e.g. a pickle) is refused,
+        and so are non-finite values and a later iteration without its extractor's description."""
         from safetensors import safe_open
-        from safetensors.numpy import load_file
 
+        where = os.fspath(path)
         if not Path(path).is_file():
-            raise CheckpointError(f"{os.fspath(path)}: codebook file not found")
+            raise CheckpointError(f"{where}: codebook file not found")
         try:
-            data = load_file(os.fspath(path))
-            with safe_open(os.fspath(path), framework="numpy") as f:
+            with safe_open(where, framework="numpy") as f:
+                data = {key: f.get_tensor(key) for key in f.keys()}
                 info = json.loads((f.metadata() or {}).get("info", "{}"))
         except Exception as exc:  # safetensors raises SafetensorError / OSError on anything else
-            raise CheckpointError(
-                f"{os.fspath(path)}: not a safetensors codebook (pickles are refused): {exc}") from None
+            raise CheckpointError(f"{where}: not a safetensors codebook (pickles are refused): {exc}") from None
         missing = [key for key in CODEBOOK_KEYS if key not in data]
         if missing:
-            raise CheckpointError(f"{os.fspath(path)}: codebook lacks tensors {missing}")
+            raise CheckpointError(f"{where}: codebook lacks tensors {missing}")
+        _check_codebook_contents(where, data, info)
         extras = {k[len(EXTRA_PREFIX):]: v for k, v in data.items() if k.startswith(EXTRA_PREFIX)}
         try:
             return cls(data["centroids"], data["mean"], data["std"], info, extras)
         except ValueError as exc:
-            raise CheckpointError(f"{os.fspath(path)}: {exc}") from None
+            raise CheckpointError(f"{where}: {exc}") from None
+
+
+def _check_codebook_contents(where: str, data: dict[str, np.ndarray], info: Any) -> None:
+    """Finite values, and for a later iteration the description its extractor is built from."""
+    for key, value in data.items():
+        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+            raise CheckpointError(f"{where}: tensor {key} holds NaN or infinite values")
+    if not isinstance(info, dict) or not isinstance(info.get("iteration", 1), int):
+        raise CheckpointError(f"{where}: the codebook's info metadata is not a JSON object with an integer iteration")
+    if info.get("iteration", 1) > 1:
+        lacking = [k for k in ("layer", "trunk", "tokenizer") if k not in info]
+        if lacking or not any(k.startswith(EXTRA_PREFIX) for k in data):
+            raise CheckpointError(f"{where}: a codebook of iteration {info['iteration']} lacks its feature "
+                                  f"extractor ({', '.join(lacking) or 'weights'})")
 
 
 def _stack_rows(features: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
@@ -239,7 +253,6 @@ class SpeechUnitTokenizer(nn.Module):
         codebook = Codebook.load(opts.codebook) if opts.codebook else None
         if codebook is not None and codebook.iteration > 1:
             source_info = codebook.info
-        self.source_info = source_info
         self.source = HiddenUnits(source_info, opts) if source_info else None
         k = opts.num_units
         dim = self.source.width if self.source is not None else opts.feature_dim
@@ -255,8 +268,13 @@ class SpeechUnitTokenizer(nn.Module):
             self.set_codebook(codebook)
 
     @property
+    def source_info(self) -> dict[str, Any] | None:
+        """The description of a later iteration's extractor (None for MFCC units)."""
+        return None if self.source is None else self.source.info
+
+    @property
     def iteration(self) -> int:
-        return 1 if self.source_info is None else int(self.source_info["iteration"])
+        return 1 if self.source is None else int(self.source.info["iteration"])
 
     @torch.no_grad()
     def set_codebook(self, codebook: Codebook) -> None:
@@ -324,18 +342,18 @@ class HiddenUnits(nn.Module):
 
 
 def trunk_layers(arch: dict[str, Any]) -> nn.Module:
-    """A plain pre-LN transformer of ``arch`` (open_clip blocks, as both kinds of trunk use)."""
-    from open_clip.transformer import LayerNorm, QuickGELU, Transformer
+    """A standalone trunk of ``arch`` (the first blocks of the binding the codebook was fitted on)."""
+    from open_clip.transformer import QuickGELU
 
-    from binder.trunk import Trunk
+    from binder.config import TrunkConfig
+    from binder.trunk import standalone_trunk
 
     acts: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "quick_gelu": QuickGELU}
     if arch["act"] not in acts:
         raise ValueError(f"unknown activation {arch['act']!r} in the codebook's trunk description")
-    norm = functools.partial(LayerNorm, eps=arch["norm_eps"])
-    blocks = Transformer(arch["width"], arch["layers"], arch["heads"], arch["mlp_ratio"], act_layer=acts[arch["act"]],
-                         norm_layer=norm).resblocks
-    return Trunk(norm(arch["width"]) if arch["pre_norm"] else nn.Identity(), blocks, arch["width"], shared=False)
+    cfg = TrunkConfig(kind="standalone", width=arch["width"], layers=arch["layers"], heads=arch["heads"],
+                      mlp_ratio=arch["mlp_ratio"], norm_eps=arch["norm_eps"], pre_norm=arch["pre_norm"])
+    return standalone_trunk(cfg, acts[arch["act"]])
 
 
 @register_modality

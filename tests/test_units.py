@@ -114,3 +114,27 @@ def test_cli_fits_both_iterations_and_skips_bad_files(speech, first, tmp_path, c
     assert code == 0, err
     assert "iteration 2, layer 1" in out
     assert Codebook.load(tmp_path / "i2.safetensors").iteration == 2
+
+
+def test_damaged_codebooks_are_refused_by_name(speech, first, tmp_path):
+    from safetensors.numpy import save_file
+
+    from binder.errors import CheckpointError
+
+    _, paths = speech
+    book, _ = fit_next_codebook(first, paths, layer=1, k=8, seed=0, progress=False)
+    tensors = {"centroids": book.centroids, "mean": book.mean, "std": book.std}
+    cases = {
+        "nan.safetensors": ({**tensors, "centroids": np.full_like(book.centroids, np.nan)}, "{}", "NaN"),
+        "bare.safetensors": (tensors, json.dumps(book.info), "lacks its feature extractor"),
+        "info.safetensors": (tensors, "[1, 2]", "not a JSON object"),
+        "iteration.safetensors": (tensors, json.dumps({"iteration": "two"}), "integer iteration"),
+    }
+    for name, (data, info, message) in cases.items():
+        save_file(data, str(tmp_path / name), metadata={"info": info})
+        with pytest.raises(CheckpointError, match=message) as caught:
+            Codebook.load(tmp_path / name)
+        assert name in str(caught.value)
+    (tmp_path / "cut.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":")
+    with pytest.raises(CheckpointError, match="not a safetensors codebook"):
+        Codebook.load(tmp_path / "cut.safetensors")

@@ -15,6 +15,7 @@ draws the progress bar.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import sys
@@ -81,9 +82,7 @@ class Trainer:
         self.losses = torch.nn.ModuleDict({d.spec.name: make_loss(self.cfg.loss, self.model.embed_dim,
                                                                   self.cfg.memory_size) for d in self.data})
         self._to_device()
-        groups = self._param_groups()
-        groups[1]["params"] += [p for p in self.losses.parameters() if p.requires_grad]  # SigLIP's bias
-        self.optimizer = torch.optim.AdamW(groups, lr=self.cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+        self.optimizer = torch.optim.AdamW(self._param_groups(), lr=self.cfg.lr, betas=(0.9, 0.98), eps=1e-6)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.runner = StepRunner(self.model, self.losses, self.ranks, self.precision, self.cfg.accumulate,
                                  self.cfg.token_drop)
@@ -122,10 +121,11 @@ class Trainer:
                 d.targets, d.ids = d.targets.to(device), d.ids.to(device)
 
     def _param_groups(self) -> list[dict[str, Any]]:
-        """No weight decay on norms, biases, embeddings, CLS/position tokens and logit scales."""
+        """The model's and the losses' (SigLIP's bias) trainable parameters; no weight decay on norms,
+        biases, embeddings, CLS/position tokens and logit scales."""
         decay: list[torch.nn.Parameter] = []
         no_decay: list[torch.nn.Parameter] = []
-        for name, p in self.model.named_parameters():
+        for name, p in itertools.chain(self.model.named_parameters(), self.losses.named_parameters(prefix="losses")):
             if p.requires_grad:
                 no_wd = p.ndim < 2 or any(k in name for k in ("cls", "pos", "embed", "scale"))
                 (no_decay if no_wd else decay).append(p)

@@ -43,9 +43,20 @@ def ensure_anchor(world: Path, anchor: Path) -> dict:
     return train_anchor(cfg, ev)
 
 
-def recipe_for(name: str, world: Path, anchor: Path, out: Path, target: str, steps: int | None) -> Recipe:
+def add_world_arguments(ap: argparse.ArgumentParser, out: str) -> None:
+    """The options every world benchmark takes: --world, --anchor, --out (under out/), --threads."""
+    ap.add_argument("--world", type=Path, default=ROOT / "out" / "world")
+    ap.add_argument("--anchor", type=Path, default=ROOT / "out" / "anchor")
+    ap.add_argument("--out", type=Path, default=ROOT / "out" / out)
+    ap.add_argument("--threads", type=int, default=2)
+
+
+def recipe_for(name: str, world: Path, anchor: Path, out: Path, target: str, steps: int | None,
+               train: dict | None = None) -> Recipe:
+    """``recipes/bind/NAME.toml`` on ``world`` and ``anchor``, bound to ``target``; ``train`` overrides
+    more [train] keys (``train.loss = "siglip"`` then starts the heads at SigLIP's temperature)."""
     overrides = {"anchor.model": f"local-dir:{anchor}", "train.root": str(world), "train.out": str(out),
-                 "train.cache_dir": str(out.parent / "cache")}
+                 "train.cache_dir": str(out.parent / "cache"), **(train or {})}
     if steps:
         overrides["train.steps"] = steps
     recipe = load_recipe(ROOT / "recipes" / "bind" / f"{name}.toml", overrides)
@@ -118,12 +129,9 @@ def table(rows: list[dict]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--world", type=Path, default=ROOT / "out" / "world")
-    ap.add_argument("--anchor", type=Path, default=ROOT / "out" / "anchor")
-    ap.add_argument("--out", type=Path, default=ROOT / "out" / "emergence")
+    add_world_arguments(ap, "emergence")
     ap.add_argument("--modalities", default=",".join(MODALITIES))
     ap.add_argument("--steps", type=int, default=None, help="override every recipe's step count")
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-basic-motions", action="store_true", help="keep BasicMotions figures of an earlier run")
     args = ap.parse_args()
     unknown = set(args.modalities.split(",")) - set(MODALITIES) - {""}

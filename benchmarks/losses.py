@@ -2,7 +2,7 @@
 batch sizes 16, 64 and 256, the same steps, data and seed for both losses; emergent zero-shot top-1
 (through the frozen text tower, which the binding never saw) on the world's test and hard splits.
 
-    python benchmarks/losses.py [--modalities audio,depth] [--batches 16,64,256] [--steps 150]
+    python benchmarks/losses.py [--modalities audio,depth] [--batches 16,64,256] [--steps 400]
 
 Each finished run is written to the results file at once, so a long sweep can be stopped and
 resumed (``--resume`` skips the runs already there). Needs out/world and out/anchor.
@@ -10,7 +10,6 @@ resumed (``--resume`` skips the runs already there). Needs out/world and out/anc
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -22,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from emergence import MODALITIES, recipe_for  # noqa: E402
+from emergence import MODALITIES, add_world_arguments, recipe_for  # noqa: E402
 
 from binder.train.trainer import Trainer  # noqa: E402
 
@@ -31,16 +30,11 @@ LOSSES = ("infonce", "siglip")
 
 def run(name: str, loss: str, batch: int, args: argparse.Namespace) -> dict:
     out = args.out / f"{name}-{loss}-b{batch}"
-    recipe = recipe_for(name, args.world, args.anchor, out, "image", args.steps)
-    train = dataclasses.replace(recipe.train, loss=loss, batch_size=batch, checkpoint_every=10**9)
-    if loss == "siglip":  # the head's temperature starts at SigLIP's t = 10, as `train.loss` sets it in a recipe
-        mods = tuple(dataclasses.replace(m, head=dataclasses.replace(m.head, logit_scale=10.0))
-                     if m.name == name else m for m in recipe.bind.modalities)
-        recipe = dataclasses.replace(recipe, bind=dataclasses.replace(recipe.bind, modalities=mods))
-    recipe = dataclasses.replace(recipe, train=train)
+    recipe = recipe_for(name, args.world, args.anchor, out, "image", args.steps,
+                        {"train.loss": loss, "train.batch_size": batch, "train.checkpoint_every": 10**9})
     t0 = time.perf_counter()
     metrics = Trainer(recipe, progress=False).run()[name]
-    row = {"modality": name, "loss": loss, "batch": batch, "steps": train.steps,
+    row = {"modality": name, "loss": loss, "batch": batch, "steps": recipe.train.steps,
            "emergent_top1": metrics["zero_shot_top1"], "hard_top1": metrics.get("hard", {}).get("zero_shot_top1"),
            "to_image_R@1": metrics["to_image"]["R@1"], "minutes": (time.perf_counter() - t0) / 60}
     print(f"  {name:<13} {loss:<8} b{batch:<4} clean {row['emergent_top1']:.3f}  hard "
@@ -66,13 +60,10 @@ def table(rows: list[dict]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--world", type=Path, default=ROOT / "out" / "world")
-    ap.add_argument("--anchor", type=Path, default=ROOT / "out" / "anchor")
-    ap.add_argument("--out", type=Path, default=ROOT / "out" / "losses")
+    add_world_arguments(ap, "losses")
     ap.add_argument("--modalities", default=",".join(MODALITIES))
     ap.add_argument("--batches", default="16,64,256")
-    ap.add_argument("--steps", type=int, default=150)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--resume", action="store_true", help="keep the runs already in the results file")
     ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "losses.json")
     args = ap.parse_args()

@@ -20,11 +20,14 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from emergence import add_world_arguments, recipe_for  # noqa: E402
 
 from binder.model import BindingModel  # noqa: E402
 from binder.train.data import read_pairs  # noqa: E402
 from binder.train.evaluate import evaluate_manifest  # noqa: E402
-from binder.train.recipe import Recipe, load_recipe  # noqa: E402
+from binder.train.recipe import Recipe  # noqa: E402
 from binder.train.trainer import Trainer  # noqa: E402
 from binder.train.units import fit_next_codebook  # noqa: E402
 
@@ -32,9 +35,8 @@ NAME = "speech_units"
 
 
 def recipe(args: argparse.Namespace, out: Path, codebook: Path) -> Recipe:
-    rec = load_recipe(ROOT / "recipes" / "bind" / f"{NAME}.toml",
-                      {"anchor.model": f"local-dir:{args.anchor}", "train.root": str(args.world),
-                       "train.out": str(out), "train.cache_dir": str(args.out / "cache")})
+    """The speech_units recipe on the world and anchor given, with ``codebook``."""
+    rec = recipe_for(NAME, args.world, args.anchor, out, "image", None)
     mods = tuple(dataclasses.replace(m, options={**m.options, "codebook": str(codebook)}) if m.name == NAME else m
                  for m in rec.bind.modalities)
     return dataclasses.replace(rec, bind=dataclasses.replace(rec.bind, modalities=mods))
@@ -56,15 +58,13 @@ def scores(model: BindingModel, rec: Recipe, split: str) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--world", type=Path, default=ROOT / "out" / "world")
-    ap.add_argument("--anchor", type=Path, default=ROOT / "out" / "anchor")
-    ap.add_argument("--out", type=Path, default=ROOT / "out" / "units")
+    add_world_arguments(ap, "units")
     ap.add_argument("--layers", default="1,2,3,4")
     ap.add_argument("--k", type=int, default=100)
     ap.add_argument("--reuse", action="store_true")
     ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "speech_units_iterations.json")
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     first_rec = recipe(args, args.out / "iter1", args.world / "speech_units_codebook.safetensors")
     first = bind(first_rec, args.reuse)
     rows = {"iteration 1 (MFCC)": {s: scores(first, first_rec, s) for s in ("val", "test", "hard")}}

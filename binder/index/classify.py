@@ -37,12 +37,17 @@ class Prediction:
         return self.top[0][1]
 
 
+def clean_labels(values: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The labels stripped with empty ones dropped, and those that occur more than once (sorted)."""
+    labels = [v.strip() for v in values if v.strip()]
+    return labels, sorted({lab for lab in labels if labels.count(lab) > 1})
+
+
 def parse_labels(text: str) -> list[str]:
     """Comma- or newline-separated labels, stripped, empty ones dropped; duplicates are an error."""
-    labels = [p.strip() for line in text.splitlines() for p in line.split(",") if p.strip()]
+    labels, dupes = clean_labels([p for line in text.splitlines() for p in line.split(",")])
     if not labels:
         raise QueryError("no labels given (use --labels 'cat,dog' or --labels-file)")
-    dupes = sorted({lab for lab in labels if labels.count(lab) > 1})
     if dupes:
         raise QueryError(f"duplicate labels: {', '.join(dupes)}")
     return labels
@@ -69,12 +74,13 @@ def classify_items(model, items: list[Item], labels: Sequence[str], templates: S
     top = max(1, min(top, len(labels)))
     for batch in embed_items(model, items, batch_size, progress=progress, failures=failures):
         scores = batch.embeddings @ classes.T
-        probs = _softmax(scores * float(model.logit_scale(batch.items[0].modality).detach()))
+        probs = softmax(scores * float(model.logit_scale(batch.items[0].modality).detach()))
         for item, s, p in zip(batch.items, scores, probs):
             order = np.argsort(-s, kind="stable")[:top]
             yield Prediction(item.path, item.modality, [(labels[j], float(s[j]), float(p[j])) for j in order])
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
+def softmax(x: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of (N, L) scores (already multiplied by the modality's logit scale)."""
     z = np.exp(x - x.max(axis=1, keepdims=True))
     return z / z.sum(axis=1, keepdims=True)

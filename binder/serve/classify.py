@@ -45,9 +45,10 @@ async def classify(request: Request, body: Annotated[Body, Depends(request_body)
     with upload:
         vector, (classes, scale) = await asyncio.gather(embed_upload(state, upload),
                                                         _label_vectors(state, labels, templates, upload.modality))
+    from binder.index.classify import softmax
+
     scores = classes @ vector
-    probs = np.exp((scores - scores.max()) * scale)
-    probs /= probs.sum()
+    probs = softmax(scores[None] * scale)[0]
     order = np.argsort(-scores, kind="stable")[:top]
     ranked = [{"label": labels[j], "score": round(float(scores[j]), 6), "prob": round(float(probs[j]), 6)}
               for j in order]
@@ -62,19 +63,18 @@ def _json_options(data: dict[str, Any]) -> tuple[list[str], tuple[str, ...], int
 
 def _labels(value: Any) -> list[str]:
     """Labels from a list of strings, or a comma/newline-separated string; unique and non-empty."""
+    from binder.index.classify import clean_labels, parse_labels
+
     if value is None:
         raise ServeError("labels is missing: give a list of labels, or 'cat,dog'", kind="invalid_request")
     if isinstance(value, list):
         if not all(isinstance(v, str) for v in value):
             raise ServeError("labels must be strings", kind="invalid_request")
-        labels = [v.strip() for v in value if v.strip()]
-        dupes = sorted({lab for lab in labels if labels.count(lab) > 1})
+        labels, dupes = clean_labels(value)
         if not labels or dupes:
             raise ServeError(f"duplicate labels: {', '.join(dupes)}" if dupes else "labels is empty",
                              kind="invalid_request")
     else:
-        from binder.index.classify import parse_labels
-
         labels = parse_labels(as_text(value, "labels"))
     if len(labels) > MAX_LABELS:
         raise ServeError(f"{len(labels)} labels, more than {MAX_LABELS}", kind="invalid_request")

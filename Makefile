@@ -1,23 +1,39 @@
 # Set-up and the two jobs a fresh machine needs: `make demo` and `make test`.
+# Every Python package comes from uv.lock (exact versions and hashes); `make lock` regenerates it
+# after a change to pyproject.toml, and `make test` refuses a lock that pyproject.toml has outgrown.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.anybind-installed
-TORCH := torch==2.11.0 torchvision==0.26.0 torchaudio==2.11.0
+# uv resolves, locks and installs; it lives in its own small environment, installed by pip from a
+# hash-pinned requirements file, so the tool that installs the lock is pinned too.
+UV_HOME := .uv
+UV := $(UV_HOME)/bin/uv
+UV_REQUIREMENTS := requirements/uv.txt
 # Debian packages the tests and the offline world use (espeak-ng speaks the digit words; chromium,
 # headless, runs the search page's browser test). Each name is also the command `apt` looks for.
 APT_PACKAGES := espeak-ng chromium
 export HF_HUB_OFFLINE ?= 1
+# The interpreter is the machine's own ($(PYTHON)), never one uv would download.
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+LOCK_HINT := uv.lock does not match pyproject.toml: run 'make lock' and commit uv.lock with the change
 
-.PHONY: install apt demo test lint bench clean
+.PHONY: install apt demo test lint lock lock-check lock-upgrade bench clean
 
 install: $(STAMP) apt
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install $(TORCH)
-	$(BIN)/python -m pip install -e '.[test]'
+$(UV): $(UV_REQUIREMENTS)
+	test -x $(UV_HOME)/bin/python || $(PYTHON) -m venv $(UV_HOME)
+	$(UV_HOME)/bin/python -m pip install --quiet --require-hashes --no-deps -r $(UV_REQUIREMENTS)
+	touch $(UV)
+
+# Two steps: every locked dependency first (setuptools among them), then anybind itself, built with
+# that locked setuptools. --locked stops with LOCK_HINT's advice when pyproject.toml changed alone.
+$(STAMP): pyproject.toml uv.lock $(UV)
+	@$(MAKE) --no-print-directory lock-check
+	$(UV) sync --locked --all-extras --python $(PYTHON) --no-install-project
+	$(UV) sync --locked --all-extras --python $(PYTHON)
 	touch $(STAMP)
 
 apt:
@@ -34,13 +50,25 @@ demo: install
 test: install lint
 	$(BIN)/python -m pytest -q
 
-# ruff and mypy, configured in pyproject.toml; part of `make test`.
-lint: install
+# The lock against pyproject.toml, then ruff and mypy (configured in pyproject.toml); part of `make test`.
+lint: install lock-check
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+# Fails, with what to do, when pyproject.toml's dependencies changed and uv.lock was not regenerated.
+lock-check: $(UV)
+	@$(UV) lock --check --python $(PYTHON) --quiet || { echo "error: $(LOCK_HINT)" >&2; exit 1; }
+
+# Regenerates uv.lock from pyproject.toml, keeping every pin that still fits.
+lock: $(UV)
+	$(UV) lock --python $(PYTHON)
+
+# Moves every package in uv.lock to its newest version that pyproject.toml allows.
+lock-upgrade: $(UV)
+	$(UV) lock --upgrade --python $(PYTHON)
 
 bench: install
 	$(BIN)/python benchmarks/embed_throughput.py
 
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) $(UV_HOME) out .pytest_cache

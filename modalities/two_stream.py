@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
+from typing import cast
 
 import cv2
 import numpy as np
@@ -46,6 +48,11 @@ class TwoStreamOptions(VideoOptions):
             raise ValueError("flow_scale must be > 0")
 
 
+# OpenCV's Farneback as a plain typed callable: its stubs' overloads have changed between releases
+# (whether the output array may be None), and this signature holds for every one of them.
+_farneback = cast(Callable[..., np.ndarray], cv2.calcOpticalFlowFarneback)
+
+
 def farneback_flow(rgb: torch.Tensor, cfg: TwoStreamOptions) -> torch.Tensor:
     """Flow between consecutive frames of ``(T + 1, 3, S, S)`` in [0, 1] → ``(2, T, S, S)`` (dx, dy).
 
@@ -54,9 +61,8 @@ def farneback_flow(rgb: torch.Tensor, cfg: TwoStreamOptions) -> torch.Tensor:
     weights = torch.tensor([0.299, 0.587, 0.114], dtype=rgb.dtype).view(1, 3, 1, 1)
     gray = ((rgb * weights).sum(1) * 255.0).round().clamp(0, 255).to(torch.uint8).numpy()
     flows = [
-        # The opencv stubs omit that flow (an output array) may be None.
-        cv2.calcOpticalFlowFarneback(prev, nxt, None, cfg.pyr_scale, cfg.levels, cfg.winsize,  # type: ignore[call-overload]
-                                     cfg.iterations, cfg.poly_n, cfg.poly_sigma, 0)
+        _farneback(prev, nxt, None, cfg.pyr_scale, cfg.levels, cfg.winsize, cfg.iterations, cfg.poly_n,
+                   cfg.poly_sigma, 0)
         for prev, nxt in zip(gray[:-1], gray[1:])
     ]
     flow = torch.from_numpy(np.stack(flows)).float()  # T, S, S, 2

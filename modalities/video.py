@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from binder.errors import ModalityError
+from binder.errors import AnybindError, ModalityError
 from binder.registry import register_modality
 from binder.tokenizers import SequenceEmbedding, TubeletTokens
 from modalities.augment.video import VideoAugment, augment_frames
@@ -27,6 +27,8 @@ from modalities.common import check_file, quiet_native_stderr, resize_center_cro
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 BACKENDS = ("auto", "decord", "pyav")
+DECORD_HINT = ("decord is not installed: pip install 'anybind[decord]' (x86-64 wheels only), "
+               "or use backend 'pyav' ('auto' falls back to it by itself)")
 MAX_PIXELS = 7680 * 4320  # 8K UHD per frame: the default ``max_pixels``, probed before decoding
 
 
@@ -173,6 +175,8 @@ def read_frames(path: str | os.PathLike, num_frames: int, min_frames: int = 2, b
             try:
                 frames = _READERS[name](p, num_frames, min_frames)
             except ImportError as exc:
+                if backend != "auto":  # asked for by name: not the file's fault, so not a ModalityError
+                    raise AnybindError(DECORD_HINT) from exc
                 failures.append(f"{name} is not installed ({exc})")
             except _DecodeError as exc:
                 failures.append(f"{name}: {exc}")

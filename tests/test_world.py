@@ -18,9 +18,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from binder.errors import AnybindError  # noqa: E402
 from binder.registry import get_modality  # noqa: E402
 from recipes.world import HARD, SPLITS, WorldConfig, build_world, load_world, read_world_manifest  # noqa: E402
-from recipes.world.basic_motions import ACTIVITY_CAPTIONS  # noqa: E402
+from recipes.world.basic_motions import ACTIVITY_CAPTIONS, load_basic_motions as world_basic_motions  # noqa: E402
 from recipes.world.images import CAPTION_TEMPLATES, DIGIT_WORDS, caption  # noqa: E402
 from recipes.world.manifest import KEYS  # noqa: E402
 
@@ -292,6 +293,12 @@ def test_basic_motions_is_the_real_aeon_set(world):
 
     x, y = load_basic_motions(split="train")
     np.testing.assert_allclose(np.load(_rows(world, "basic_motions", "train")[7]["path"]), x[7], rtol=1e-6)
+
+
+def test_basic_motions_without_aeon_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "aeon.datasets", None)  # `from aeon.datasets import ...` now fails
+    with pytest.raises(AnybindError, match=r"pip install 'anybind\[world\]'"):
+        world_basic_motions("train")
 
 
 # captions ---------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from binder.errors import AnybindError
 from recipes.world.common import progress_bar, relpath, save_npy
 
 ACTIVITY_CAPTIONS = {
@@ -21,12 +22,15 @@ ACTIVITY_CAPTIONS = {
     "badminton": "a person playing badminton",
 }
 BASIC_MOTIONS_SPLITS = ("train", "test")
+AEON_HINT = "aeon is not installed: pip install 'anybind[world]' (BasicMotions ships inside aeon)"
 
 
 def load_basic_motions(split: str) -> tuple[np.ndarray, np.ndarray]:
     """(cases, 6, 100) float32 and (cases,) activity names of one official split."""
-    from aeon.datasets import load_basic_motions as aeon_load
-
+    try:
+        from aeon.datasets import load_basic_motions as aeon_load
+    except ImportError:
+        raise AnybindError(AEON_HINT) from None
     x, y = aeon_load(split=split)
     return np.asarray(x, dtype=np.float32), np.asarray(y).astype(str)
 

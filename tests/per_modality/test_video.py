@@ -1,6 +1,7 @@
 """Video and two-stream modalities: decoding, length policy, flow, tokenizers and bad input."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import torch
 from samplegen import MAKERS
 from samplegen_video import moving_blob, write_video
 
-from binder.errors import ModalityError
+from binder.errors import AnybindError, ModalityError
 from binder.registry import modality_for_path
 from modalities.two_stream import TwoStream
 from modalities.video import Video, read_frames
@@ -163,3 +164,12 @@ def test_options_are_validated():
     with pytest.raises(ValueError, match="flow"):
         TwoStream(flow="tvl1")
     assert TwoStream(**SMALL).options.winsize == 15
+
+
+def test_without_decord_auto_reads_with_pyav_and_decord_by_name_says_how_to_install(clips, monkeypatch):
+    monkeypatch.setitem(sys.modules, "decord", None)  # `import decord` now raises ImportError
+    frames = read_frames(clips["video"], 4, backend="auto")
+    np.testing.assert_array_equal(frames, read_frames(clips["video"], 4, backend="pyav"))
+    with pytest.raises(AnybindError, match=r"pip install 'anybind\[decord\]'") as info:
+        read_frames(clips["video"], 4, backend="decord")
+    assert not isinstance(info.value, ModalityError)  # the file is fine: the install is not

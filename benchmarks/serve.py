@@ -194,7 +194,7 @@ async def drive(server: Server, workload: str, clients: int, seconds: float, wav
             try:
                 status, _ = await conn.request(prebuilt[(c * 37 + n) % 100])
                 what = None if status == 200 else f"HTTP {status}"
-            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+            except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
                 what = type(exc).__name__
             if what is None:
                 latencies.append(time.perf_counter() - start)
@@ -223,7 +223,7 @@ async def _wait_ready(host: str, port: int, timeout: float = 60) -> None:
         try:
             if (await conn.request(http_request("GET", "/healthz"), 5))[0] == 200:
                 return
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             await asyncio.sleep(0.1)
         finally:
             conn.close()

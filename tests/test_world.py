@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from binder.errors import AnybindError  # noqa: E402
 from binder.registry import get_modality  # noqa: E402
 from recipes.world import HARD, SPLITS, WorldConfig, build_world, load_world, read_world_manifest  # noqa: E402
-from recipes.world.basic_motions import ACTIVITY_CAPTIONS, load_basic_motions as world_basic_motions  # noqa: E402
+from recipes.world.basic_motions import ACTIVITY_CAPTIONS  # noqa: E402
+from recipes.world.basic_motions import load_basic_motions as world_basic_motions
 from recipes.world.images import CAPTION_TEMPLATES, DIGIT_WORDS, caption  # noqa: E402
 from recipes.world.manifest import KEYS  # noqa: E402
 

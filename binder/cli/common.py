@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import os
+import tomllib
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import click
-import tomllib
 
 if TYPE_CHECKING:
     from binder.model import BindingModel

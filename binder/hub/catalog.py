@@ -30,12 +30,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlsplit
-
-import tomllib
 
 from binder.hub.errors import CatalogError
 from binder.hub.kinds import KINDS

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
-
-import tomllib
 
 from binder.config import AnchorConfig, BindConfig, HeadConfig, ModalityConfig, TrunkConfig
 from binder.errors import AnybindError

@@ -29,6 +29,11 @@ from modalities.common import check_file, check_finite, check_range, quiet_nativ
 # kaldi.fbank settings ImageBind uses that are not options here (AST's recipe).
 FRAME_LENGTH_MS = 25.0
 FRAME_SHIFT_MS = 10.0
+# The short-clip policy: anything down to one analysis window is embedded (padded by the modality's
+# short_policy); a file shorter than that holds no complete frame and is refused.
+ANALYSIS_WINDOW_S = FRAME_LENGTH_MS / 1000.0
+# Silence trimming never keeps less than this much of a recording (all of it when shorter).
+TRIM_MIN_KEEP_S = 0.25
 PREEMPHASIS = 0.97
 LOW_FREQ = 20.0
 
@@ -56,7 +61,7 @@ class AudioOptions:
     patch: int = 16
     stride: int = 10
     short_policy: str = "pad"
-    min_duration: float = 0.25
+    min_duration: float = ANALYSIS_WINDOW_S
     channel: str = "mean"
     resampler: str = "soxr"
     trim_silence: bool = True
@@ -77,6 +82,7 @@ class AudioOptions:
             raise ValueError(f"audio clip_select must be 'even' (ImageBind) or 'loudest', got {self.clip_select!r}")
         if self.trim_top_db <= 0:
             raise ValueError(f"audio trim_top_db must be positive, got {self.trim_top_db}")
+        check_min_duration("audio", self.min_duration)
         if self.clips < 1 or self.clip_duration <= 0 or self.sample_rate <= 0:
             raise ValueError("audio clips, clip_duration and sample_rate must be positive")
 
@@ -117,10 +123,18 @@ def load_waveform(path: str | os.PathLike, sample_rate: int, min_duration: float
         wave = librosa.to_mono(wave)
     duration = wave.shape[-1] / native_sr
     if duration < min_duration:
-        raise ModalityError(path, f"audio is {duration:.3f} s long, shorter than min_duration {min_duration} s")
+        raise ModalityError(path, f"audio is {duration:.3f} s long, shorter than min_duration {min_duration:g} s "
+                                  f"(one {FRAME_LENGTH_MS:g} ms analysis window is the least that can be embedded)")
     if native_sr != sample_rate:
         wave = _resample(wave, native_sr, sample_rate, resampler)
     return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def check_min_duration(modality: str, min_duration: float) -> None:
+    """Refuse a ``min_duration`` below one analysis window: such audio would hold no frame at all."""
+    if not min_duration >= ANALYSIS_WINDOW_S:
+        raise ValueError(f"{modality} min_duration must be at least one analysis window "
+                         f"({ANALYSIS_WINDOW_S:g} s), got {min_duration}")
 
 
 def probe_audio(path: str | os.PathLike, max_duration: float, max_channels: int) -> None:
@@ -140,12 +154,13 @@ def probe_audio(path: str | os.PathLike, max_duration: float, max_channels: int)
                                   f"{max_duration:g} s")
 
 
-def trim_silence(wave: np.ndarray, sample_rate: int, top_db: float, min_duration: float) -> np.ndarray:
+def trim_silence(wave: np.ndarray, sample_rate: int, top_db: float,
+                 min_keep: float = TRIM_MIN_KEEP_S) -> np.ndarray:
     """``wave`` without its leading and trailing silence: frames quieter than the loudest by ``top_db``.
 
     Energy-based (librosa.effects.trim on the channel mean). What is kept is never shorter than
-    ``min_duration``: around a very short sound, or in a silent file, the kept span is widened
-    symmetrically inside the recording, so silence still embeds instead of failing.
+    ``min_keep`` seconds (or the whole recording, when it is shorter): around a very short sound
+    the kept span is widened symmetrically inside the recording; a silent file is kept whole.
     """
     import librosa
 
@@ -153,7 +168,7 @@ def trim_silence(wave: np.ndarray, sample_rate: int, top_db: float, min_duration
     if not np.any(mono):
         return wave
     _, (start, end) = librosa.effects.trim(mono, top_db=top_db, frame_length=512, hop_length=128)
-    need = min(mono.shape[-1], int(np.ceil(min_duration * sample_rate)))
+    need = min(mono.shape[-1], int(np.ceil(min_keep * sample_rate)))
     if end - start < need:
         start = max(0, min(start - (need - (end - start)) // 2, mono.shape[-1] - need))
         end = start + need
@@ -313,7 +328,8 @@ def fbank_clips(waveform: torch.Tensor, opts: AudioOptions) -> torch.Tensor:
 @register_modality
 class Audio(Modality):
     """Resampled to 16 kHz mono and cut into `clips` evenly spaced 2 s clips (ImageBind); audio shorter
-    than a clip is zero-padded (or tiled with short_policy="repeat"), under min_duration (0.25 s) rejected.
+    than a clip is zero-padded (or tiled with short_policy="repeat") down to one 25 ms analysis window
+    (``min_duration``); shorter files hold no frame and are refused.
 
     Each clip becomes a 128 × 204 normalized kaldi log-mel fbank, tokenized by overlapping 16 × 16
     patches with stride 10 (AST/ImageBind). Clip embeddings are averaged by the model.
@@ -336,7 +352,7 @@ class Audio(Modality):
         o = self.options
         wave = np.asarray(raw, dtype=np.float32)
         if o.trim_silence:
-            wave = trim_silence(wave, o.sample_rate, o.trim_top_db, o.min_duration)
+            wave = trim_silence(wave, o.sample_rate, o.trim_top_db)
         return fbank_clips(torch.as_tensor(wave), o)
 
     def augment(self, raw: np.ndarray, rng: np.random.Generator, options: AudioAugment) -> np.ndarray:

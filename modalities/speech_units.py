@@ -18,11 +18,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from binder.errors import CheckpointError, ModalityError
+from binder.errors import CheckpointError
 from binder.io import atomic_path
 from binder.registry import register_modality
 from binder.tokenizers import SequenceEmbedding
-from modalities.audio import MAX_ABS, MAX_CHANNELS, MAX_DURATION, load_waveform, trim_silence
+from modalities.audio import (
+    ANALYSIS_WINDOW_S,
+    MAX_ABS,
+    MAX_CHANNELS,
+    MAX_DURATION,
+    check_min_duration,
+    load_waveform,
+    trim_silence,
+)
 from modalities.augment.audio import AudioAugment, augment_wave
 from modalities.base import Modality
 
@@ -46,13 +54,16 @@ class SpeechUnitsOptions:
     max_frames: int = 1000
     num_units: int = 100
     max_units: int = 256
-    min_duration: float = 0.25
+    min_duration: float = ANALYSIS_WINDOW_S
     codebook: str | None = None
     trim_silence: bool = True
     trim_top_db: float = 40.0
     max_abs: float = MAX_ABS
     max_duration: float = MAX_DURATION
     max_channels: int = MAX_CHANNELS
+
+    def __post_init__(self) -> None:
+        check_min_duration("speech_units", self.min_duration)
 
     @property
     def feature_dim(self) -> int:
@@ -61,13 +72,16 @@ class SpeechUnitsOptions:
 
 
 def mfcc_features(wave: np.ndarray, opts: SpeechUnitsOptions) -> np.ndarray:
-    """(frames, 3·n_mfcc) float32 rows of MFCC, Δ and ΔΔ (librosa), one row per hop."""
+    """(frames, 3·n_mfcc) float32 rows of MFCC, Δ and ΔΔ (librosa), one row per hop.
+
+    Speech too short for the ``DELTA_WIDTH`` frames the Δ features need (80 ms at 16 kHz) is
+    zero-padded evenly on both sides to that length first: the short-clip policy of this modality.
+    """
     import librosa
 
-    mfcc = librosa.feature.mfcc(y=np.asarray(wave, dtype=np.float32), sr=opts.sample_rate, n_mfcc=opts.n_mfcc,
+    wave = pad_to_delta_width(np.asarray(wave, dtype=np.float32), opts.hop_length)
+    mfcc = librosa.feature.mfcc(y=wave, sr=opts.sample_rate, n_mfcc=opts.n_mfcc,
                                 n_fft=opts.n_fft, hop_length=opts.hop_length, n_mels=opts.n_mels)
-    if mfcc.shape[1] < DELTA_WIDTH:
-        raise ModalityError(None, f"speech gives {mfcc.shape[1]} frames, fewer than the {DELTA_WIDTH} Δ features need")
     d1 = librosa.feature.delta(mfcc, order=1, width=DELTA_WIDTH)
     d2 = librosa.feature.delta(mfcc, order=2, width=DELTA_WIDTH)
     return np.concatenate([mfcc, d1, d2], axis=0).T.astype(np.float32)
@@ -356,6 +370,15 @@ def trunk_layers(arch: dict[str, Any]) -> nn.Module:
     return standalone_trunk(cfg, acts[arch["act"]])
 
 
+def pad_to_delta_width(wave: np.ndarray, hop_length: int) -> np.ndarray:
+    """``wave`` zero-padded evenly on both sides to the ``(DELTA_WIDTH - 1) * hop_length`` samples
+    that give ``DELTA_WIDTH`` centred frames; longer speech is returned as it is."""
+    short = (DELTA_WIDTH - 1) * hop_length - wave.shape[-1]
+    if short <= 0:
+        return wave
+    return np.pad(wave, [(0, 0)] * (wave.ndim - 1) + [(short // 2, short - short // 2)])
+
+
 @register_modality
 class SpeechUnits(Modality):
     """16 kHz speech as MFCC+Δ+ΔΔ frames (first max_frames = 10 s kept, NaN rows pad the rest),
@@ -383,7 +406,7 @@ class SpeechUnits(Modality):
         o = self.options
         wave = np.asarray(raw, dtype=np.float32)
         if o.trim_silence:
-            wave = trim_silence(wave, o.sample_rate, o.trim_top_db, o.min_duration)
+            wave = trim_silence(wave, o.sample_rate, o.trim_top_db)
         feats = mfcc_features(wave, o)[: o.max_frames]
         out = torch.full(self.input_shape(), float("nan"), dtype=torch.float32)
         out[: feats.shape[0]] = torch.from_numpy(feats)

@@ -91,8 +91,8 @@ def _channels(d, name):
     return p
 
 
-def _short_audio(d, name):
-    return write_wav(d / f"blip{EXT[name]}", voiced_speech(0.1, 16000), 16000)
+def _short_audio(d, name):  # 10 ms: less than one 25 ms analysis window
+    return write_wav(d / f"blip{EXT[name]}", voiced_speech(0.01, 16000), 16000)
 
 
 def _one_frame(d, name):

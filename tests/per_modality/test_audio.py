@@ -123,7 +123,7 @@ def _bad_files(d):
     nan = chirp(1.0, SR)
     nan[100:110] = np.nan
     write_wav(d / "nan.wav", nan, SR, subtype="FLOAT")
-    write_wav(d / "tiny.wav", chirp(0.1, SR), SR)
+    write_wav(d / "tiny.wav", chirp(0.01, SR), SR)  # under one 25 ms window
     return ["empty.wav", "truncated.wav", "text.wav", "nan.wav", "tiny.wav", "missing.wav"]
 
 
@@ -158,13 +158,13 @@ def test_silence_trimming_cuts_leading_and_trailing_silence():
     t = np.arange(sr // 2) / sr
     word = (0.4 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
     padded = np.concatenate([np.zeros(sr, np.float32), word, np.zeros(2 * sr, np.float32)])
-    kept = trim_silence(padded, sr, top_db=40, min_duration=0.25)
+    kept = trim_silence(padded, sr, top_db=40, min_keep=0.25)
     assert abs(len(kept) - len(word)) <= 512 and np.max(np.abs(kept[:512])) > 0.1
     silent = np.zeros(sr, np.float32)
     assert trim_silence(silent, sr, 40, 0.25) is silent  # nothing to measure against: kept whole
     blip = np.zeros(sr, np.float32)
     blip[8000:8040] = 0.5
-    assert len(trim_silence(blip, sr, 40, 0.25)) == 4000  # widened to min_duration around the sound
+    assert len(trim_silence(blip, sr, 40, 0.25)) == 4000  # widened to min_keep around the sound
 
 
 def test_trimming_is_on_for_anybind_models_and_off_in_imagebind_presets():

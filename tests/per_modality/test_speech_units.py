@@ -52,7 +52,7 @@ def test_bad_speech_files_raise_modality_error(tmp_path):
     nan = voiced_speech(1.0, SR)
     nan[50] = np.nan
     paths = [write_wav(tmp_path / "nan.speech.wav", nan, SR, subtype="FLOAT"),
-             write_wav(tmp_path / "tiny.speech.wav", voiced_speech(0.1, SR), SR),
+             write_wav(tmp_path / "tiny.speech.wav", voiced_speech(0.01, SR), SR),
              tmp_path / "text.speech.wav"]
     paths[2].write_text("hello, not speech\n" * 10)
     for path in paths:

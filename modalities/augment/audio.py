@@ -22,10 +22,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from modalities.augment.channel import (
+    CODECS,
+    codec_round_trip,
+    lowpass,
+    reverberate,
+    shelf_eq,
+    synthetic_rir,
+    through_rate,
+)
+
 NOISE_COLORS = ("white", "pink", "brown")
 NOISE_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus")
 _COLOR_EXPONENT = {"white": 0.0, "pink": 1.0, "brown": 2.0}  # power spectrum ~ 1 / f**exponent
 _NOISE_CACHE: dict[tuple[str, int], np.ndarray] = {}  # (file, sample rate) -> decoded mono noise
+BAND_RATES = (8000, 11025, 16000)  # telephone, old recorders, wideband
 _SILENT_POWER = 1e-12  # mean square below this is treated as a silent signal
 
 
@@ -40,6 +51,12 @@ class AudioAugment:
     chosen with probability ``noise_file_p``. ``crop_s`` cuts a random window of that many
     seconds out of longer audio. ``warp`` stretches the mel axis of the fbank (with probability
     ``p_warp``): a vocal-tract-length perturbation that moves formants as another speaker's would.
+    Room, microphone and channel (``modalities.augment.channel``): reverberation in a synthetic room
+    (``p_reverb``; RT60 ``rt60_s``, direct-to-reverberant ratio ``drr_db``), a microphone's low and
+    high shelves (``p_eq``, each drawn from ``eq_db``), band limiting (``p_band``: a low-pass at a
+    cutoff drawn from ``band_cutoff_hz``, then a round trip through a rate of ``band_rates``) and a
+    lossy codec round trip (``p_codec``, one of ``codecs``). Each is off (probability 0) unless a
+    recipe turns it on, and an option at 0 draws nothing, so older recipes replay unchanged.
     SpecAugment masks (``time_masks`` bands of up to
     ``time_mask_frames`` frames, ``freq_masks`` bands of up to ``freq_mask_bins`` mel bins) are
     applied by ``mask_spectrogram`` to the fbank, filled with ``mask_fill`` ("zero" or "mean").
@@ -63,6 +80,16 @@ class AudioAugment:
     noise_colors: tuple[str, ...] = NOISE_COLORS
     noise_dir: str | None = None
     noise_file_p: float = 0.5
+    p_reverb: float = 0.0
+    rt60_s: tuple[float, float] = (0.2, 0.8)
+    drr_db: tuple[float, float] = (-3.0, 12.0)
+    p_eq: float = 0.0
+    eq_db: tuple[float, float] = (-10.0, 10.0)
+    p_band: float = 0.0
+    band_cutoff_hz: tuple[float, float] = (3000.0, 8000.0)
+    band_rates: tuple[int, ...] = BAND_RATES
+    p_codec: float = 0.0
+    codecs: tuple[str, ...] = tuple(CODECS)
     p_warp: float = 0.0  # off by default: measured on val, it cost clean and noisy accuracy (README)
     warp: tuple[float, float] = (0.9, 1.1)
     time_masks: int = 2
@@ -72,11 +99,14 @@ class AudioAugment:
     mask_fill: str = "zero"
 
     def __post_init__(self) -> None:
-        for name in ("speed", "pitch_semitones", "gain_db", "snr_db", "warp"):
+        for name in ("speed", "pitch_semitones", "gain_db", "snr_db", "warp", "rt60_s", "drr_db", "eq_db",
+                     "band_cutoff_hz"):
             object.__setattr__(self, name, _check_range(name, getattr(self, name)))
         object.__setattr__(self, "noise_colors", tuple(self.noise_colors))
-        for name in ("p_speed", "p_pitch", "p_shift", "p_silence", "p_gain", "noise_p", "noise_file_p", "p_warp"):
+        for name in ("p_speed", "p_pitch", "p_shift", "p_silence", "p_gain", "noise_p", "noise_file_p", "p_warp",
+                     "p_reverb", "p_eq", "p_band", "p_codec"):
             _check_probability(name, getattr(self, name))
+        self._check_channel()
         for name in ("speed", "warp"):
             if getattr(self, name)[0] <= 0:
                 raise ValueError(f"AudioAugment.{name} must be > 0, got {getattr(self, name)}")
@@ -96,6 +126,19 @@ class AudioAugment:
                 raise ValueError(f"AudioAugment.{name} must be >= 0, got {getattr(self, name)}")
         if self.mask_fill not in ("zero", "mean"):
             raise ValueError(f"AudioAugment.mask_fill must be 'zero' or 'mean', got {self.mask_fill!r}")
+
+
+    def _check_channel(self) -> None:
+        object.__setattr__(self, "band_rates", tuple(int(r) for r in self.band_rates))
+        object.__setattr__(self, "codecs", tuple(self.codecs))
+        if self.rt60_s[0] <= 0 or self.band_cutoff_hz[0] <= 0:
+            raise ValueError(f"AudioAugment.rt60_s and band_cutoff_hz must be > 0, got {self.rt60_s}, "
+                             f"{self.band_cutoff_hz}")
+        if (self.p_band > 0 and not self.band_rates) or any(r <= 0 for r in self.band_rates):
+            raise ValueError(f"AudioAugment.band_rates must be positive sample rates, got {self.band_rates}")
+        bad = [c for c in self.codecs if c not in CODECS]
+        if bad or (self.p_codec > 0 and not self.codecs):
+            raise ValueError(f"AudioAugment.codecs must be a non-empty subset of {tuple(CODECS)}, got {self.codecs}")
 
 
 def _check_range(name: str, value: tuple[float, float]) -> tuple[float, float]:
@@ -355,6 +398,9 @@ def augment_wave(wave: np.ndarray, rng: np.random.Generator, opts: AudioAugment,
     if rng.random() < opts.p_shift:
         limit = min(int(opts.max_shift_s * sample_rate), wave.shape[-1] - 1)
         wave = shift(wave, int(rng.integers(-limit, limit + 1)) if limit > 0 else 0)
+    if opts.p_reverb > 0 and rng.random() < opts.p_reverb:
+        rir = synthetic_rir(sample_rate, rng.uniform(*opts.rt60_s), rng, rng.uniform(*opts.drr_db))
+        wave = reverberate(wave, rir)
     if rng.random() < opts.p_silence:
         most = int(opts.silence_max_s * sample_rate)
         lead, trail = (int(v) for v in rng.integers(0, most + 1, size=2))
@@ -364,7 +410,20 @@ def augment_wave(wave: np.ndarray, rng: np.random.Generator, opts: AudioAugment,
         wave, level = apply_gain(wave, gain), level * 10.0 ** (gain / 10.0)
     if rng.random() < opts.noise_p:
         wave = _draw_noise(wave, rng, opts, sample_rate, level)
+    wave = _draw_channel(wave, rng, opts, sample_rate)
     return wave.copy() if np.shares_memory(wave, original) else wave
+
+
+def _draw_channel(wave: np.ndarray, rng: np.random.Generator, opts: AudioAugment, sample_rate: int) -> np.ndarray:
+    """The microphone, then the line: shelving EQ, band limiting, a codec (each only when its p > 0)."""
+    if opts.p_eq > 0 and rng.random() < opts.p_eq:
+        wave = shelf_eq(wave, sample_rate, rng.uniform(*opts.eq_db), rng.uniform(*opts.eq_db))
+    if opts.p_band > 0 and rng.random() < opts.p_band:
+        wave = lowpass(wave, sample_rate, rng.uniform(*opts.band_cutoff_hz))
+        wave = through_rate(wave, sample_rate, opts.band_rates[int(rng.integers(len(opts.band_rates)))])
+    if opts.p_codec > 0 and rng.random() < opts.p_codec:
+        wave = codec_round_trip(wave, sample_rate, opts.codecs[int(rng.integers(len(opts.codecs)))])
+    return wave
 
 
 def _draw_noise(wave: np.ndarray, rng: np.random.Generator, opts: AudioAugment, sample_rate: int,

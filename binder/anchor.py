@@ -87,11 +87,23 @@ class Anchor(nn.Module):
 
     @torch.no_grad()
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        self._check_loaded("image")
         return F.normalize(self.clip.encode_image(images), dim=-1)
 
     @torch.no_grad()
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        self._check_loaded("text")
         return F.normalize(self.clip.encode_text(tokens), dim=-1)
+
+    def _check_loaded(self, tower: str) -> None:
+        """Refuse a tower that a partial load left on the meta device: its text output would hold no
+        values and mix silently with real embeddings into a plausible wrong answer (and its image
+        path fails with a bare device error)."""
+        visual = {id(p) for p in self.clip.visual.parameters()}
+        params = [p for p in self.clip.parameters() if (id(p) in visual) == (tower == "image")]
+        if any(p.is_meta for p in params):
+            raise AnchorError(f"the anchor's {tower} tower was not loaded: load the model with the "
+                              f"{tower!r} modality too (BindingModel.load(folder, [..., {tower!r}]))")
 
 
 def sequence_first_text(clip: nn.Module) -> bool:

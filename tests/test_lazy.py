@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from safetensors.torch import load_file, save_file
 
 from binder.cli import app
-from binder.errors import CheckpointError, ModalityError
+from binder.errors import AnchorError, CheckpointError, ModalityError
 from binder.lazy import causal_mask
 from binder.model import BindingModel
 
@@ -83,6 +83,22 @@ def test_a_modality_left_out_says_how_to_load_it(ib_folder):
     with pytest.raises(ModalityError, match="no binding for modality 'video'"):
         part.modality("video")
     assert list(BindingModel.load(ib_folder, ["audio", "video"]).modalities) == ["audio"]
+
+
+@pytest.mark.parametrize("which", ["ib", "shared"])
+def test_an_anchor_tower_left_out_is_an_error_not_a_meta_answer(which, ib_folder, shared_folder):
+    """Without "text", class prompts used to come back as meta tensors that mixed silently with real
+    embeddings into a wrong zero-shot answer."""
+    part = BindingModel.load(ib_folder if which == "ib" else shared_folder, ["audio"])
+    with pytest.raises(AnchorError, match="text tower was not loaded.*'text'"):
+        part.anchor.encode_text(part.anchor.tokenize(["the digit seven"]))
+    if which == "ib":  # the shared trunk materializes the image blocks, not the whole image tower
+        with pytest.raises(AnchorError, match="image tower was not loaded"):
+            part.anchor.encode_image(torch.zeros(1, *BindingModel.load(ib_folder, ["image"]).modality("image")
+                                                 .input_shape()))
+    with_text = BindingModel.load(ib_folder, ["audio", "text"]) if which == "ib" else BindingModel.load(shared_folder)
+    z = with_text.anchor.encode_text(with_text.anchor.tokenize(["the digit seven"]))
+    assert not z.is_meta and torch.isfinite(z).all()
 
 
 def test_a_partial_model_refuses_to_be_saved(ib_folder, tmp_path):

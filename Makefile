@@ -10,9 +10,10 @@ STAMP := $(VENV)/.anybind-installed
 UV_HOME := .uv
 UV := $(UV_HOME)/bin/uv
 UV_REQUIREMENTS := requirements/uv.txt
-# Debian packages the tests and the offline world use (espeak-ng speaks the digit words; chromium,
-# headless, runs the search page's browser test). Each name is also the command `apt` looks for.
-APT_PACKAGES := espeak-ng chromium
+# Debian packages the tests and the offline world use: speech synthesizers of three techniques speak
+# the digit words (espeak-ng formants; flite and festival's diphone, statistical and HTS voices), and
+# chromium, headless, runs the search page's browser test.
+APT_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts chromium
 export HF_HUB_OFFLINE ?= 1
 # The interpreter is the machine's own ($(PYTHON)), never one uv would download.
 export UV_PYTHON_DOWNLOADS := never
@@ -37,7 +38,8 @@ $(STAMP): pyproject.toml uv.lock $(UV)
 	touch $(STAMP)
 
 apt:
-	@missing=""; for p in $(APT_PACKAGES); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing from Debian:$$missing"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

@@ -83,7 +83,7 @@ def test_every_modality_and_split_has_a_manifest(world):
     assert n_images == cfg.max_images
     for name in ("depth", "thermal", "video", "two_stream", "imu"):
         assert {s: world.counts[name][s] for s in SPLITS} == world.counts["images"]
-    n_speakers = len(cfg.speech_voices) * len(cfg.speech_variants)
+    n_speakers = len(cfg.speech_voices) * len(cfg.speech_variants) + len(cfg.engine_speakers)
     assert sum(world.counts["audio"][s] for s in SPLITS) == n_speakers * 10 * cfg.utterances_per_speaker_digit
     assert world.counts["speech_units"] == world.counts["audio"]
 
@@ -154,7 +154,9 @@ def test_speech_speakers_are_disjoint_across_splits(world):
     assert not (by_split["train"] & by_split["val"])
     assert not (by_split["train"] & by_split["test"])
     assert not (by_split["val"] & by_split["test"])
-    assert set().union(*by_split.values()) == set(world.config.speakers)
+    engines = {spec.partition(":")[2]: spec.partition(":")[0] for spec in world.config.engine_speakers}
+    assert set().union(*by_split.values()) == set(world.config.speakers) | set(engines)
+    assert all(name in by_split[split] for name, split in engines.items())  # each in the split it is named for
     assert {s: sorted(v) for s, v in by_split.items()} == {s: sorted(world.speakers[s]) for s in SPLITS}
     for split in SPLITS:  # every speaker says every digit
         rows = _rows(world, "audio", split)
@@ -403,8 +405,9 @@ def test_hard_split_has_a_manifest_per_digit_modality(world):
         path = world.manifest(name, HARD)
         assert path == world.folder / "manifests" / f"{name}.hard.jsonl" and path.is_file()
         raw = _rows(world, name, HARD, absolute=False)
-        assert world.counts[name][HARD] == len(raw) == 10 * cfg.hard_per_class
-        assert np.bincount([r["label"] for r in raw], minlength=10).tolist() == [cfg.hard_per_class] * 10
+        per_class = cfg.hard_per_class + (cfg.hard_engine_per_class if name in ("audio", "speech_units") else 0)
+        assert world.counts[name][HARD] == len(raw) == 10 * per_class
+        assert np.bincount([r["label"] for r in raw], minlength=10).tolist() == [per_class] * 10
         assert all(r["split"] == HARD and r["path"].startswith(f"{folders.get(name, name)}/hard/") for r in raw)
         assert all(isinstance(r["condition"], str) and r["condition"] for r in raw)
         assert len({r["condition"] for r in raw}) > 3  # conditions vary from item to item
@@ -426,10 +429,46 @@ def test_hard_rows_pair_only_with_test_images(world):
                 assert image["digit_index"] == row["digit_index"]
 
 
+def test_engine_rows_record_engine_and_voice_and_espeak_ones_are_unchanged(world, tmp_path):
+    rows = _all_rows(world, "audio") + _rows(world, "audio", HARD)
+    assert {r["engine"] for r in rows} == {"espeak-ng", "flite", "festival"}
+    for row in rows:
+        expected = row["speaker"] if row["engine"] == "espeak-ng" else f"{row['engine']}:{row['voice']}"
+        assert row["speaker"] == expected
+    hard_engines = {r["speaker"] for r in _rows(world, "audio", HARD) if r["engine"] != "espeak-ng"}
+    assert hard_engines == set(world.config.hard_engine_voices)
+    # espeak-ng's utterances are the same bytes and rows as in a world without other engines
+    plain = build_world(tmp_path / "plain", WorldConfig.small(**{**LIGHT, "include_speech": True},
+                                                              engine_speakers=(), hard_engine_per_class=0),
+                        progress=False)
+    for split in SPLITS:
+        ours = [r for r in _rows(world, "audio", split, absolute=False) if r["engine"] == "espeak-ng"]
+        theirs = _rows(plain, "audio", split, absolute=False)
+        assert ours == theirs
+        for a, b in zip(ours[:5], theirs[:5]):
+            assert _digest(world.folder / a["path"]) == _digest(plain.folder / b["path"])
+
+
+def test_a_missing_engine_is_left_out_with_a_message_and_built_once_it_is_there(tmp_path, monkeypatch, capsys):
+    from recipes.world import voices
+
+    cfg = WorldConfig.small(**{**LIGHT, "include_speech": True}, engine_speakers=("train:flite:awb",),
+                            hard_engine_per_class=0)
+    real = voices.missing
+    monkeypatch.setattr(voices, "missing", lambda v: "flite is not installed (apt-get install flite flite)")
+    first = build_world(tmp_path / "w", cfg, progress=False)
+    assert "speaker flite:awb left out: flite is not installed" in capsys.readouterr().err
+    assert "flite:awb" not in first.speakers["train"]
+    assert build_world(tmp_path / "w", cfg, progress=False).cached  # still missing: the world stands
+    monkeypatch.setattr(voices, "missing", real)
+    again = build_world(tmp_path / "w", cfg, progress=False)
+    assert not again.cached and "flite:awb" in again.speakers["train"]
+
+
 def test_hard_speakers_rates_and_pitches_are_never_trained_on(world):
     cfg = world.config
-    rows = _rows(world, "audio", HARD)
-    seen = {r["speaker"] for r in _all_rows(world, "audio")}
+    rows = [r for r in _rows(world, "audio", HARD) if r["engine"] == "espeak-ng"]
+    seen = {r["speaker"] for r in _all_rows(world, "audio") if r["engine"] == "espeak-ng"}
     hard = {r["speaker"] for r in rows}
     assert seen == set(cfg.speakers) and not (hard & seen) and not (hard & set(WorldConfig.full().speakers))
     voices = {s.split("+")[0] for s in hard}
@@ -437,7 +476,7 @@ def test_hard_speakers_rates_and_pitches_are_never_trained_on(world):
     assert len(voices) >= 3 and len(variants) >= 3
     assert not voices & set(cfg.speech_voices) and not variants & set(cfg.speech_variants)
     assert not variants & set(WorldConfig.full().speech_variants)
-    assert sorted(hard) == world.speakers[HARD]
+    assert sorted(hard | set(cfg.hard_engine_voices)) == world.speakers[HARD]
     for row in rows:
         assert not min(cfg.speech_rates) <= row["rate"] <= max(cfg.speech_rates), row
         assert not min(cfg.speech_pitches) <= row["pitch"] <= max(cfg.speech_pitches), row
@@ -450,13 +489,17 @@ def test_hard_speakers_rates_and_pitches_are_never_trained_on(world):
 def test_hard_audio_has_the_declared_padding_gain_and_snr(world, tmp_path):
     """Re-synthesize each clean utterance and measure what the hard file added to it."""
     from recipes.world.speech import HARD_SNR_DB, read_wav, resample, speak
+    from recipes.world.voices import EngineVoice, synthesize
 
     rows = _rows(world, "audio", HARD)
     kinds = set()
     for n, row in enumerate(rows):
-        voice, variant = row["speaker"].split("+")
-        clean, native = read_wav(speak(voice, variant, row["rate"], row["pitch"], tmp_path / f"{n}.wav",
-                                       DIGIT_WORDS[row["label"]]))
+        word, out = DIGIT_WORDS[row["label"]], tmp_path / f"{n}.wav"
+        if row["engine"] == "espeak-ng":
+            voice, variant = row["speaker"].split("+")
+            clean, native = read_wav(speak(voice, variant, row["rate"], row["pitch"], out, word))
+        else:  # the HTS voice keeps its own rate: any rate gives the same utterance
+            clean, native = read_wav(synthesize(EngineVoice.parse(row["speaker"]), row["rate"] or 160, out, word))
         clean = resample(clean, native, row["sample_rate"])
         y, rate = read_wav(row["path"])
         assert rate == row["sample_rate"] and len(clean) == row["speech_samples"]

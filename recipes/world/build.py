@@ -179,7 +179,23 @@ def _cached(folder: Path, cfg: WorldConfig) -> WorldInfo | None:
     paths = [p for splits in info.manifests.values() for p in splits.values()]
     if info.codebook is not None:
         paths.append(info.codebook)
-    return info if all(p.is_file() for p in paths) else None
+    if not all(p.is_file() for p in paths) or _left_out_but_here_now(info):
+        return None
+    return info
+
+
+def _left_out_but_here_now(info: WorldInfo) -> bool:
+    """Whether a speaker of another engine was left out of this world (missing then) and can be made now."""
+    if not info.config.include_speech:
+        return False
+    from recipes.world import voices
+    from recipes.world.speech import engine_speakers
+
+    built = {name for names in info.speakers.values() for name in names}
+    wanted = [speaker for _, speaker in engine_speakers(info.config)]
+    if info.config.hard_split and info.config.hard_engine_per_class:
+        wanted += [voices.EngineVoice.parse(s) for s in info.config.hard_engine_voices]
+    return any(v.name not in built and voices.missing(v) is None for v in wanted)
 
 
 def _clear(folder: Path) -> None:
@@ -202,9 +218,12 @@ def _tool_versions(cfg: WorldConfig) -> dict[str, str]:
         except PackageNotFoundError:
             pass
     if cfg.include_speech:
-        from recipes.world.speech import espeak_version
+        from recipes.world.speech import engine_speakers, espeak_version
+        from recipes.world.voices import engine_version
 
         out["espeak-ng"] = espeak_version()
+        engines = {v.engine for _, v in engine_speakers(cfg)} | {s.split(":")[0] for s in cfg.hard_engine_voices}
+        out.update({engine: engine_version(engine) for engine in sorted(engines)})
     return out
 
 

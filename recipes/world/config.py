@@ -32,7 +32,8 @@ class WorldConfig:
 
     ``split_fractions`` apply per digit class (stratified) and, for speech, to the speakers.
     ``max_images`` keeps a class-stratified subset of the 1,797 scikit-learn digits (None = all).
-    A speaker is one espeak-ng voice + variant; utterances of a speaker never cross splits.
+    A speaker is one espeak-ng voice + variant, or a voice of another synthesizer
+    (``engine_speakers``, each assigned to its split by name); utterances of a speaker never cross splits.
     ``hard_split`` adds the held-out ``hard`` split (``HARD``) to every digit modality:
     ``hard_per_class`` items per digit class (per digit word for speech), each from a test-split
     digit under conditions that training never sees.
@@ -49,6 +50,12 @@ class WorldConfig:
     speech_pitches: tuple[int, ...] = (30, 40, 50, 60, 70)
     utterances_per_speaker_digit: int = 8
     codebook_k: int = 100
+    # speakers of other synthesizers (recipes/world/voices.py), "SPLIT:ENGINE:VOICE": each human in one split
+    engine_speakers: tuple[str, ...] = ("train:flite:awb", "train:flite:rms", "train:flite:kal16",
+                                        "train:festival:kal_diphone", "val:flite:slt", "test:festival:ked_diphone")
+    # the hard split's held-out engine voices ("ENGINE:VOICE"), hard_engine_per_class utterances per digit word
+    hard_engine_voices: tuple[str, ...] = ("festival:cmu_us_slt_arctic_hts",)
+    hard_engine_per_class: int = 5
     # rendered sensors
     video_frames: int = 8
     video_size: int = 32
@@ -89,6 +96,23 @@ class WorldConfig:
                 raise ValueError("speech needs rates, pitches and utterances_per_speaker_digit >= 1")
             if self.codebook_k < 2:
                 raise ValueError(f"codebook_k must be >= 2, got {self.codebook_k}")
+            self._check_engine_speakers()
+
+    def _check_engine_speakers(self) -> None:
+        from recipes.world.voices import EngineVoice
+
+        for spec in self.engine_speakers:
+            split, _, speaker = spec.partition(":")
+            if split not in SPLITS:
+                raise ValueError(f"engine_speakers entries are SPLIT:ENGINE:VOICE with SPLIT one of {SPLITS}, "
+                                 f"got {spec!r}")
+            EngineVoice.parse(speaker)
+        for spec in self.hard_engine_voices:
+            EngineVoice.parse(spec)
+        if len({s.partition(":")[2] for s in self.engine_speakers}) != len(self.engine_speakers):
+            raise ValueError(f"engine_speakers lists a speaker twice: {self.engine_speakers}")
+        if self.hard_engine_voices and self.hard_engine_per_class < 0:
+            raise ValueError(f"hard_engine_per_class must be >= 0, got {self.hard_engine_per_class}")
 
     # presets -----------------------------------------------------------------------------
     @classmethod
@@ -98,10 +122,11 @@ class WorldConfig:
 
     @classmethod
     def small(cls, **overrides: Any) -> WorldConfig:
-        """300 digits, 9 speakers x 10 words x 2 utterances, k = 32, 3 hard items per class: the tests'
-        world (seconds to build)."""
+        """300 digits, 9 espeak-ng speakers and one flite speaker per split x 10 words x 2 utterances, k = 32,
+        3 hard items per class and 1 of the held-out engine voice: the tests' world (seconds to build)."""
         base = dict(max_images=300, speech_variants=("m1", "m3", "f1"), speech_rates=(130, 170, 200),
-                    speech_pitches=(35, 50, 65), utterances_per_speaker_digit=2, codebook_k=32, hard_per_class=3)
+                    speech_pitches=(35, 50, 65), utterances_per_speaker_digit=2, codebook_k=32, hard_per_class=3,
+                    engine_speakers=("train:flite:awb", "val:flite:slt", "test:flite:rms"), hard_engine_per_class=1)
         base.update(overrides)
         return cls(**base)
 
@@ -124,5 +149,5 @@ class WorldConfig:
 
     @property
     def speakers(self) -> tuple[str, ...]:
-        """Speaker ids ``voice+variant`` in config order."""
+        """espeak-ng speaker ids ``voice+variant`` in config order (other engines: ``engine_speakers``)."""
         return tuple(f"{v}+{var}" for v in self.speech_voices for var in self.speech_variants)

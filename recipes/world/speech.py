@@ -1,4 +1,10 @@
-"""Spoken digits: espeak-ng formant synthesis of the ten digit words by 15 speakers.
+"""Spoken digits: the ten digit words by 15 espeak-ng speakers and the voices of other synthesizers.
+
+Besides espeak-ng's formant voices below, ``WorldConfig.engine_speakers`` adds speakers of flite and
+festival (diphone, statistical parametric and HTS synthesis; ``recipes/world/voices.py``), each
+assigned to one split by name and numbered after espeak-ng's utterances, which stay as they were.
+Every row records ``engine`` and ``voice``; the hard split adds ``hard_engine_per_class`` utterances
+per digit word by the held-out ``hard_engine_voices``, under the same conditions as its others.
 
 A speaker is an espeak-ng voice (``en-us``, ``en-gb``, ``en-029``: American, British, Caribbean
 English pronunciation and intonation rules) combined with a voice variant (``m1 m2 m3 f1 f2``:
@@ -52,19 +58,24 @@ from __future__ import annotations
 import functools
 import shutil
 import subprocess
+import sys
 import tempfile
 import wave
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from binder.io import atomic_path
+from recipes.world import voices
 from recipes.world.common import pick_conditions, progress_bar, relpath, rng_for
 from recipes.world.config import HARD, SPLITS, WorldConfig
 from recipes.world.images import DIGIT_WORDS, DigitSet, caption, split_counts
 
 ESPEAK = "espeak-ng"
+T = TypeVar("T")
 
 
 class SpeechError(RuntimeError):
@@ -129,35 +140,82 @@ def split_speakers(cfg: WorldConfig) -> dict[str, list[str]]:
 
 def write_speech(folder: Path, cfg: WorldConfig, digits: DigitSet, progress: bool = True,
                  workers: int = 2) -> tuple[dict[str, list[dict]], dict[str, list[str]]]:
-    """Synthesize every utterance; returns manifest rows (modality "audio") by split and the speakers by split."""
+    """Synthesize every utterance; returns manifest rows (modality "audio") by split and the speakers by split.
+
+    espeak-ng's speakers come first, numbered and drawn exactly as without other engines; the
+    ``engine_speakers`` follow, each in its own split. One whose engine or voice is missing here is
+    left out with a message naming the package to install."""
     speakers = split_speakers(cfg)
     split_of = {spk: split for split, spks in speakers.items() for spk in spks}
-    jobs, rows = [], {s: [] for s in SPLITS}
+    jobs: list[Callable[[], Path]] = []
+    rows: dict[str, list[dict]] = {s: [] for s in SPLITS}
     k = 0
+    def espeak_draw(rng: np.random.Generator) -> tuple[int, int]:
+        return int(rng.choice(cfg.speech_rates)), int(rng.choice(cfg.speech_pitches))
+
     for speaker in cfg.speakers:
         voice, variant = speaker.split("+")
-        split = split_of[speaker]
-        for label, word in enumerate(DIGIT_WORDS):
-            same_class = digits.members(split, label)
-            if len(same_class) == 0:
-                raise ValueError(f"no image of digit {label} in split {split!r}; raise max_images")
-            for _ in range(cfg.utterances_per_speaker_digit):
-                rng = rng_for(cfg.seed, "speech", k)
-                rate = int(rng.choice(cfg.speech_rates))
-                pitch = int(rng.choice(cfg.speech_pitches))
-                path = folder / "audio" / f"{k:05d}.wav"
-                jobs.append((voice, variant, rate, pitch, path, word))
-                rows[split].append({
-                    "modality": "audio", "path": relpath(path, folder),
-                    "image": digits.image_path(int(rng.choice(same_class))), "label": label,
-                    "text": caption(label, rng), "split": split, "speaker": speaker, "rate": rate, "pitch": pitch})
-                k += 1
+        for (rate, pitch), label, path, row in _utterances(folder, cfg, digits, split_of[speaker], "speech", k,
+                                                           espeak_draw):
+            row.update(speaker=speaker, engine=ESPEAK, voice=speaker, rate=rate, pitch=pitch)
+            jobs.append(functools.partial(speak, voice, variant, rate, pitch, path, DIGIT_WORDS[label]))
+            rows[row["split"]].append(row)
+            k += 1
+    for split, other in available_engine_speakers(cfg):
+        speakers[split].append(other.name)
+        for rate, label, path, row in _utterances(folder, cfg, digits, split, "speech-engine", k,
+                                                  lambda rng: int(rng.choice(cfg.speech_rates))):
+            row.update(speaker=other.name, engine=other.engine, voice=other.voice,
+                       rate=rate if voices.keeps_rate(other) else None, pitch=None)
+            jobs.append(functools.partial(voices.synthesize, other, rate, path, DIGIT_WORDS[label]))
+            rows[split].append(row)
+            k += 1
     (folder / "audio").mkdir(parents=True, exist_ok=True)
-    with progress_bar(len(jobs), "speech (espeak-ng)", progress) as bar, \
+    with progress_bar(len(jobs), "speech (espeak-ng and other engines)", progress) as bar, \
             ThreadPoolExecutor(max_workers=max(1, workers)) as executor:
-        for _ in executor.map(lambda job: speak(*job), jobs):
+        for _ in executor.map(lambda job: job(), jobs):
             bar.update()
     return rows, speakers
+
+
+def _utterances(folder: Path, cfg: WorldConfig, digits: DigitSet, split: str, stream: str, k: int,
+                draw: Callable[[np.random.Generator], T]) -> Iterator[tuple[T, int, Path, dict]]:
+    """One speaker's utterances from number ``k`` on: what ``draw`` took from each one's generator (first,
+    before the paired image and the caption), its digit, its WAV path and its row so far."""
+    for label in range(len(DIGIT_WORDS)):
+        same_class = digits.members(split, label)
+        if len(same_class) == 0:
+            raise ValueError(f"no image of digit {label} in split {split!r}; raise max_images")
+        for _ in range(cfg.utterances_per_speaker_digit):
+            rng = rng_for(cfg.seed, stream, k)
+            drawn = draw(rng)
+            path = folder / "audio" / f"{k:05d}.wav"
+            yield drawn, label, path, {
+                "modality": "audio", "path": relpath(path, folder),
+                "image": digits.image_path(int(rng.choice(same_class))), "label": label,
+                "text": caption(label, rng), "split": split}
+            k += 1
+
+
+def engine_speakers(cfg: WorldConfig) -> list[tuple[str, voices.EngineVoice]]:
+    """``(split, speaker)`` of each of the config's ``engine_speakers``, in config order."""
+    out = []
+    for spec in cfg.engine_speakers:
+        split, _, name = spec.partition(":")
+        out.append((split, voices.EngineVoice.parse(name)))
+    return out
+
+
+def available_engine_speakers(cfg: WorldConfig) -> list[tuple[str, voices.EngineVoice]]:
+    """The ``engine_speakers`` that can be synthesized here; each missing one is reported on stderr."""
+    return [(split, speaker) for split, speaker in engine_speakers(cfg) if _here(speaker)]
+
+
+def _here(speaker: voices.EngineVoice) -> bool:
+    why = voices.missing(speaker)
+    if why is not None:
+        print(f"world: speaker {speaker.name} left out: {why}", file=sys.stderr)
+    return why is None
 
 
 def speech_units_rows(audio_rows: dict[str, list[dict]]) -> dict[str, list[dict]]:
@@ -369,7 +427,7 @@ def degrade(clean: np.ndarray, rng: np.random.Generator, rate: int,
 def write_speech_hard(folder: Path, cfg: WorldConfig, digits: DigitSet, progress: bool = True,
                       workers: int = 2) -> list[dict]:
     """The hard split: ``hard_per_class`` utterances per digit word (see the module docstring); audio rows."""
-    voices, variants = hard_speakers(cfg)
+    espeak_voices, variants = hard_speakers(cfg)
     rates, pitches = hard_rates(cfg), hard_pitches(cfg)
     out_dir = folder / "audio" / HARD
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -378,7 +436,8 @@ def write_speech_hard(folder: Path, cfg: WorldConfig, digits: DigitSet, progress
         babble_jobs = []
         for j, word in enumerate(BABBLE_WORDS):
             rng = rng_for(cfg.seed, "speech-hard-babble", j)
-            babble_jobs.append((voices[int(rng.integers(len(voices)))], variants[int(rng.integers(len(variants)))],
+            babble_jobs.append((espeak_voices[int(rng.integers(len(espeak_voices)))],
+                                variants[int(rng.integers(len(variants)))],
                                 int(rng.integers(120, 201)), int(rng.integers(20, 81)), tmp / f"babble{j}.wav", word))
         items, jobs = [], []
         for label, word in enumerate(DIGIT_WORDS):
@@ -388,7 +447,7 @@ def write_speech_hard(folder: Path, cfg: WorldConfig, digits: DigitSet, progress
             for j in range(cfg.hard_per_class):
                 k = label * cfg.hard_per_class + j
                 rng = rng_for(cfg.seed, "speech-hard", k)
-                voice = voices[int(rng.integers(len(voices)))]
+                voice = espeak_voices[int(rng.integers(len(espeak_voices)))]
                 variant = variants[int(rng.integers(len(variants)))]
                 rate, pitch = _draw_in(rng, rates), _draw_in(rng, pitches)
                 sample_rate = int(rng.choice(HARD_SAMPLE_RATES))
@@ -396,10 +455,11 @@ def write_speech_hard(folder: Path, cfg: WorldConfig, digits: DigitSet, progress
                 text = caption(label, rng)
                 jobs.append((voice, variant, rate, pitch, tmp / f"{k:05d}.wav", word))
                 items.append((k, rng, label, image, text, voice, variant, rate, pitch, sample_rate))
-        all_jobs = babble_jobs + jobs
-        with progress_bar(len(all_jobs), "speech (espeak-ng, hard)", progress) as bar, \
+        engine_items, engine_jobs = _hard_engine_items(cfg, digits, tmp, rates)
+        all_jobs = [functools.partial(speak, *job) for job in babble_jobs + jobs] + engine_jobs
+        with progress_bar(len(all_jobs), "speech (espeak-ng and other engines, hard)", progress) as bar, \
                 ThreadPoolExecutor(max_workers=max(1, workers)) as executor:
-            for _ in executor.map(lambda job: speak(*job), all_jobs):
+            for _ in executor.map(lambda job: job(), all_jobs):
                 bar.update()
         babble = [read_wav(job[4])[0] for job in babble_jobs]
         pools = {rate: [resample(x, ESPEAK_RATE, rate) for x in babble] for rate in HARD_SAMPLE_RATES}
@@ -408,7 +468,39 @@ def write_speech_hard(folder: Path, cfg: WorldConfig, digits: DigitSet, progress
             clean, native = read_wav(job[4])
             samples, fields = degrade(resample(clean, native, sample_rate), rng, sample_rate, pools[sample_rate])
             path = write_wav(out_dir / f"{k:05d}.wav", samples, sample_rate)
+            speaker = f"{voice}+{variant}"
             rows.append({"modality": "audio", "path": relpath(path, folder), "image": image, "label": label,
-                         "text": text, "split": HARD, "speaker": f"{voice}+{variant}", "rate": rate, "pitch": pitch,
+                         "text": text, "split": HARD, "speaker": speaker, "engine": ESPEAK, "voice": speaker,
+                         "rate": rate, "pitch": pitch, "sample_rate": sample_rate, **fields})
+        for k, rng, label, image, text, other, rate, sample_rate in engine_items:
+            clean, native = read_wav(tmp / f"{k:05d}.wav")
+            samples, fields = degrade(resample(clean, native, sample_rate), rng, sample_rate, pools[sample_rate])
+            path = write_wav(out_dir / f"{k:05d}.wav", samples, sample_rate)
+            rows.append({"modality": "audio", "path": relpath(path, folder), "image": image, "label": label,
+                         "text": text, "split": HARD, "speaker": other.name, "engine": other.engine,
+                         "voice": other.voice, "rate": rate if voices.keeps_rate(other) else None, "pitch": None,
                          "sample_rate": sample_rate, **fields})
     return rows
+
+
+def _hard_engine_items(cfg: WorldConfig, digits: DigitSet, tmp: Path,
+                       rates: list[tuple[int, int]]) -> tuple[list[tuple], list[Callable[[], Path]]]:
+    """``hard_engine_per_class`` utterances per digit word by the held-out engine voices (numbered after
+    espeak-ng's hard items, so those are unchanged), and the jobs that synthesize them."""
+    held_out = [v for v in (voices.EngineVoice.parse(s) for s in cfg.hard_engine_voices) if _here(v)]
+    items: list[tuple] = []
+    jobs: list[Callable[[], Path]] = []
+    if not held_out:
+        return items, jobs
+    first = len(DIGIT_WORDS) * cfg.hard_per_class
+    for label, word in enumerate(DIGIT_WORDS):
+        test_images = digits.members("test", label)
+        for j in range(cfg.hard_engine_per_class):
+            k = first + label * cfg.hard_engine_per_class + j
+            rng = rng_for(cfg.seed, "speech-hard-engine", k)
+            other = held_out[int(rng.integers(len(held_out)))]
+            rate, sample_rate = _draw_in(rng, rates), int(rng.choice(HARD_SAMPLE_RATES))
+            image = digits.image_path(int(rng.choice(test_images)))
+            items.append((k, rng, label, image, caption(label, rng), other, rate, sample_rate))
+            jobs.append(functools.partial(voices.synthesize, other, rate, tmp / f"{k:05d}.wav", word))
+    return items, jobs

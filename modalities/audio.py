@@ -32,6 +32,10 @@ FRAME_SHIFT_MS = 10.0
 # The short-clip policy: anything down to one analysis window is embedded (padded by the modality's
 # short_policy); a file shorter than that holds no complete frame and is refused.
 ANALYSIS_WINDOW_S = FRAME_LENGTH_MS / 1000.0
+# How each clip's log-mel is normalized: "global" ((x - mean) / std, ImageBind's), "cmn" (less its own
+# per-bin mean over time), "cmvn" (and divided by its own per-bin std, floored at VARIANCE_FLOOR).
+NORMALIZATIONS = ("global", "cmn", "cmvn")
+VARIANCE_FLOOR = 0.5  # log units: a near-constant bin (a band a telephone cut) is not blown up to unit variance
 # Silence trimming never keeps less than this much of a recording (all of it when shorter).
 TRIM_MIN_KEEP_S = 0.25
 PREEMPHASIS = 0.97
@@ -58,6 +62,7 @@ class AudioOptions:
     clips: int = 3
     mean: float = -4.268
     std: float = 9.138
+    normalize: str = "global"
     patch: int = 16
     stride: int = 10
     short_policy: str = "pad"
@@ -83,6 +88,8 @@ class AudioOptions:
         if self.trim_top_db <= 0:
             raise ValueError(f"audio trim_top_db must be positive, got {self.trim_top_db}")
         check_min_duration("audio", self.min_duration)
+        if self.normalize not in NORMALIZATIONS:
+            raise ValueError(f"audio normalize must be one of {NORMALIZATIONS}, got {self.normalize!r}")
         if self.clips < 1 or self.clip_duration <= 0 or self.sample_rate <= 0:
             raise ValueError("audio clips, clip_duration and sample_rate must be positive")
 
@@ -321,8 +328,24 @@ def fbank_clips(waveform: torch.Tensor, opts: AudioOptions) -> torch.Tensor:
     power = torch.fft.rfft(frames, n=n_fft).abs().pow(2.0)
     mel = torch.matmul(power, _mel_matrix(opts.num_mel_bins, n_fft, opts.sample_rate).to(wave.device))
     logmel = mel.clamp_min(torch.finfo(torch.float32).eps).log()
+    if opts.normalize != "global":
+        return utterance_normalized(logmel, valid, opts.normalize == "cmvn").transpose(1, 2).unsqueeze(1).contiguous()
     logmel = logmel.masked_fill(~valid[..., None], 0.0)  # ImageBind pads the fbank with zeros
     return ((logmel.transpose(1, 2) - opts.mean) / opts.std).unsqueeze(1).contiguous()
+
+
+def utterance_normalized(logmel: torch.Tensor, valid: torch.Tensor, variance: bool) -> torch.Tensor:
+    """Each clip's log-mel less its own per-bin mean over its real frames (and divided by their std
+    with ``variance``): cepstral mean (and variance) normalization, which removes what a fixed
+    microphone or line adds to every frame. Padding frames are 0, the normalized mean."""
+    weight = valid[..., None].to(logmel.dtype)  # (clips, frames, 1)
+    count = weight.sum(dim=1, keepdim=True).clamp_min(1.0)
+    mean = (logmel * weight).sum(dim=1, keepdim=True) / count
+    out = (logmel - mean) * weight
+    if variance:
+        std = (out.pow(2).sum(dim=1, keepdim=True) / count).sqrt()
+        out = out / std.clamp_min(VARIANCE_FLOOR)
+    return out
 
 
 @register_modality

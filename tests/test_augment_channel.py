@@ -106,10 +106,11 @@ def test_channel_draws_come_last_and_only_when_asked_for():
     """With the channel options off, nothing is drawn for them (older recipes replay unchanged); with
     a codec always on, the result is the codec applied to what the other draws made."""
     x = _tone(300)
-    base = AudioAugment(p_speed=1.0, noise_p=1.0, p_gain=1.0)
+    off = dict(p_reverb=0.0, p_eq=0.0, p_band=0.0, p_codec=0.0)
+    base = AudioAugment(p_speed=1.0, noise_p=1.0, p_gain=1.0, **off)
     plain = augment_wave(x, np.random.default_rng(5), base, SR)
     coded = augment_wave(x, np.random.default_rng(5), AudioAugment(p_speed=1.0, noise_p=1.0, p_gain=1.0,
-                                                                   p_codec=1.0, codecs=("alaw",)), SR)
+                                                                   **{**off, "p_codec": 1.0}, codecs=("alaw",)), SR)
     np.testing.assert_array_equal(coded, C.codec_round_trip(plain, SR, "alaw"))
     everything = AudioAugment(p_reverb=1.0, p_eq=1.0, p_band=1.0, p_codec=1.0)
     a = augment_wave(x, np.random.default_rng(9), everything, SR)
@@ -120,8 +121,8 @@ def test_channel_draws_come_last_and_only_when_asked_for():
 def test_band_limiting_in_the_draw_cuts_the_band():
     rng = np.random.default_rng(0)
     noise = (0.1 * rng.standard_normal(SR)).astype(np.float32)
-    opts = AudioAugment(p_speed=0.0, p_silence=0.0, p_gain=0.0, noise_p=0.0, p_band=1.0,
-                        band_cutoff_hz=(3000.0, 3000.0), band_rates=(16000,))
+    opts = AudioAugment(p_speed=0.0, p_silence=0.0, p_gain=0.0, noise_p=0.0, p_reverb=0.0, p_eq=0.0, p_codec=0.0,
+                        p_band=1.0, band_cutoff_hz=(3000.0, 3000.0), band_rates=(16000,))
     out = augment_wave(noise, np.random.default_rng(1), opts, SR)
     assert _band_energy(out, 5000, SR / 2) < 1e-4 * _band_energy(out, 300, 2500)  # 40 dB down from 5 kHz
 

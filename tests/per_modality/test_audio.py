@@ -201,3 +201,24 @@ def test_one_clip_is_taken_where_the_sound_is():
     even = Audio(clips=1, clip_duration=1.0, trim_silence=False, clip_select="even")
     assert not torch.allclose(audio.preprocess(wave[0].numpy()), even.preprocess(wave[0].numpy()), atol=1e-2)
 
+
+
+@pytest.mark.parametrize("mode", ["cmn", "cmvn"])
+def test_utterance_normalization_removes_a_fixed_gain_and_centres_each_bin(mode):
+    opts = AudioOptions(normalize=mode, clips=1, num_mel_bins=32)
+    wave = torch.from_numpy(chirp(0.8, SR))  # shorter than a clip: real frames, then padding
+    x = fbank_clips(wave, opts)[0, 0]  # (mels, frames)
+    real = 1 + (int(0.8 * SR) - 400) // 160
+    assert torch.all(x[:, real:] == 0)  # padding sits at the normalized mean
+    torch.testing.assert_close(x[:, :real].mean(dim=1), torch.zeros(32), atol=1e-4, rtol=0)
+    louder = fbank_clips(wave * 0.1, opts)[0, 0]  # -20 dB: a constant shift of every log-mel bin
+    torch.testing.assert_close(louder, x, atol=2e-3, rtol=0)
+    if mode == "cmvn":
+        std = x[:, :real].std(dim=1, unbiased=False)  # 1, or below 1 where the bin's own std is under the floor
+        assert torch.all(std < 1 + 1e-3) and (std > 1 - 1e-3).sum() >= 16
+    assert not torch.allclose(fbank_clips(wave, AudioOptions(clips=1, num_mel_bins=32))[0, 0], x)
+
+
+def test_normalize_is_validated():
+    with pytest.raises(ValueError, match="normalize"):
+        Audio(normalize="pcen")

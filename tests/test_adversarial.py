@@ -128,7 +128,7 @@ def wrong_shape(d, name):
 
 def too_short(d, name):
     if name in WAVS:
-        return write_wav(d / f"blip{EXT[name]}", voiced_speech(0.1, 16000), 16000)
+        return write_wav(d / f"blip{EXT[name]}", voiced_speech(0.01, 16000), 16000)  # under one 25 ms window
     if name in VIDEOS:
         return write_video(d / f"still{EXT[name]}", moving_blob(1))
     if name == "image":

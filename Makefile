@@ -58,8 +58,9 @@ lint: install lock-check
 	$(BIN)/mypy
 
 # Fails, with what to do, when pyproject.toml's dependencies changed and uv.lock was not regenerated.
+# Offline: a lock that matches is checked without the network (a stale one fails either way).
 lock-check: $(UV)
-	@$(UV) lock --check --python $(PYTHON) --quiet || { echo "error: $(LOCK_HINT)" >&2; exit 1; }
+	@$(UV) lock --check --offline --python $(PYTHON) --quiet || { echo "error: $(LOCK_HINT)" >&2; exit 1; }
 
 # Regenerates uv.lock from pyproject.toml, keeping every pin that still fits.
 lock: $(UV)

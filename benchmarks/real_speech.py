@@ -94,7 +94,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     ev = load_recipe(args.recipe).eval
-    model = BindingModel.load(args.model, [args.modality])
+    model = BindingModel.load(args.model, [args.modality, "text"])  # the text tower encodes the prompts
     result = score(model, spoken_digits(args.folder, args.modality), ev.names or ev.classes, ev.templates)
     result.update(model=str(args.model), modality=args.modality, folder=str(args.folder))
     name = args.name or f"{args.model.name}/{args.modality}"

@@ -132,3 +132,14 @@ def test_band_limiting_in_the_draw_cuts_the_band():
 def test_channel_options_are_validated(bad):
     with pytest.raises(ValueError):
         AudioAugment(**bad)
+
+
+@pytest.mark.parametrize("samples", [400, 481])  # one 25 ms window at 16 kHz, and an odd length
+@pytest.mark.parametrize("codec", list(C.CODECS))
+def test_the_shortest_clips_and_stereo_go_through_every_step(codec, samples):
+    x = (0.1 * np.random.default_rng(samples).standard_normal((2, samples))).astype(np.float32)
+    for out in (C.codec_round_trip(x, SR, codec), C.through_rate(x, SR, 8000), C.lowpass(x, SR, 3000),
+                C.shelf_eq(x, SR, 6.0, -6.0), C.reverberate(x, C.synthetic_rir(SR, 0.5, np.random.default_rng(0)))):
+        assert out.shape == x.shape and out.dtype == np.float32 and np.isfinite(out).all()
+    silent = np.zeros(samples, np.float32)
+    assert np.array_equal(C.reverberate(silent, C.synthetic_rir(SR, 0.3, np.random.default_rng(0))), silent)

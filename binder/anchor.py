@@ -99,9 +99,8 @@ class Anchor(nn.Module):
         """Refuse a tower that a partial load left on the meta device: its text output would hold no
         values and mix silently with real embeddings into a plausible wrong answer (and its image
         path fails with a bare device error)."""
-        visual = {id(p) for p in self.clip.visual.parameters()}
-        params = [p for p in self.clip.parameters() if (id(p) in visual) == (tower == "image")]
-        if any(p.is_meta for p in params):
+        image = tower == "image"
+        if any(p.is_meta for name, p in self.clip.named_parameters() if name.startswith("visual.") == image):
             raise AnchorError(f"the anchor's {tower} tower was not loaded: load the model with the "
                               f"{tower!r} modality too (BindingModel.load(folder, [..., {tower!r}]))")
 

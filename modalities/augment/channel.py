@@ -54,11 +54,10 @@ def _resample_poly(wave: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray
 
 
 def _fit_length(wave: np.ndarray, length: int) -> np.ndarray:
-    """``wave`` cut or zero-padded at its end to ``length`` samples."""
-    n = wave.shape[-1]
-    if n >= length:
-        return np.ascontiguousarray(wave[..., :length])
-    return np.pad(wave, [(0, 0)] * (wave.ndim - 1) + [(0, length - n)])
+    """``wave`` cut or zero-padded at its end to ``length`` samples (librosa's fix_length), contiguous."""
+    import librosa
+
+    return np.ascontiguousarray(librosa.util.fix_length(wave, size=length, axis=-1))
 
 
 def lowpass(wave: np.ndarray, sample_rate: int, cutoff_hz: float, order: int = 8) -> np.ndarray:

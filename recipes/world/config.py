@@ -99,14 +99,10 @@ class WorldConfig:
             self._check_engine_speakers()
 
     def _check_engine_speakers(self) -> None:
-        from recipes.world.voices import EngineVoice
+        from recipes.world.voices import EngineVoice, split_and_speaker
 
         for spec in self.engine_speakers:
-            split, _, speaker = spec.partition(":")
-            if split not in SPLITS:
-                raise ValueError(f"engine_speakers entries are SPLIT:ENGINE:VOICE with SPLIT one of {SPLITS}, "
-                                 f"got {spec!r}")
-            EngineVoice.parse(speaker)
+            split_and_speaker(spec, SPLITS)
         for spec in self.hard_engine_voices:
             EngineVoice.parse(spec)
         if len({s.partition(":")[2] for s in self.engine_speakers}) != len(self.engine_speakers):

@@ -199,11 +199,7 @@ def _utterances(folder: Path, cfg: WorldConfig, digits: DigitSet, split: str, st
 
 def engine_speakers(cfg: WorldConfig) -> list[tuple[str, voices.EngineVoice]]:
     """``(split, speaker)`` of each of the config's ``engine_speakers``, in config order."""
-    out = []
-    for spec in cfg.engine_speakers:
-        split, _, name = spec.partition(":")
-        out.append((split, voices.EngineVoice.parse(name)))
-    return out
+    return [voices.split_and_speaker(spec, SPLITS) for spec in cfg.engine_speakers]
 
 
 def available_engine_speakers(cfg: WorldConfig) -> list[tuple[str, voices.EngineVoice]]:
@@ -429,8 +425,7 @@ def write_speech_hard(folder: Path, cfg: WorldConfig, digits: DigitSet, progress
     """The hard split: ``hard_per_class`` utterances per digit word (see the module docstring); audio rows."""
     espeak_voices, variants = hard_speakers(cfg)
     rates, pitches = hard_rates(cfg), hard_pitches(cfg)
-    out_dir = folder / "audio" / HARD
-    out_dir.mkdir(parents=True, exist_ok=True)
+    (folder / "audio" / HARD).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="anybind-hard-speech-") as tmp_dir:
         tmp = Path(tmp_dir)
         babble_jobs = []
@@ -464,23 +459,26 @@ def write_speech_hard(folder: Path, cfg: WorldConfig, digits: DigitSet, progress
         babble = [read_wav(job[4])[0] for job in babble_jobs]
         pools = {rate: [resample(x, ESPEAK_RATE, rate) for x in babble] for rate in HARD_SAMPLE_RATES}
         rows = []
-        for (k, rng, label, image, text, voice, variant, rate, pitch, sample_rate), job in zip(items, jobs):
-            clean, native = read_wav(job[4])
-            samples, fields = degrade(resample(clean, native, sample_rate), rng, sample_rate, pools[sample_rate])
-            path = write_wav(out_dir / f"{k:05d}.wav", samples, sample_rate)
+        for k, rng, label, image, text, voice, variant, rate, pitch, sample_rate in items:
             speaker = f"{voice}+{variant}"
-            rows.append({"modality": "audio", "path": relpath(path, folder), "image": image, "label": label,
-                         "text": text, "split": HARD, "speaker": speaker, "engine": ESPEAK, "voice": speaker,
-                         "rate": rate, "pitch": pitch, "sample_rate": sample_rate, **fields})
+            who = {"speaker": speaker, "engine": ESPEAK, "voice": speaker, "rate": rate, "pitch": pitch}
+            rows.append(_hard_row(folder, tmp, k, rng, label, image, text, who, sample_rate, pools))
         for k, rng, label, image, text, other, rate, sample_rate in engine_items:
-            clean, native = read_wav(tmp / f"{k:05d}.wav")
-            samples, fields = degrade(resample(clean, native, sample_rate), rng, sample_rate, pools[sample_rate])
-            path = write_wav(out_dir / f"{k:05d}.wav", samples, sample_rate)
-            rows.append({"modality": "audio", "path": relpath(path, folder), "image": image, "label": label,
-                         "text": text, "split": HARD, "speaker": other.name, "engine": other.engine,
-                         "voice": other.voice, "rate": rate if voices.keeps_rate(other) else None, "pitch": None,
-                         "sample_rate": sample_rate, **fields})
+            who = {"speaker": other.name, "engine": other.engine, "voice": other.voice,
+                   "rate": rate if voices.keeps_rate(other) else None, "pitch": None}
+            rows.append(_hard_row(folder, tmp, k, rng, label, image, text, who, sample_rate, pools))
     return rows
+
+
+def _hard_row(folder: Path, tmp: Path, k: int, rng: np.random.Generator, label: int, image: str, text: str,
+              who: dict, sample_rate: int, pools: dict[int, list[np.ndarray]]) -> dict:
+    """Hard item ``k``: its clean utterance (``tmp/{k:05d}.wav``) at ``sample_rate`` under drawn conditions,
+    written to ``audio/hard/``; its row, with ``who`` (speaker, engine, voice, rate, pitch)."""
+    clean, native = read_wav(tmp / f"{k:05d}.wav")
+    samples, fields = degrade(resample(clean, native, sample_rate), rng, sample_rate, pools[sample_rate])
+    path = write_wav(folder / "audio" / HARD / f"{k:05d}.wav", samples, sample_rate)
+    return {"modality": "audio", "path": relpath(path, folder), "image": image, "label": label, "text": text,
+            "split": HARD, **who, "sample_rate": sample_rate, **fields}
 
 
 def _hard_engine_items(cfg: WorldConfig, digits: DigitSet, tmp: Path,

@@ -56,6 +56,14 @@ class EngineVoice:
         return f"{self.engine}:{self.voice}"
 
 
+def split_and_speaker(spec: str, splits: tuple[str, ...]) -> tuple[str, EngineVoice]:
+    """``SPLIT:ENGINE:VOICE`` (an entry of ``WorldConfig.engine_speakers``) as its split and speaker."""
+    split, _, speaker = spec.partition(":")
+    if split not in splits:
+        raise ValueError(f"engine_speakers entries are SPLIT:ENGINE:VOICE with SPLIT one of {splits}, got {spec!r}")
+    return split, EngineVoice.parse(speaker)
+
+
 def _flite_command(voice: str, stretch: float, out: Path, text: str) -> list[str]:
     return ["flite", "-voice", voice, "--setf", f"duration_stretch={stretch:.4f}", "-t", text, "-o", str(out)]
 

@@ -51,6 +51,10 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "channel strong": ({"p_reverb": 0.5, "p_eq": 0.8, "p_band": 0.8, "p_codec": 0.5}, {}),
     "8 kHz": (NO_CHANNEL, {"sample_rate": 8000}),
     "8 kHz+channel": (CHANNEL, {"sample_rate": 8000}),
+    "channel+babble": ({**CHANNEL, "p_babble": 0.3}, {}),
+    "channel+babble strong": ({**CHANNEL, "p_babble": 0.6}, {}),
+    "pcen": (NO_CHANNEL, {"normalize": "pcen"}),
+    "channel+pcen": (CHANNEL, {"normalize": "pcen"}),
 }
 
 

@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import os
 import warnings
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from torch import nn
 from binder.errors import ModalityError
 from binder.registry import register_modality
 from binder.tokenizers import PatchTokens2d
-from modalities.augment.audio import AudioAugment, augment_wave, mask_spectrogram
+from modalities.augment.audio import AudioAugment, augment_wave, babble_pool, mask_spectrogram
 from modalities.base import Modality
 from modalities.common import check_file, check_finite, check_range, quiet_native_stderr
 
@@ -33,9 +34,14 @@ FRAME_SHIFT_MS = 10.0
 # short_policy); a file shorter than that holds no complete frame and is refused.
 ANALYSIS_WINDOW_S = FRAME_LENGTH_MS / 1000.0
 # How each clip's log-mel is normalized: "global" ((x - mean) / std, ImageBind's), "cmn" (less its own
-# per-bin mean over time), "cmvn" (and divided by its own per-bin std, floored at VARIANCE_FLOOR).
-NORMALIZATIONS = ("global", "cmn", "cmvn")
+# per-bin mean over time), "cmvn" (and divided by its own per-bin std, floored at VARIANCE_FLOOR),
+# "pcen" (librosa's per-channel energy normalization of the mel magnitudes in place of the log).
+NORMALIZATIONS = ("global", "cmn", "cmvn", "pcen")
 VARIANCE_FLOOR = 0.5  # log units: a near-constant bin (a band a telephone cut) is not blown up to unit variance
+# PCEN: magnitudes of float audio are scaled to the integer range librosa's defaults expect; the
+# output is standardized by its mean and std over the world's training clips (speech and silence).
+PCEN_INPUT_SCALE = 2.0 ** 31
+PCEN_MEAN, PCEN_STD = 0.939, 1.169
 # Silence trimming never keeps less than this much of a recording (all of it when shorter).
 TRIM_MIN_KEEP_S = 0.25
 PREEMPHASIS = 0.97
@@ -327,11 +333,26 @@ def fbank_clips(waveform: torch.Tensor, opts: AudioOptions) -> torch.Tensor:
     frames = (frames - PREEMPHASIS * previous) * _window(size).to(wave.device)
     power = torch.fft.rfft(frames, n=n_fft).abs().pow(2.0)
     mel = torch.matmul(power, _mel_matrix(opts.num_mel_bins, n_fft, opts.sample_rate).to(wave.device))
+    if opts.normalize == "pcen":
+        return pcen_normalized(mel, valid, opts.sample_rate, shift).transpose(1, 2).unsqueeze(1).contiguous()
     logmel = mel.clamp_min(torch.finfo(torch.float32).eps).log()
     if opts.normalize != "global":
         return utterance_normalized(logmel, valid, opts.normalize == "cmvn").transpose(1, 2).unsqueeze(1).contiguous()
     logmel = logmel.masked_fill(~valid[..., None], 0.0)  # ImageBind pads the fbank with zeros
     return ((logmel.transpose(1, 2) - opts.mean) / opts.std).unsqueeze(1).contiguous()
+
+
+def pcen_normalized(mel: torch.Tensor, valid: torch.Tensor, sample_rate: int, hop: int) -> torch.Tensor:
+    """Per-channel energy normalization (librosa.pcen, its defaults) of each clip's mel magnitudes,
+    (clips, frames, mels): an automatic gain control per mel band, smoothed over 0.4 s, then root
+    compression, so a level or a fixed microphone colouring moves it less than a log does. Padding
+    frames are 0, the standardized mean."""
+    import librosa
+
+    magnitude = mel.clamp_min(0.0).sqrt().double().cpu().numpy() * PCEN_INPUT_SCALE
+    out = librosa.pcen(magnitude, sr=sample_rate, hop_length=hop, axis=1)
+    norm = (torch.from_numpy(out).to(mel.device, torch.float32) - PCEN_MEAN) / PCEN_STD
+    return norm * valid[..., None].to(norm.dtype)
 
 
 def utterance_normalized(logmel: torch.Tensor, valid: torch.Tensor, variance: bool) -> torch.Tensor:
@@ -377,6 +398,10 @@ class Audio(Modality):
         if o.trim_silence:
             wave = trim_silence(wave, o.sample_rate, o.trim_top_db)
         return fbank_clips(torch.as_tensor(wave), o)
+
+    def augment_with_data(self, options: AudioAugment, paths: Sequence[str], seed: int) -> AudioAugment:
+        """Babble (``p_babble``) draws its other talkers from the training set's own utterances."""
+        return options.with_babble(babble_pool(paths, seed))
 
     def augment(self, raw: np.ndarray, rng: np.random.Generator, options: AudioAugment) -> np.ndarray:
         """Shift, crop, silence, gain, noise, speed and pitch of the waveform (modalities.augment.audio)."""

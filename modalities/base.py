@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -95,6 +95,11 @@ class Modality(ABC):
             fields = [f.name for f in dataclasses.fields(self.AugmentOptions)]
             raise ValueError(f"bad augment options for modality {self.name!r}: {exc}; valid: {fields}") from None
         return opts if getattr(opts, "enabled", True) else None
+
+    def augment_with_data(self, options: Any, paths: Sequence[str], seed: int) -> Any:
+        """``options`` completed with what only the training set can give (audio: babble from other
+        training utterances), drawn from ``paths`` by ``seed``. Default: unchanged."""
+        return options
 
     def augment(self, raw: Any, rng: np.random.Generator, options: Any) -> Any:
         """A training-time variation of a decoded item, drawn from ``rng`` only. Default: unchanged."""

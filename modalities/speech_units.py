@@ -31,7 +31,7 @@ from modalities.audio import (
     load_waveform,
     trim_silence,
 )
-from modalities.augment.audio import AudioAugment, augment_wave
+from modalities.augment.audio import AudioAugment, augment_wave, babble_pool
 from modalities.base import Modality
 
 DELTA_WIDTH = 9  # librosa.feature.delta's default window; the utterance needs at least this many frames
@@ -411,6 +411,10 @@ class SpeechUnits(Modality):
         out = torch.full(self.input_shape(), float("nan"), dtype=torch.float32)
         out[: feats.shape[0]] = torch.from_numpy(feats)
         return out
+
+    def augment_with_data(self, options: AudioAugment, paths: Sequence[str], seed: int) -> AudioAugment:
+        """Babble (``p_babble``) draws its other talkers from the training set's own utterances."""
+        return options.with_babble(babble_pool(paths, seed))
 
     def augment(self, raw: np.ndarray, rng: np.random.Generator, options: AudioAugment) -> np.ndarray:
         """The audio waveform augmentations (shift, silence, gain, noise, speed, pitch); units are then re-derived."""

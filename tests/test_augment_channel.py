@@ -143,3 +143,75 @@ def test_the_shortest_clips_and_stereo_go_through_every_step(codec, samples):
         assert out.shape == x.shape and out.dtype == np.float32 and np.isfinite(out).all()
     silent = np.zeros(samples, np.float32)
     assert np.array_equal(C.reverberate(silent, C.synthetic_rir(SR, 0.3, np.random.default_rng(0))), silent)
+
+
+# ---------------------------------------------------------------- babble from other utterances
+
+def _write(path, wave, sr=SR):
+    import soundfile
+
+    soundfile.write(str(path), wave, sr)
+    return str(path)
+
+
+def test_babble_sums_talkers_at_equal_power_placed_inside_the_clip():
+    from modalities.augment.audio import babble
+
+    short, long_ = 0.5 * _tone(300, 0.25), 0.05 * _tone(700, 2.0)
+    out = babble([short, long_], SR, np.random.default_rng(0))
+    assert out.shape == (SR,) and out.dtype == np.float32
+    spec = np.abs(np.fft.rfft(out)) ** 2  # each talker carries the same energy per sample it covers
+    freqs = np.fft.rfftfreq(SR, 1 / SR)
+    e300, e700 = spec[np.abs(freqs - 300) < 20].sum(), spec[np.abs(freqs - 700) < 20].sum()
+    assert e700 / e300 == pytest.approx(4.0, rel=0.15)  # the 2 s talker fills 1 s, the 0.25 s one fills 0.25 s
+    quarters = (out.astype(np.float64) ** 2).reshape(4, -1).mean(axis=1)
+    assert quarters.min() > 0.9  # the long talker (unit power) was cropped to fill the whole clip
+    assert not babble([np.zeros(800, np.float32)], SR, np.random.default_rng(0)).any()  # silent talkers add nothing
+
+
+def test_babble_in_the_draw_lands_at_the_snr_asked_for_and_replays(tmp_path):
+    pool = (_write(tmp_path / "a.wav", 0.2 * _tone(900, 1.5)),)
+    off = dict(p_speed=0.0, p_silence=0.0, p_gain=0.0, noise_p=0.0, p_reverb=0.0, p_eq=0.0, p_band=0.0, p_codec=0.0)
+    opts = AudioAugment(**off, p_babble=1.0, babble_snr_db=(10.0, 10.0), babble_talkers=(1, 1), babble_files=pool)
+    x = _tone(200, 1.0, amp=0.5)
+    y = augment_wave(x, np.random.default_rng(3), opts, SR)
+    added = y - x
+    assert 10 * math.log10(np.mean(x.astype(np.float64) ** 2) / np.mean(added.astype(np.float64) ** 2)) \
+        == pytest.approx(10.0, abs=0.05)
+    assert _band_energy(added, 850, 950) > 1e3 * _band_energy(added, 150, 250)  # what was added is the other talker
+    assert np.array_equal(y, augment_wave(x, np.random.default_rng(3), opts, SR))
+    unread = AudioAugment(**off, p_babble=1.0, babble_files=(str(tmp_path / "missing.wav"),))
+    np.testing.assert_array_equal(augment_wave(x, np.random.default_rng(3), unread, SR), x)  # no talker, no harm
+
+
+def test_babble_off_or_without_a_pool_draws_nothing(tmp_path):
+    pool = (_write(tmp_path / "a.wav", 0.2 * _tone(900, 1.5)),)
+    x = _tone(300)
+    base = augment_wave(x, np.random.default_rng(8), AudioAugment(), SR)
+    for opts in (AudioAugment(babble_files=pool), AudioAugment(p_babble=1.0)):
+        np.testing.assert_array_equal(augment_wave(x, np.random.default_rng(8), opts, SR), base)
+
+
+def test_the_babble_pool_comes_from_the_training_set_unless_a_recipe_names_one():
+    from modalities.audio import Audio
+    from modalities.augment.audio import babble_pool
+    from modalities.speech_units import SpeechUnits
+
+    paths = [f"audio/{i:05d}.wav" for i in range(600)]
+    pool = babble_pool(paths + paths[:10], seed=0, size=256)
+    assert len(pool) == len(set(pool)) == 256 and set(pool) <= set(paths)
+    assert pool == babble_pool(paths, seed=0, size=256) and pool != babble_pool(paths, seed=1, size=256)
+    assert babble_pool(paths[:5], seed=0) == sorted(paths[:5])
+    for modality in (Audio(), SpeechUnits()):
+        on = modality.augment_with_data(AudioAugment(p_babble=0.3), paths, 0)
+        assert len(on.babble_files) == 256 and set(on.babble_files) <= set(paths)
+        assert modality.augment_with_data(AudioAugment(), paths, 0).babble_files == ()  # off: no pool to decode
+        own = AudioAugment(p_babble=0.3, babble_files=("mine.wav",))
+        assert modality.augment_with_data(own, paths, 0) is own
+
+
+@pytest.mark.parametrize("bad", [dict(p_babble=1.5), dict(babble_talkers=(0, 2)), dict(babble_talkers=(3, 1)),
+                                 dict(babble_talkers="many"), dict(babble_snr_db=(20.0, 5.0))])
+def test_babble_options_are_validated(bad):
+    with pytest.raises(ValueError):
+        AudioAugment(**bad)

@@ -101,6 +101,8 @@ class Trainer:
         except ValueError as exc:
             raise AnybindError(f"{self.recipe.path} [[modality]] {spec.name}: {exc}") from None
         records, inputs = read_pairs(self.manifest(spec.train), self.cfg.root), None
+        if augment is not None:
+            augment = modality.augment_with_data(augment, [r.path for r in records], self.cfg.seed)
         if not self.cfg.stream:  # the preprocess-once path: every input decoded up front, no augmentation
             if augment is not None:
                 raise AnybindError(f"{spec.name}: augmentation needs train.stream = true (set augment = false)")

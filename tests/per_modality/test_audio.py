@@ -219,6 +219,20 @@ def test_utterance_normalization_removes_a_fixed_gain_and_centres_each_bin(mode)
     assert not torch.allclose(fbank_clips(wave, AudioOptions(clips=1, num_mel_bins=32))[0, 0], x)
 
 
+def test_pcen_is_near_blind_to_level_where_the_log_mel_is_not():
+    opts = AudioOptions(normalize="pcen", clips=1, num_mel_bins=32)
+    wave = torch.from_numpy(chirp(0.8, SR))
+    x = fbank_clips(wave, opts)[0, 0]
+    real = 1 + (int(0.8 * SR) - 400) // 160
+    assert torch.isfinite(x).all() and torch.all(x[:, real:] == 0) and x[:, :real].abs().sum() > 0
+    quieter = fbank_clips(wave * 0.1, opts)[0, 0]  # -20 dB
+    moved = float((quieter - x)[:, :real].norm() / x[:, :real].norm())
+    plain = AudioOptions(clips=1, num_mel_bins=32)
+    log_moved = float((fbank_clips(wave * 0.1, plain)[0, 0] - fbank_clips(wave, plain)[0, 0])[:, :real].norm()
+                      / fbank_clips(wave, plain)[0, 0][:, :real].norm())
+    assert moved < 0.1 < log_moved
+
+
 def test_normalize_is_validated():
     with pytest.raises(ValueError, match="normalize"):
-        Audio(normalize="pcen")
+        Audio(normalize="per-speaker")

@@ -1,7 +1,6 @@
 """`anybind bench`: zero-shot figures on the standard data sets, next to the paper's."""
 from __future__ import annotations
 
-import os
 import tempfile
 from contextlib import ExitStack
 from typing import Any
@@ -9,6 +8,7 @@ from typing import Any
 import click
 
 from binder.cli import common
+from binder.model_choice import UNTRAINED, model_spec
 from recipes.bench import BENCHMARKS
 
 MAX_LISTED = 20  # items left out while building, listed on stderr before "and N more"
@@ -47,7 +47,7 @@ def bench_cmd(name: str, data_dir: str, model_dir: str | None, out_file: str | N
     with ExitStack() as stack:
         work = work_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix=f"anybind-bench-{name}-"))
         result = run_benchmark(model, bench, data_dir, work, batch_size, workers, progress=not quiet)
-    result["model"] = model_dir or os.environ.get(common.MODEL_ENV) or "untrained-default"
+    result["model"] = model_spec(model_dir) or UNTRAINED
     _report_left_out(result)
     for line in format_table([result]):
         click.echo(line)

@@ -1,7 +1,6 @@
-"""What the command modules share: the model resolution rule and recipe overrides."""
+"""What the command modules share: loading the chosen model with its notes, recipe overrides."""
 from __future__ import annotations
 
-import os
 import tomllib
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -11,34 +10,18 @@ import click
 if TYPE_CHECKING:
     from binder.model import BindingModel
 
-UNTRAINED_NOTE = ("note: no --model given; using a randomly initialised tiny anchor and bindings. "
-                  "The weights are UNTRAINED: embeddings are valid vectors but carry no meaning.")
-MODEL_ENV = "ANYBIND_MODEL"
-
-
 def load_model(path: str | None, quiet: bool = False, *, modalities: Iterable[str] | None = None,
                precision: str = "fp32") -> BindingModel:
-    """The model at ``path``, else at ``$ANYBIND_MODEL``, else the untrained default (with a note).
+    """``binder.model_choice.load_model`` with its notes on stderr unless ``quiet``."""
+    from binder.model_choice import load_model as choose
 
-    ``path`` is a model folder or a known model's name (``anybind models``), fetched and
-    converted on first use (``binder.hub``). ``modalities`` names what the command will encode
-    ("text" for a text query or labels): only those parts are read from the folder
-    (``BindingModel.load``); None loads the whole model. ``precision`` "int8" quantizes the
-    loaded encoders (``binder.precision``).
-    """
-    from binder.hub import resolve_model
-    from binder.model import BindingModel  # imported here so that `anybind --help` stays fast
-    from binder.precision import apply_precision
+    return choose(path, modalities=modalities, precision=precision, progress=not quiet,
+                  notify=None if quiet else echo_err)
 
-    path = path or os.environ.get(MODEL_ENV) or None
-    if path:
-        folder = resolve_model(path, progress=not quiet)  # a folder, or a known name (downloaded once)
-        model = BindingModel.load(folder, modalities)
-    else:
-        if not quiet:
-            click.echo(UNTRAINED_NOTE, err=True)
-        model = BindingModel.default().eval()
-    return apply_precision(model, precision)
+
+def echo_err(message: str) -> None:
+    """A note for the user, on stderr (stdout carries the results)."""
+    click.echo(message, err=True)
 
 
 def parse_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:

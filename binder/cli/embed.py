@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 import click
 
-from binder.cli.common import MODEL_ENV, load_model
+from binder.cli.common import load_model
+from binder.model_choice import UNTRAINED, model_spec
 from binder.precision import PRECISIONS
 
 PRECISION_OPTION = click.option(
@@ -66,7 +66,7 @@ def embed_cmd(paths, modality, model_dir, out_dir, fmt, batch_size, workers, qui
         if precision != "fp32":
             raise click.UsageError("--ray embeds at fp32; leave out --precision")
         opts = BuildOptions(modality, batch_size, workers, progress=False)
-        done, failures = embed_ray(paths, out_dir, ray_address, model_dir or os.environ.get(MODEL_ENV), opts)
+        done, failures = embed_ray(paths, out_dir, ray_address, model_spec(model_dir), opts)
         for f in failures:
             click.echo(f"anybind: skipped {f.path}: {f.reason}", err=True)
         click.echo(f"embedded {done} file(s) into {out_dir} with Ray; {len(failures)} failed", err=True)
@@ -75,7 +75,7 @@ def embed_cmd(paths, modality, model_dir, out_dir, fmt, batch_size, workers, qui
     model = load_model(model_dir, quiet, modalities={i.modality for i in items}, precision=precision)
     writer = None
     if fmt == "npy":
-        writer = ShardWriter(out_dir, model.embed_dim, info={"model": model_dir or "untrained-default"})
+        writer = ShardWriter(out_dir, model.embed_dim, info={"model": model_spec(model_dir) or UNTRAINED})
     done = 0
     for batch in embed_items(model, items, batch_size, workers, progress=not quiet, failures=failures):
         meta = [{"path": i.path, "modality": i.modality, "shape": list(batch.input_shape)} for i in batch.items]

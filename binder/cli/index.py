@@ -9,7 +9,7 @@ from typing import TextIO
 
 import click
 
-from binder.cli.common import MODEL_ENV, UNTRAINED_NOTE
+from binder.model_choice import UNTRAINED_NOTE, model_spec
 
 
 def register(app: click.Group) -> None:
@@ -70,7 +70,7 @@ def _run_build(index_dir, paths, modality, model_dir, batch_size, workers, shard
         get_modality(modality)
     if not create:
         read_index_manifest(index_dir)  # `add` needs a whole index: say so before loading anything
-    model_dir = model_dir or os.environ.get(MODEL_ENV) or None
+    model_dir = model_spec(model_dir)
     if resolve_model(index_dir, model_dir) is None and not quiet:
         click.echo(UNTRAINED_NOTE, err=True)
     opts = BuildOptions(modality, batch_size, workers, shard_size, progress=not quiet)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -123,28 +122,12 @@ def _check_dim(model, dim: int, where: str) -> None:
 
 def _query_model(recorded: str | None, model_dir: str | None, index_dir: str, quiet: bool,
                  modalities: set[str] | None = None, precision: str = "fp32"):
-    """The index's own model when it records one, else --model / $ANYBIND_MODEL / the default;
-    only the parts that embed the query's ``modalities`` are loaded."""
-    from binder.errors import IndexStoreError
+    """The model ``binder.model_choice`` picks for this index; only the parts that embed the query's
+    ``modalities`` are loaded."""
+    from binder.model_choice import index_model_spec
 
-    if recorded:
-        found = _find_model(recorded, index_dir)
-        if found is None and model_dir is None:
-            raise IndexStoreError(f"{index_dir} was built with model {recorded}, which is not there any more; "
-                                  f"pass --model")
-        if found is not None:
-            if model_dir and Path(model_dir).resolve() != Path(found).resolve() and not quiet:
-                click.echo(f"note: using the index's own model {found}, not --model {model_dir}", err=True)
-            return common.load_model(found, quiet, modalities=modalities, precision=precision)
-    return common.load_model(model_dir, quiet, modalities=modalities, precision=precision)
-
-
-def _find_model(recorded: str, index_dir: str) -> str | None:
-    for base in (Path.cwd(), Path(index_dir)):
-        path = base / os.path.expanduser(recorded)
-        if path.is_dir():
-            return str(path)
-    return None
+    spec = index_model_spec(index_dir, recorded, model_dir, notify=None if quiet else common.echo_err)
+    return common.load_model(spec, quiet, modalities=modalities, precision=precision)
 
 
 def _print_hits(hits, fmt: str) -> None:

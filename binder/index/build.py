@@ -21,6 +21,7 @@ from binder.errors import IndexStoreError
 from binder.index.integrity import NORM_TOLERANCE
 from binder.index.store import read_index_manifest
 from binder.index.writer import IndexWriter
+from binder.model_choice import UNTRAINED
 
 __all__ = ["HASH_CHUNK", "BuildOptions", "BuildReport", "build_index", "compact_index", "file_hash",
            "remove_from_index"]
@@ -67,7 +68,7 @@ def resolve_model(folder: str | os.PathLike, model_dir: str | os.PathLike | None
         return requested
     recorded = read_index_manifest(folder).get("model")
     if model_dir is not None and requested != recorded:
-        raise IndexStoreError(f"{folder}: index was built with model {recorded or 'untrained-default'}; "
+        raise IndexStoreError(f"{folder}: index was built with model {recorded or UNTRAINED}; "
                               f"cannot add embeddings of model {requested} (build a new index)")
     return recorded
 
@@ -79,8 +80,6 @@ def load_model_for(model_dir: str | None, modalities: Iterable[str] | None = Non
     if not model_dir:
         return BindingModel.default().eval()
     return BindingModel.load(model_dir, modalities)
-
-    return BindingModel.load(model_dir) if model_dir else BindingModel.default().eval()
 
 
 def plan(writer: IndexWriter, items: list[Item], report: BuildReport) -> list[Pending]:

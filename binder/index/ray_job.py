@@ -38,6 +38,7 @@ from binder.index.integrity import load_checked_shard
 from binder.index.store import read_index_manifest
 from binder.index.writer import IndexWriter
 from binder.io import atomic_write_bytes
+from binder.model_choice import UNTRAINED
 
 INSTALL_HINT = "Ray is not installed: pip install 'anybind[ray]' (ray[data])"
 
@@ -222,7 +223,7 @@ def embed_ray(paths: Iterable[str | os.PathLike], out_dir: str | os.PathLike, ad
     dim = len(load_shard(out_dir, shards[0])[0][0]) if shards and shards[0]["rows"] else None
     if dim is None:
         dim = load_model_for(model_dir).embed_dim
-    write_manifest(out_dir, dim, shards, {"model": model_dir or "untrained-default"})
+    write_manifest(out_dir, dim, shards, {"model": model_dir or UNTRAINED})
     return sum(s["rows"] for s in shards), sorted(failures, key=lambda f: f.path)
 
 

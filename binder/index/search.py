@@ -19,6 +19,7 @@ import numpy as np
 from binder.embed.shards import MANIFEST, read_shards
 from binder.errors import IndexStoreError
 from binder.index.backends import Backend, make_backend, resolve_name
+from binder.model_choice import UNTRAINED
 
 MAX_EMBED_MANIFEST = 64 << 20
 
@@ -56,7 +57,7 @@ class EmbeddingIndex:
         """
         if _is_shard_folder(folder):
             emb, meta, model = _read_embed_folder(folder)
-            return cls(emb, meta, backend, model=None if model == "untrained-default" else model,
+            return cls(emb, meta, backend, model=None if model == UNTRAINED else model,
                        progress=progress, **params)
         from binder.index.store import IndexStore
 

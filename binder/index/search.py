@@ -12,13 +12,16 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from binder.embed.shards import MANIFEST, read_shards
 from binder.errors import IndexStoreError
 from binder.index.backends import Backend, make_backend, resolve_name
+
+if TYPE_CHECKING:
+    from binder.index.store import Snapshot
 from binder.model_choice import UNTRAINED
 
 MAX_EMBED_MANIFEST = 64 << 20
@@ -61,9 +64,14 @@ class EmbeddingIndex:
                        progress=progress, **params)
         from binder.index.store import IndexStore
 
-        snap = IndexStore.open(folder).snapshot()
-        name = resolve_name(backend, len(snap.vectors))
-        if name != "exact" and cache and len(snap.vectors):
+        return cls.from_snapshot(folder, IndexStore.open(folder).snapshot(), backend, cache, progress, **params)
+
+    @classmethod
+    def from_snapshot(cls, folder: str | os.PathLike, snap: Snapshot, backend: str = "exact", cache: bool = True,
+                      progress: bool = False, **params) -> EmbeddingIndex:
+        """The index over one snapshot of the index folder ``folder`` (see ``open`` for ``cache``)."""
+        name = resolve_name(backend, len(snap.vectors)) if len(snap.vectors) else "exact"
+        if name != "exact" and cache:
             from binder.index.ann_cache import cached_backend
 
             built = cached_backend(folder, snap, name, progress=progress, **params)

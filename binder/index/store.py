@@ -104,6 +104,15 @@ class IndexStore:
     def dim(self) -> int:
         return int(self._manifest["dim"])
 
+    def change_key(self) -> tuple[int, int, int] | None:
+        """A token that changes whenever a writer commits (the manifest's inode, mtime and size: one
+        ``stat``, no read), None while there is no manifest to stat."""
+        try:
+            st = os.stat(self.folder / MANIFEST)
+        except OSError:
+            return None
+        return st.st_ino, st.st_mtime_ns, st.st_size
+
     def manifest(self) -> dict[str, Any]:
         """The manifest as committed now (read again from disk)."""
         self._manifest = read_index_manifest(self.folder)

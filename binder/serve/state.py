@@ -1,32 +1,25 @@
 """``ServeState``: what every route shares: the model (behind its batcher), the index, uploads.
 
-The index is a snapshot of an index folder. Every look-up (``view``, ``index``, ``item``) first
-compares ``manifest.json``'s inode, mtime and size with those of the snapshot being served: one
-``stat``, no read. A writer (``anybind index add``) replaces the manifest by a rename on each
-commit, so a new generation shows as a changed stat and is loaded then (only its new shards are
-read; ``IndexStore`` keeps the old ones), without a restart. A new generation that cannot be
-loaded (damaged, another dimension) is reported once and the previous one keeps being served.
+The index is a ``binder.index.live.LiveIndex``: every look-up (``view``, ``index``, ``item``) costs
+one ``stat`` until a writer (``anybind index add``) commits; then the new generation is read (only
+its new shards) and served without a restart. A new generation that cannot be read (damaged,
+another dimension) is logged once and the previous one keeps being served.
 """
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from starlette.concurrency import run_in_threadpool
 
-from binder.embed.shards import MANIFEST
 from binder.embed.workers import single_threaded_worker
-from binder.errors import AnybindError, IndexStoreError
-from binder.index.backends import resolve_name
+from binder.index.live import IndexGeneration, LiveIndex
 from binder.index.search import EmbeddingIndex
-from binder.index.store import IndexStore
 from binder.serve.batching import Batcher
 from binder.serve.config import ServeConfig
 from binder.serve.errors import ItemNotFoundError, one_line
@@ -60,13 +53,7 @@ class LruCache:
                 self._items.popitem(last=False)
 
 
-@dataclass(frozen=True)
-class IndexView:
-    """One generation of the index: ``index`` holds its rows (``index.metadata``) and vectors."""
-
-    index: EmbeddingIndex
-    generation: int
-    paths: frozenset[str]  # the files its rows hold: the only files a query may name
+IndexView = IndexGeneration  # one generation of the index, as routes see it
 
 
 class ServeState:
@@ -78,10 +65,8 @@ class ServeState:
         self.model = model
         self.model_name = model_name
         self.metrics = Metrics()
-        self.store = IndexStore.open(config.index)
-        self._lock = threading.Lock()
-        self._key: tuple[int, int, int] | None = self._manifest_key()
-        self._view = self._load()
+        self.live = LiveIndex(config.index, config.backend, model.embed_dim, self._stale,
+                              lambda _: self.metrics.reloaded())
         threads = config.threads or max(1, torch.get_num_threads() - 1)  # read before decode threads start
         self.decoder = ThreadPoolExecutor(config.decode_workers, initializer=single_threaded_worker,
                                           thread_name_prefix="anybind-serve-decode")
@@ -90,8 +75,8 @@ class ServeState:
         self.uploads = UploadDir(config.max_upload_bytes)
         self.cache = LruCache()
         self.metrics.gauges.update({
-            "anybind_index_generation": lambda: self._view.generation,
-            "anybind_index_rows": lambda: len(self._view.index),
+            "anybind_index_generation": lambda: self.live.current().generation,
+            "anybind_index_rows": lambda: len(self.live.current().index),
             "anybind_batching_enabled": lambda: float(config.batching),
             "anybind_encode_queue_depth": lambda: self.batcher.depth,
         })
@@ -106,29 +91,24 @@ class ServeState:
         return self.view().generation
 
     def view(self) -> IndexView:
-        """The current generation, loading a new one when the manifest changed since the last look."""
-        key = self._manifest_key()
-        if key != self._key:
-            with self._lock:
-                if key != self._key:
-                    self._key = key
-                    self._reload()
-        return self._view
+        """The current generation, loading a new one when a writer committed since the last look."""
+        return self.live.current()
 
     async def current(self) -> IndexView:
         """``view`` for async routes: a reload runs on a worker thread, never on the event loop."""
-        if self._manifest_key() != self._key:
+        if self.live.changed():
             return await run_in_threadpool(self.view)
-        return self._view
+        return self.live.current()
 
     def item(self, item_id: int) -> tuple[Path, dict[str, Any]]:
         """(file, metadata row) of row ``item_id`` of the current snapshot; ItemNotFoundError if none.
 
         Only rows of the index are ever served, so no client-given path is ever opened.
         """
-        index = self.index
+        view = self.view()
+        index = view.index
         if not 0 <= item_id < len(index):
-            raise ItemNotFoundError(f"no item {item_id}: the index (generation {self._view.generation}) holds "
+            raise ItemNotFoundError(f"no item {item_id}: the index (generation {view.generation}) holds "
                                     f"items 0 to {len(index) - 1}" if len(index) else
                                     f"no item {item_id}: the index is empty")
         row = index.metadata[item_id]
@@ -143,32 +123,5 @@ class ServeState:
         self.decoder.shutdown(wait=False, cancel_futures=True)
         self.uploads.close()
 
-    def _manifest_key(self) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(self.config.index / MANIFEST)
-        except OSError:
-            return None
-        return st.st_ino, st.st_mtime_ns, st.st_size
-
-    def _reload(self) -> None:
-        try:
-            self._view = self._load()
-        except (AnybindError, OSError, ValueError) as exc:
-            log.warning("anybind serve: keeping index generation %d: %s", self._view.generation, one_line(str(exc)))
-            return
-        self.metrics.reloaded()
-
-    def _load(self) -> IndexView:
-        snap = self.store.snapshot()
-        if snap.dim != self.model.embed_dim:
-            raise IndexStoreError(f"{self.config.index}: holds {snap.dim}-d vectors but the model embeds into "
-                                  f"{self.model.embed_dim} dimensions")
-        name = resolve_name(self.config.backend, len(snap.vectors)) if len(snap.vectors) else "exact"
-        if name != "exact":
-            from binder.index.ann_cache import cached_backend
-
-            backend: Any = cached_backend(self.config.index, snap, name)
-        else:
-            backend = "exact"
-        paths = frozenset(str(r.get("path", "")) for r in snap.rows)
-        return IndexView(EmbeddingIndex(snap.vectors, snap.rows, backend, model=snap.model), snap.generation, paths)
+    def _stale(self, kept: int, exc: Exception) -> None:
+        log.warning("anybind serve: keeping index generation %d: %s", kept, one_line(str(exc)))

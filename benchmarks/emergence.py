@@ -111,8 +111,8 @@ def basic_motions(args) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    """The README table: clean and hard emergent top-1, retrieval, the text-bound upper bound, and the
-    goals (hard within 5 points of clean; emergent at least 90 % of the upper bound)."""
+    """The emergence table (docs/guides/world.md): clean and hard emergent top-1, retrieval, the
+    text-bound upper bound, and the goals (hard within 5 points of clean; emergent at least 90 % of the upper bound)."""
     head = ("| modality | emergent → text top-1, test | hard split | hard − test | → image R@1 | → image R@10 "
             "| bound to text (upper bound) | emergent / upper | chance | test / hard items | steps |\n"
             "|---|---|---|---|---|---|---|---|---|---|---|\n")

@@ -9,7 +9,7 @@ attention keeps its in-projection as a raw parameter inside ``nn.MultiheadAttent
 quantization's reach; ``int8`` first swaps every such module for ``ProjectedAttention``, the same
 computation with its q/k/v and output projections as ``nn.Linear`` (checked equal in fp32), so
 that the attention projections are quantized too. ``benchmarks/int8_engines.py`` measured this
-engine against torchao, ONNX Runtime and OpenVINO (README, "Faster CPU inference").
+engine against torchao, ONNX Runtime and OpenVINO (docs/guides/performance.md, "Faster CPU inference").
 
 Convolution stems, layer norms, position embeddings and the anchor's final projection matrices
 stay fp32: together they are a few percent of the work, and keeping them exact costs nothing.

@@ -47,7 +47,8 @@ TRIM_MIN_KEEP_S = 0.25
 PREEMPHASIS = 0.97
 LOW_FREQ = 20.0
 
-# Bounds checked before and after decoding (options of audio and speech_units; documented in the README).
+# Bounds checked before and after decoding (options of audio and speech_units; documented in
+# docs/guides/embed-search-index.md).
 MAX_ABS = 1e3  # decoded samples are about [-1, 1]; 1e3 leaves room for hot float WAVs, not for 1e30
 MAX_DURATION = 3600.0  # seconds; probed from the header (libsndfile) before anything is decoded
 MAX_CHANNELS = 64

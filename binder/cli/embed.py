@@ -12,7 +12,7 @@ from binder.precision import PRECISIONS
 
 PRECISION_OPTION = click.option(
     "--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
-    help="int8: dynamic int8 quantization of every encoder, faster on CPU (README: Faster CPU inference).")
+    help="int8: dynamic int8 quantization of every encoder, faster on CPU (docs/guides/performance.md).")
 
 
 def register(app: click.Group) -> None:

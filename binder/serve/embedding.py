@@ -6,7 +6,7 @@ with one rule of the server's own: a term may name only a file the index holds, 
 no file outside it. A path-like term outside the index gets the same error whether the file
 exists or not (``check_terms``); the grammar itself still looks operands up on disk, so whether a
 name exists can be told from other answers (an existing file is refused, a missing bare word
-searched as text): the README says so.
+searched as text): docs/guides/serving.md says so.
 """
 from __future__ import annotations
 

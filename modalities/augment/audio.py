@@ -83,7 +83,7 @@ class AudioAugment:
     noise_colors: tuple[str, ...] = NOISE_COLORS
     noise_dir: str | None = None
     noise_file_p: float = 0.5
-    # room, microphone and line: chosen on val and on real speech (README, "Real recordings")
+    # room, microphone and line: chosen on val and on real speech (docs/guides/real-recordings.md)
     p_reverb: float = 0.3
     rt60_s: tuple[float, float] = (0.2, 0.8)
     drr_db: tuple[float, float] = (-3.0, 12.0)
@@ -98,7 +98,7 @@ class AudioAugment:
     babble_snr_db: tuple[float, float] = (5.0, 20.0)
     babble_talkers: tuple[int, int] = (1, 3)
     babble_files: tuple[str, ...] = ()
-    p_warp: float = 0.0  # off by default: measured on val, it cost clean and noisy accuracy (README)
+    p_warp: float = 0.0  # off by default: measured on val, it cost clean and noisy accuracy (docs/guides/training.md)
     warp: tuple[float, float] = (0.9, 1.1)
     time_masks: int = 2
     time_mask_frames: int = 12

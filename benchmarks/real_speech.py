@@ -26,11 +26,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from binder.embed.classify import class_embeddings  # noqa: E402
 from binder.errors import AnybindError  # noqa: E402
 from binder.io import atomic_write_text  # noqa: E402
 from binder.model import BindingModel  # noqa: E402
 from binder.train.data import PairRecord  # noqa: E402
-from binder.train.evaluate import class_embeddings  # noqa: E402
 from binder.train.recipe import load_recipe  # noqa: E402
 from recipes.bench.run import embed_records  # noqa: E402
 

@@ -63,7 +63,7 @@ class EncoderGraph(nn.Module):
         self.model, self.name = model, name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model._encode_any(self.name, x)
+        return self.model.encode_raw(self.name, x)
 
 
 def example_batch(model: BindingModel, name: str, batch: int = CHECK_BATCH, seed: int = 0) -> torch.Tensor:
@@ -81,7 +81,7 @@ def example_batch(model: BindingModel, name: str, batch: int = CHECK_BATCH, seed
         padded = x.clone()
         padded[1, x.shape[1] // 2:] = float("nan")
         with torch.no_grad():
-            z = model._encode_any(name, padded[1:2])
+            z = model.encode_raw(name, padded[1:2])
         if bool(torch.isfinite(z).all()):
             x = padded
     return x

@@ -138,7 +138,7 @@ class BindingModel(nn.Module):
         if modality.tower is None:
             z = self._encode_tokens(name, batch, modality.has_clips, token_drop, generator, scaled, window)
         else:
-            z = self._encode_any(name, batch)
+            z = self.encode_raw(name, batch)
         scale = self.config.modality(name).output_scale if scaled else None
         z = z * scale if scale else z
         if not torch.is_grad_enabled():  # inference: nothing non-finite leaves the model
@@ -153,11 +153,13 @@ class BindingModel(nn.Module):
         Unlike ``encode`` it does not raise on bad rows, so a batch keeps its good items.
         """
         with torch.inference_mode():
-            z = self._encode_any(name, batch)
+            z = self.encode_raw(name, batch)
         return z, bad_rows(z)
 
-    def _encode_any(self, name: str, batch: torch.Tensor) -> torch.Tensor:
-        """Unit embeddings of a batch through the anchor's tower or the modality's own encoder."""
+    def encode_raw(self, name: str, batch: torch.Tensor) -> torch.Tensor:
+        """Embeddings of a preprocessed batch through the anchor's tower or the modality's own encoder,
+        without the checks ``encode`` makes (finite rows): for graph export and tests that compare the
+        raw forward pass."""
         modality = self.modality(name)
         if modality.tower == "image":
             return self.anchor.encode_image(batch)

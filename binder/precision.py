@@ -73,7 +73,7 @@ class ProjectedAttention(nn.Module):
     @classmethod
     def from_mha(cls, mha: nn.MultiheadAttention) -> ProjectedAttention:
         """The same attention as ``mha`` (LoRA merged in), with ``nn.Linear`` projections."""
-        if not mha._qkv_same_embed_dim or mha.add_zero_attn:
+        if mha.kdim != mha.embed_dim or mha.vdim != mha.embed_dim or mha.add_zero_attn:
             raise PrecisionError("int8 supports attention with equal q/k/v widths and no add_zero_attn")
         new = cls(mha.embed_dim, mha.num_heads, mha.in_proj_bias is not None, mha.bias_k is not None,
                   mha.batch_first)
@@ -295,6 +295,8 @@ def quantize_int8(module: nn.Module, engine: str | None = None) -> nn.Module:
                       if isinstance(sub, nn.Linear) and not _unloaded(sub)}
             quantize_dynamic(module, loaded, dtype=torch.qint8,
                              mapping={nn.Linear: ItemwiseInt8Linear}, inplace=True)
+            # torch.cpu._is_vnni_supported is private torch API, the only way to ask whether fbgemm's int8
+            # kernels saturate (no VNNI: reduce_range); tests/test_private_torch.py fails if it changes.
             _prepare_int8_layers(module, reduce_range=not torch.cpu._is_vnni_supported())
         finally:
             torch.backends.quantized.engine = previous

@@ -173,8 +173,8 @@ def classify_cmd(paths, labels, labels_file, templates, top, model_dir, fmt, bat
     Prints each file's best label, its cosine score and the top labels' probabilities. Bad files
     are reported and skipped; exit code 1 if any failed.
     """
+    from binder.embed.classify import classify_items, parse_labels
     from binder.embed.pipeline import discover
-    from binder.index.classify import classify_items, parse_labels
 
     if (labels is None) == (labels_file is None):
         raise click.UsageError("give exactly one of --labels or --labels-file")

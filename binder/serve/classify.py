@@ -3,7 +3,7 @@
 Multipart: a ``file`` part, ``labels`` ("cat,dog" or one a line), ``template`` fields (repeatable,
 ``{}`` is the label) and ``top``. JSON: ``{"file": {"file": "<base64>", "filename": "x.wav"},
 "labels": [str] | str, "templates": [str], "top": int}``. Labels are embedded as ``anybind
-classify`` does (``binder.index.classify.label_embeddings``: prompt ensembling through the anchor's
+classify`` does (``binder.embed.classify.label_embeddings``: prompt ensembling through the anchor's
 text tower), on the model's worker thread; the latest label sets are kept, so a page asking again
 with the same labels pays only for the file.
 """
@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Depends, Request
 
+from binder.embed.classify import DEFAULT_TEMPLATES, clean_labels, label_embeddings, parse_labels, softmax
 from binder.serve.auth import state_of
 from binder.serve.bodies import Body, as_int, as_text, b64_upload, check_fields, form_fields, form_upload, request_body
 from binder.serve.embedding import embed_upload
@@ -24,7 +25,6 @@ from binder.serve.state import ServeState
 router = APIRouter()
 MAX_LABELS = 1000
 MAX_TEMPLATES = 64
-DEFAULT_TEMPLATES = ("{}",)  # binder.index.classify's default (imported lazily: it pulls in training code)
 
 
 @router.post("/classify")
@@ -45,8 +45,6 @@ async def classify(request: Request, body: Annotated[Body, Depends(request_body)
     with upload:
         vector, (classes, scale) = await asyncio.gather(embed_upload(state, upload),
                                                         _label_vectors(state, labels, templates, upload.modality))
-    from binder.index.classify import softmax
-
     scores = classes @ vector
     probs = softmax(scores[None] * scale)[0]
     order = np.argsort(-scores, kind="stable")[:top]
@@ -63,8 +61,6 @@ def _json_options(data: dict[str, Any]) -> tuple[list[str], tuple[str, ...], int
 
 def _labels(value: Any) -> list[str]:
     """Labels from a list of strings, or a comma/newline-separated string; unique and non-empty."""
-    from binder.index.classify import clean_labels, parse_labels
-
     if value is None:
         raise ServeError("labels is missing: give a list of labels, or 'cat,dog'", kind="invalid_request")
     if isinstance(value, list):
@@ -101,8 +97,6 @@ async def _label_vectors(state: ServeState, labels: list[str], templates: tuple[
         return cached
 
     def compute(model: Any) -> tuple[np.ndarray, float]:
-        from binder.index.classify import label_embeddings
-
         return label_embeddings(model, labels, templates), float(model.logit_scale(modality).detach())
 
     value = await asyncio.wrap_future(state.batcher.call(compute))

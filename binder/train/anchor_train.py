@@ -18,9 +18,10 @@ from tqdm import tqdm
 
 from binder.anchor import Anchor, quiet_root_logger, save_anchor_dir
 from binder.config import AnchorConfig
+from binder.embed.classify import class_embeddings
 from binder.errors import AnybindError
 from binder.train.data import prepare_inputs, read_pairs, under_root
-from binder.train.evaluate import class_embeddings, label_indices, zero_shot_accuracy
+from binder.train.evaluate import label_indices, zero_shot_accuracy
 from binder.train.loss import BindingLoss
 from binder.train.recipe import EvalSpec, build_section, read_recipe_toml
 from modalities.image import ImageModality

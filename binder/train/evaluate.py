@@ -12,20 +12,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from binder.anchor import Anchor
+from binder.embed.classify import class_embeddings
 from binder.model import BindingModel
-
-
-@torch.no_grad()
-def class_embeddings(anchor: Anchor, classes: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
-    """(C, D) unit vectors: each class's prompts encoded and averaged (CLIP's prompt ensembling)."""
-    rows = []
-    for name in classes:
-        emb = anchor.encode_text(anchor.tokenize([t.format(name) for t in templates]))
-        rows.append(F.normalize(emb.mean(dim=0), dim=-1))
-    return torch.stack(rows)
 
 
 def label_indices(labels: Sequence[Any], classes: Sequence[str]) -> torch.Tensor:

@@ -91,6 +91,8 @@ class StepRunner:
         if ranks.distributed:  # frozen weights are the same on every rank (seeded, or read from one file)
             frozen = [n for n, p in self.encoder.named_parameters() if not p.requires_grad]
             frozen += [n for n, _ in self.encoder.named_buffers()]
+            # Private torch API, the only way to keep frozen weights out of DDP's buckets and its start-up
+            # broadcast (a large frozen trunk); tests/test_private_torch.py fails if it changes.
             DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self.encoder, frozen)
             cuda = ranks.device.type == "cuda"
             self.ddp = DistributedDataParallel(self.encoder, device_ids=[ranks.device] if cuda else None,

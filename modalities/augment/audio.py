@@ -34,6 +34,7 @@ from modalities.augment.channel import (
     synthetic_rir,
     through_rate,
 )
+from modalities.augment.checks import check_probability, check_range
 
 NOISE_COLORS = ("white", "pink", "brown")
 NOISE_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus")
@@ -109,11 +110,11 @@ class AudioAugment:
     def __post_init__(self) -> None:
         for name in ("speed", "pitch_semitones", "gain_db", "snr_db", "warp", "rt60_s", "drr_db", "eq_db",
                      "band_cutoff_hz", "babble_snr_db"):
-            object.__setattr__(self, name, _check_range(name, getattr(self, name)))
+            object.__setattr__(self, name, check_range(name, getattr(self, name)))
         object.__setattr__(self, "noise_colors", tuple(self.noise_colors))
         for name in ("p_speed", "p_pitch", "p_shift", "p_silence", "p_gain", "noise_p", "noise_file_p", "p_warp",
                      "p_reverb", "p_eq", "p_band", "p_codec", "p_babble"):
-            _check_probability(name, getattr(self, name))
+            check_probability(name, getattr(self, name))
         self._check_channel()
         self._check_babble()
         for name in ("speed", "warp"):
@@ -182,21 +183,6 @@ def babble_pool(paths: Sequence[str], seed: int, size: int = BABBLE_POOL) -> lis
         return unique
     picks = np.random.default_rng([int(seed), zlib.crc32(b"babble")]).choice(len(unique), size=size, replace=False)
     return [unique[int(i)] for i in sorted(picks)]
-
-
-def _check_range(name: str, value: tuple[float, float]) -> tuple[float, float]:
-    try:
-        low, high = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a (low, high) pair of numbers, got {value!r}") from None
-    if not (math.isfinite(low) and math.isfinite(high)) or low > high:
-        raise ValueError(f"{name} must be a finite (low, high) pair with low <= high, got {value!r}")
-    return low, high
-
-
-def _check_probability(name: str, value: float) -> None:
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} is a probability and must lie in [0, 1], got {value}")
 
 
 def _f32(wave: np.ndarray) -> np.ndarray:

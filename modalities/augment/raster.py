@@ -20,7 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from modalities.augment.audio import _check_probability, _check_range
+from modalities.augment.checks import check_probability, check_range
 
 
 @dataclass(frozen=True)
@@ -58,9 +58,9 @@ class DepthAugment(GeometryAugment):
 
     def __post_init__(self) -> None:
         _check_geometry(self)
-        object.__setattr__(self, "noise_rel", _check_range("noise_rel", self.noise_rel))
+        object.__setattr__(self, "noise_rel", check_range("noise_rel", self.noise_rel))
         for name in ("p_noise", "p_holes", "max_pixel_drop"):
-            _check_probability(name, getattr(self, name))
+            check_probability(name, getattr(self, name))
         if self.noise_rel[0] < 0 or self.max_holes < 0 or not 0 <= self.hole_radius_frac <= 1:
             raise ValueError("DepthAugment.noise_rel and max_holes must be >= 0 and hole_radius_frac in [0, 1], "
                              f"got {self.noise_rel}, {self.max_holes}, {self.hole_radius_frac}")
@@ -84,18 +84,18 @@ class ThermalAugment(GeometryAugment):
     def __post_init__(self) -> None:
         _check_geometry(self)
         for name in ("noise_rel", "gain", "offset_frac"):
-            object.__setattr__(self, name, _check_range(name, getattr(self, name)))
+            object.__setattr__(self, name, check_range(name, getattr(self, name)))
         for name in ("p_noise", "p_gain"):
-            _check_probability(name, getattr(self, name))
+            check_probability(name, getattr(self, name))
         if self.noise_rel[0] < 0 or self.gain[0] <= 0:
             raise ValueError(f"ThermalAugment.noise_rel must be >= 0 and gain > 0, got {self.noise_rel}, {self.gain}")
 
 
 def _check_geometry(opts: GeometryAugment) -> None:
     for name in ("crop_scale", "crop_aspect"):
-        object.__setattr__(opts, name, _check_range(name, getattr(opts, name)))
+        object.__setattr__(opts, name, check_range(name, getattr(opts, name)))
     for name in ("p_crop", "p_affine"):
-        _check_probability(name, getattr(opts, name))
+        check_probability(name, getattr(opts, name))
     if not 0 < opts.crop_scale[0] <= opts.crop_scale[1] <= 1:
         raise ValueError(f"crop_scale must lie in (0, 1], got {opts.crop_scale}")
     if opts.crop_aspect[0] <= 0:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.interpolate import CubicSpline
 
-from modalities.augment.audio import _check_probability, _check_range
+from modalities.augment.checks import check_probability, check_range
 
 DROPOUT_FILLS = {"zero": 0.0, "nan": float("nan")}
 
@@ -54,9 +54,9 @@ class SignalAugment:
     rotate_deg: float = 0.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "crop_frac", _check_range("crop_frac", self.crop_frac))
+        object.__setattr__(self, "crop_frac", check_range("crop_frac", self.crop_frac))
         for name in ("p_scale", "p_jitter", "p_time_warp", "p_magnitude_warp", "p_crop", "p_dropout", "p_rotate"):
-            _check_probability(name, getattr(self, name))
+            check_probability(name, getattr(self, name))
         for name in ("scale_sigma", "jitter_sigma", "time_warp_sigma", "magnitude_sigma", "rotate_deg"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"SignalAugment.{name} must be >= 0, got {getattr(self, name)}")

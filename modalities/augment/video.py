@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from modalities.augment.audio import _check_probability, _check_range
+from modalities.augment.checks import check_probability, check_range
 from modalities.augment.raster import draw_crop_box
 
 
@@ -39,9 +39,9 @@ class VideoAugment:
 
     def __post_init__(self) -> None:
         for name in ("stride", "crop_scale", "crop_aspect"):
-            object.__setattr__(self, name, _check_range(name, getattr(self, name)))
+            object.__setattr__(self, name, check_range(name, getattr(self, name)))
         for name in ("p_temporal", "p_crop"):
-            _check_probability(name, getattr(self, name))
+            check_probability(name, getattr(self, name))
         if not 0 <= self.max_offset_frac <= 1:
             raise ValueError(f"VideoAugment.max_offset_frac must lie in [0, 1], got {self.max_offset_frac}")
         if self.stride[0] <= 0 or self.max_jitter < 0:

@@ -17,11 +17,12 @@ import numpy as np
 import torch
 
 from binder.anchor import Anchor
+from binder.embed.classify import class_embeddings
 from binder.embed.pipeline import Failure, Item, embed_items
 from binder.errors import AnybindError
 from binder.model import BindingModel
 from binder.train.data import PairRecord, read_pairs
-from binder.train.evaluate import chance_top1, class_embeddings, label_indices, recall_at_k, zero_shot_accuracy
+from binder.train.evaluate import chance_top1, label_indices, recall_at_k, zero_shot_accuracy
 from recipes.bench.base import Benchmark, BuiltSet
 
 

@@ -143,7 +143,7 @@ def test_search_reads_embed_output_folders(corpus, model):
 
 
 def test_classify(corpus, model):
-    from binder.index.classify import label_embeddings
+    from binder.embed.classify import label_embeddings
 
     bad = corpus / "cls" / "bad.png"
     bad.parent.mkdir()

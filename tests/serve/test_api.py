@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from serve_helpers import b64file, file_vector, find, text_vector
 
-from binder.index.classify import label_embeddings
+from binder.embed.classify import label_embeddings
 from binder.index.query import embed_query
 from binder.index.search import EmbeddingIndex
 

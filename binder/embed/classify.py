@@ -1,23 +1,38 @@
-"""Zero-shot classification of files of any modality against a list of text labels.
+"""Zero-shot classification against text labels: the one home of templates, label embeddings,
+label cleaning and the softmax, for ``anybind classify``, ``POST /classify`` and evaluation.
 
 Labels are put into prompt templates and encoded by the anchor's text tower, averaged per label
-(``binder.train.evaluate.class_embeddings``, CLIP's prompt ensembling); each file is embedded with its
-own modality and given the label whose embedding is nearest. Probabilities are a softmax over the
-cosine scores times the modality's logit scale (its training temperature).
+(CLIP's prompt ensembling); each file is embedded with its own modality and given the label whose
+embedding is nearest. Probabilities are a softmax over the cosine scores times the modality's logit
+scale (its training temperature).
 """
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from binder.embed.pipeline import Failure, Item, embed_items
 from binder.errors import QueryError
-from binder.train.evaluate import class_embeddings
+
+if TYPE_CHECKING:
+    from binder.anchor import Anchor
 
 DEFAULT_TEMPLATES = ("{}",)
+
+
+@torch.no_grad()
+def class_embeddings(anchor: Anchor, classes: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
+    """(C, D) unit vectors: each class's prompts encoded and averaged (CLIP's prompt ensembling)."""
+    rows = []
+    for name in classes:
+        emb = anchor.encode_text(anchor.tokenize([t.format(name) for t in templates]))
+        rows.append(F.normalize(emb.mean(dim=0), dim=-1))
+    return torch.stack(rows)
 
 
 @dataclass(frozen=True)

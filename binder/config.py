@@ -6,6 +6,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+# How a loaded model computes (binder.precision): as trained, or int8 (faster on a CPU). Here, not in
+# binder.precision, so that the command line offers the choice without importing torch.
+INFERENCE_PRECISIONS = ("fp32", "int8")
+
 
 @dataclass(frozen=True)
 class AnchorConfig:

@@ -19,10 +19,10 @@ from binder.heads import Head
 from binder.lazy import UnfilledPartError, load_parts
 from binder.registry import get_modality, list_modalities
 from binder.trunk import Trunk, build_trunk
+from binder.vectors import UNIT_TOLERANCE
 from modalities.base import Modality
 
 FORMAT_VERSION = 1
-UNIT_TOLERANCE = 1e-3  # |‖z‖ - 1| allowed for an embedding to count as a unit vector
 NON_FINITE = "non-finite output: the model produced NaN/Inf (or a zero vector) for this input"
 
 

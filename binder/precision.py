@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
+from binder.config import INFERENCE_PRECISIONS
 from binder.errors import AnybindError
 
 with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao
@@ -33,7 +34,6 @@ with warnings.catch_warnings():  # torch.ao.quantization announces its move to t
 if TYPE_CHECKING:
     from binder.model import BindingModel
 
-PRECISIONS = ("fp32", "int8")
 # torch's quantized backends for int8, fastest first (benchmarks/int8_engines.py): onednn runs int8
 # products on AMX / VNNI where the CPU has them; the first one this torch build has is used.
 ENGINES = ("onednn", "x86", "fbgemm", "qnnpack")
@@ -45,9 +45,9 @@ class PrecisionError(AnybindError):
 
 
 def check_precision(precision: str) -> str:
-    """``precision`` itself when it is one of ``PRECISIONS``, else a ``PrecisionError`` listing them."""
-    if precision not in PRECISIONS:
-        raise PrecisionError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    """``precision`` itself when it is one of ``INFERENCE_PRECISIONS``, else a ``PrecisionError`` listing them."""
+    if precision not in INFERENCE_PRECISIONS:
+        raise PrecisionError(f"unknown precision {precision!r}; choose one of: {', '.join(INFERENCE_PRECISIONS)}")
     return precision
 
 

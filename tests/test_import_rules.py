@@ -85,3 +85,12 @@ def test_the_checker_catches_each_kind_of_violation(tmp_path, monkeypatch, impor
     fake.write_text(code)
     monkeypatch.setattr(__import__(__name__), "ROOT", tmp_path)
     assert any(expected in v for v in violations())
+
+
+def test_the_command_line_loads_without_torch():
+    """`anybind --help` and every one-line error stay fast: commands import torch when they run."""
+    import subprocess
+    import sys
+
+    code = "import sys, binder.cli; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0

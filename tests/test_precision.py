@@ -9,12 +9,11 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from binder.config import TrunkConfig
+from binder.config import INFERENCE_PRECISIONS, TrunkConfig
 from binder.errors import AnybindError, ModalityError
 from binder.export import example_batch
 from binder.model import BindingModel
 from binder.precision import (
-    PRECISIONS,
     PrecisionError,
     ProjectedAttention,
     apply_precision,
@@ -138,7 +137,7 @@ def test_unknown_precision_is_a_typed_error_listing_the_choices(models, bad):
     with pytest.raises(PrecisionError) as info:
         apply_precision(models["imagebind-test"], bad)
     assert isinstance(info.value, AnybindError)
-    assert all(p in str(info.value) for p in PRECISIONS) and repr(bad) in str(info.value)
+    assert all(p in str(info.value) for p in INFERENCE_PRECISIONS) and repr(bad) in str(info.value)
 
 
 @pytest.mark.parametrize("key", ["default", "imagebind-test"])

@@ -5,7 +5,6 @@ import os
 import sys
 
 import click
-import torch
 
 from binder.cli import bench, convert, embed, export, index, models, search, serve, train, units, world
 from binder.errors import AnybindError
@@ -17,6 +16,8 @@ from binder.errors import AnybindError
 def app(threads: int | None) -> None:
     """anybind: embed any modality into one shared CLIP space."""
     if threads:
+        import torch  # here, not at the top: `anybind --help` and the error paths stay fast
+
         torch.set_num_threads(threads)
 
 

@@ -7,11 +7,11 @@ import sys
 import click
 
 from binder.cli.common import load_model
+from binder.config import INFERENCE_PRECISIONS
 from binder.model_choice import UNTRAINED, model_spec
-from binder.precision import PRECISIONS
 
 PRECISION_OPTION = click.option(
-    "--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+    "--precision", type=click.Choice(INFERENCE_PRECISIONS), default="fp32", show_default=True,
     help="int8: dynamic int8 quantization of every encoder, faster on CPU (docs/guides/performance.md).")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from binder.cli import common
-from binder.precision import PRECISIONS
+from binder.config import INFERENCE_PRECISIONS
 
 
 def register(app: click.Group) -> None:
@@ -20,7 +20,7 @@ def export_group() -> None:
 @export_group.command("onnx")
 @click.argument("model_dir", metavar="MODEL", type=click.Path(exists=True, file_okay=False))
 @click.argument("out_dir", metavar="OUT", type=click.Path(file_okay=False))
-@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+@click.option("--precision", type=click.Choice(INFERENCE_PRECISIONS), default="fp32", show_default=True,
               help="int8: ONNX Runtime's dynamic int8 quantization of every graph.")
 @click.option("--modality", "modalities", multiple=True, help="Export only this modality (repeatable).")
 @click.option("--tolerance", type=click.FloatRange(min=0), default=None,

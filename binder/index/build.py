@@ -18,10 +18,10 @@ import numpy as np
 from binder.embed.pipeline import EmbedOptions, Failure, Item, discover, embed_items
 from binder.embed.shards import HASH_CHUNK, MANIFEST, file_hash
 from binder.errors import IndexStoreError
-from binder.index.integrity import NORM_TOLERANCE
 from binder.index.store import read_index_manifest
 from binder.index.writer import IndexWriter
 from binder.model_choice import UNTRAINED
+from binder.vectors import UNIT_TOLERANCE
 
 __all__ = ["HASH_CHUNK", "BuildOptions", "BuildReport", "build_index", "compact_index", "file_hash",
            "remove_from_index"]
@@ -199,7 +199,7 @@ def embedding_problem(vector: Any) -> str | None:
     if not np.isfinite(vec).all():
         return "its embedding is not finite"
     norm = float(np.linalg.norm(vec.astype(np.float64)))
-    return None if abs(norm - 1.0) <= NORM_TOLERANCE else f"its embedding is not unit-norm (norm {norm:.4g})"
+    return None if abs(norm - 1.0) <= UNIT_TOLERANCE else f"its embedding is not unit-norm (norm {norm:.4g})"
 
 
 def count_committed(rows: list[dict[str, Any]], replacing: set[str], report: BuildReport,

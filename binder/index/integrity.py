@@ -8,7 +8,7 @@ A damaged index must never be read as whole. Every open checks, cheaply:
   numbered shard (so a writer never overwrites one);
 * each shard as it is loaded: its files resolve inside the folder (no symlink out of it), exist,
   are regular files of the recorded byte size; the ``.npy`` is float32, 2-D, ``(rows, dim)``,
-  every row finite and unit-norm (to ``NORM_TOLERANCE``); the ``.jsonl`` is UTF-8, has one
+  every row finite and unit-norm (to ``UNIT_TOLERANCE``); the ``.jsonl`` is UTF-8, has one
   well-formed JSON row per recorded row, and matches its recorded blake2b hash;
 * across shards: no file path live in two rows.
 
@@ -34,11 +34,11 @@ import numpy as np
 
 from binder.embed.shards import MANIFEST, bytes_hash, file_hash
 from binder.errors import IndexDamageError, IndexFileMissingError, IndexStoreError
+from binder.vectors import UNIT_TOLERANCE
 
 INDEX_FORMAT = "anybind-index"
 INDEX_VERSION = 1
 MAX_MANIFEST_BYTES = 64 << 20  # ~200k shards with full tombstone lists; far more than any real index
-NORM_TOLERANCE = 1e-3
 MAX_METADATA_LINE = 64 << 10
 NPY_HEADER_SLACK = 64 << 10
 MISSING = "missing"
@@ -394,7 +394,7 @@ def vector_damage(vectors: np.ndarray, rows: int, dim: int) -> list[str]:
     if not finite.all():
         found.append(f"{int((~finite).sum())} rows are not finite (rows {_few(np.flatnonzero(~finite))})")
     norms = np.sqrt(np.einsum("ij,ij->i", vectors[finite], vectors[finite], dtype=np.float64))
-    off = np.flatnonzero(np.abs(norms - 1.0) > NORM_TOLERANCE)
+    off = np.flatnonzero(np.abs(norms - 1.0) > UNIT_TOLERANCE)
     if len(off):
         rows_off = np.flatnonzero(finite)[off]
         found.append(f"{len(off)} rows are not unit-norm (rows {_few(rows_off)}; norm {norms[off[0]]:.4g})")

@@ -10,6 +10,7 @@ import click
 from binder.cli import common
 from binder.cli.embed import PRECISION_OPTION
 from binder.index.backends import AUTO_APPROX, AUTO_EXACT_MAX_ROWS, BACKENDS
+from binder.index.mix import MIXES
 
 FORMATS = ("table", "jsonl")
 
@@ -58,6 +59,10 @@ def _default_format(fmt: str | None) -> str:
               help="The query, for one that starts with '-' (or write it after --).")
 @click.option("--k", "-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Results to return.")
 @click.option("--modality", default=None, help="Only results of this registered modality.")
+@click.option("--mix", type=click.Choice(MIXES), default="calibrated", show_default=True,
+              help="How results of several modalities are ranked together: calibrated (a z-score of the "
+                   "cosine against what the query scores on that modality), centered, interleave or raw "
+                   "cosine (which keeps to the query's own modality). LanceDB tables rank raw.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
               help="table (default on a terminal) or jsonl (default otherwise).")
@@ -69,8 +74,8 @@ def _default_format(fmt: str | None) -> str:
 @click.option("--table", default="anybind", show_default=True, help="LanceDB INDEX_DIR: the table to search.")
 @click.option("--quiet", is_flag=True, help="No progress bars or notes.")
 @PRECISION_OPTION
-def search_cmd(index_dir, query, query_opt, k, modality, backend, fmt, model_dir, ef_search, nprobe, no_cache,
-               table, quiet, precision) -> None:
+def search_cmd(index_dir, query, query_opt, k, modality, mix, backend, fmt, model_dir, ef_search, nprobe,
+               no_cache, table, quiet, precision) -> None:
     from binder.index.lance import lance_tables
     from binder.index.query import embed_terms, parse_query, query_modalities
     from binder.registry import get_modality
@@ -80,6 +85,7 @@ def search_cmd(index_dir, query, query_opt, k, modality, backend, fmt, model_dir
     terms = parse_query(query if query is not None else query_opt)
     if modality is not None:
         get_modality(modality)
+    shown = None  # the mix that ranked the hits, when one did
     tables = lance_tables(index_dir)
     if tables:
         if table not in tables:
@@ -95,8 +101,10 @@ def search_cmd(index_dir, query, query_opt, k, modality, backend, fmt, model_dir
                                     ef_search=ef_search, nprobe=nprobe)
         model = _query_model(index.model, model_dir, index_dir, quiet, query_modalities(terms), precision)
         _check_dim(model, index.dim, index_dir)
-        hits = index.search(embed_terms(model, terms), k, modality)
-    _print_hits(hits, _default_format(fmt))
+        hits = index.search(embed_terms(model, terms), k, modality, mix)
+        if modality is None and len(index.modalities()) > 1 and mix != "raw":
+            shown = mix
+    _print_hits(hits, _default_format(fmt), shown)
 
 
 def _search_lance(lance_dir: str, table: str, terms, k: int, modality: str | None, model_dir: str | None,
@@ -130,17 +138,31 @@ def _query_model(recorded: str | None, model_dir: str | None, index_dir: str, qu
     return common.load_model(spec, quiet, modalities=modalities, precision=precision)
 
 
-def _print_hits(hits, fmt: str) -> None:
+RANK_COLUMN = {"calibrated": "z", "centered": "vs mean", "interleave": "score"}
+
+
+def _print_hits(hits, fmt: str, mix: str | None = None) -> None:
+    """Rank, cosine score, modality and path; with a ``mix``, what it ranked by too (the z-score of
+    the cosine for ``calibrated``, the cosine less the query's mean for ``centered``)."""
     rows = [{"rank": r, "score": round(h.score, 6), "modality": h.meta.get("modality", ""),
              "path": h.meta.get("path", "")} for r, h in enumerate(hits, 1)]
+    if mix is not None:
+        for row, h in zip(rows, hits):
+            row.update(mix=mix, rank_score=round(h.rank_score if h.rank_score is not None else h.score, 6))
     if fmt == "jsonl":
         for row, h in zip(rows, hits):
             extra = {k: v for k, v in h.meta.items() if k not in row}
             click.echo(json.dumps({**row, **extra}, ensure_ascii=False))
         return
-    table = [[str(r["rank"]), f"{r['score']:+.4f}", r["modality"], r["path"]] for r in rows]
-    for line in format_table(["rank", "score", "modality", "path"], table):
+    ranked = mix is not None and mix != "interleave"
+    column = RANK_COLUMN[mix] if mix is not None else ""
+    head = ["rank", "score", *([column] if ranked else []), "modality", "path"]
+    table = [[str(r["rank"]), f"{r['score']:+.4f}", *([f"{r['rank_score']:+.3f}"] if ranked else []),
+              r["modality"], r["path"]] for r in rows]
+    for line in format_table(head, table):
         click.echo(line)
+    if ranked:
+        click.echo(f"(score: cosine; {column}: what --mix {mix} ranked by)", err=True)
     if not hits:
         click.echo("(no results)", err=True)
 

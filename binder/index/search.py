@@ -19,19 +19,24 @@ import numpy as np
 from binder.embed.shards import MANIFEST, read_shards
 from binder.errors import IndexStoreError
 from binder.index.backends import Backend, make_backend, resolve_name
+from binder.index.mix import ModalityStats, check_mix, interleave_order, modality_stats, rank_scores
+from binder.model_choice import UNTRAINED
 
 if TYPE_CHECKING:
     from binder.index.store import Snapshot
-from binder.model_choice import UNTRAINED
 
 MAX_EMBED_MANIFEST = 64 << 20
 
 
 @dataclass(frozen=True)
 class Hit:
+    """One result: its cosine ``score``, its ``row`` and metadata, and ``rank_score``, what a mix
+    of modalities ranked it by (``binder.index.mix``; the cosine itself for a raw ranking)."""
+
     score: float
     row: int
     meta: dict[str, Any]
+    rank_score: float | None = None
 
 
 class EmbeddingIndex:
@@ -45,6 +50,7 @@ class EmbeddingIndex:
         self.metadata = metadata
         self.model = model
         self._modality = np.asarray([m.get("modality", "") for m in metadata], dtype=object)
+        self._stats: dict[str, ModalityStats] | None = None
         if isinstance(backend, Backend):
             self.backend = backend
         else:
@@ -89,21 +95,53 @@ class EmbeddingIndex:
         """The modalities present in the index, sorted."""
         return sorted(set(self._modality.tolist()))
 
-    def search(self, query: np.ndarray, k: int = 10, modality: str | None = None) -> list[Hit]:
-        """The ``k`` rows most similar (cosine) to ``query``, optionally of one modality only."""
-        return self.search_many(np.asarray(query, dtype=np.float32).reshape(1, -1), k, modality)[0]
+    def search(self, query: np.ndarray, k: int = 10, modality: str | None = None, mix: str = "raw") -> list[Hit]:
+        """The ``k`` rows most similar (cosine) to ``query``, optionally of one modality only; over
+        several modalities ranked by ``mix`` (``binder.index.mix``)."""
+        return self.search_many(np.asarray(query, dtype=np.float32).reshape(1, -1), k, modality, mix)[0]
 
-    def search_many(self, queries: np.ndarray, k: int = 10, modality: str | None = None) -> list[list[Hit]]:
-        """``search`` for a batch of query vectors (Q, D) in one backend call."""
+    def search_many(self, queries: np.ndarray, k: int = 10, modality: str | None = None,
+                    mix: str = "raw") -> list[list[Hit]]:
+        """``search`` for a batch of query vectors (Q, D)."""
+        check_mix(mix)
         allowed = None
         if modality is not None:
             from binder.registry import get_modality
 
             get_modality(modality)  # unknown names are a typed error, not an empty result
             allowed = self._modality == modality
+        elif mix != "raw" and len(self.modalities()) > 1:
+            return self._mixed(queries, k, mix)
         res = self.backend.search(queries, k, allowed)
-        return [[Hit(float(s), int(i), self.metadata[i]) for s, i in zip(srow, irow) if i >= 0]
+        return [[Hit(float(s), int(i), self.metadata[i], float(s)) for s, i in zip(srow, irow) if i >= 0]
                 for srow, irow in zip(res.scores, res.ids)]
+
+    def stats(self) -> dict[str, ModalityStats]:
+        """Each modality's mean and covariance (computed once, on first use)."""
+        if self._stats is None:
+            self._stats = modality_stats(self.embeddings, self._modality)
+        return self._stats
+
+    def _mixed(self, queries: np.ndarray, k: int, mix: str) -> list[list[Hit]]:
+        """The best ``k`` of every modality, merged by ``mix``."""
+        stats = self.stats()
+        names = self.modalities()
+        found = [self.backend.search(queries, k, self._modality == name) for name in names]
+        out = []
+        for q, query in enumerate(np.asarray(queries, dtype=np.float32)):
+            lists = []
+            for name, res in zip(names, found):
+                keep = res.ids[q] >= 0
+                ids, scores = res.ids[q][keep], res.scores[q][keep].astype(np.float64)
+                ranked = rank_scores(mix, scores, query, stats[name]) if mix != "interleave" else scores
+                lists.append([Hit(float(s), int(i), self.metadata[i], float(r))
+                              for s, i, r in zip(scores, ids, ranked)])
+            if mix == "interleave":
+                hits = [lists[m][r] for m, r in interleave_order([[h.score for h in hl] for hl in lists])]
+            else:
+                hits = sorted((h for hl in lists for h in hl), key=lambda h: -(h.rank_score or 0.0))
+            out.append(hits[:k])
+        return out
 
 
 def _is_shard_folder(folder: str | os.PathLike) -> bool:

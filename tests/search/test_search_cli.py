@@ -73,7 +73,7 @@ def jsonl(res):
     ("a photo of a dog", 10, "depth"),  # k above the 3 depth maps: all 3 come back, nothing else
 ])
 def test_search_equals_brute_force(corpus, model, expr, k, modality):
-    args = ["search", str(corpus / "idx"), expr, "--k", str(k), "--format", "jsonl"]
+    args = ["search", str(corpus / "idx"), expr, "--k", str(k), "--format", "jsonl", "--mix", "raw"]
     rows = jsonl(run(*args, *(["--modality", modality] if modality else [])))
     paths, scores = reference(corpus, model, expr, k, modality)
     assert [r["path"] for r in rows] == paths
@@ -86,17 +86,46 @@ def test_search_equals_brute_force(corpus, model, expr, k, modality):
 
 def test_file_and_mixed_queries(corpus, model):
     image = corpus / "files" / "img1.png"
-    rows = jsonl(run("search", str(corpus / "idx"), str(image), "--k", "3", "--format", "jsonl"))
+    rows = jsonl(run("search", str(corpus / "idx"), str(image), "--k", "3", "--format", "jsonl", "--mix", "raw"))
     assert rows[0]["path"] == str(image.resolve()) and rows[0]["score"] == pytest.approx(1.0, abs=1e-5)
     expr = f"{image} + 0.5*{corpus / 'files' / 'wrist0.imu.npy'} - text:img1.png"
-    rows = jsonl(run("search", str(corpus / "idx"), expr, "--k", "4", "--format", "jsonl"))
+    rows = jsonl(run("search", str(corpus / "idx"), expr, "--k", "4", "--format", "jsonl", "--mix", "raw"))
     assert [r["path"] for r in rows] == reference(corpus, model, expr, 4)[0]
 
 
+def test_the_default_mix_ranks_every_modality_by_its_z_score(corpus, model):
+    """calibrated: (cosine - q·mean_m) / sqrt(q' cov_m q) per row's modality, top k over all rows."""
+    snap = IndexStore.open(corpus / "idx").snapshot()
+    q = embed_query(model, "a handwritten seven").astype(np.float64)
+    cos = snap.vectors.astype(np.float64) @ q
+    z = np.empty_like(cos)
+    mods = np.array([r["modality"] for r in snap.rows])
+    for m in set(mods):
+        x = snap.vectors[mods == m].astype(np.float64)
+        centred = x - x.mean(axis=0)
+        sd = np.sqrt(q @ (centred.T @ centred / len(x)) @ q) + 1e-4
+        z[mods == m] = (cos[mods == m] - q @ x.mean(axis=0)) / sd
+    want = np.argsort(-z, kind="stable")[:6]
+    rows = jsonl(run("search", str(corpus / "idx"), "a handwritten seven", "--k", "6", "--format", "jsonl"))
+    assert [r["path"] for r in rows] == [snap.rows[i]["path"] for i in want]
+    np.testing.assert_allclose([r["rank_score"] for r in rows], z[want], atol=1e-4)
+    np.testing.assert_allclose([r["score"] for r in rows], cos[want], atol=1e-5)
+    assert {r["mix"] for r in rows} == {"calibrated"} and len({r["modality"] for r in rows}) > 1
+
+
+def test_interleave_takes_rank_one_of_every_modality_first(corpus):
+    rows = jsonl(run("search", str(corpus / "idx"), "a dog", "--k", "8", "--format", "jsonl", "--mix", "interleave"))
+    assert sorted(r["modality"] for r in rows[:4]) == sorted(MODALITIES)
+
+
 def test_table_format(corpus):
-    out = run("search", str(corpus / "idx"), "a dog", "--k", "3", "--format", "table").stdout.splitlines()
-    assert out[0].split() == ["rank", "score", "modality", "path"]
-    assert [line.split()[0] for line in out[2:]] == ["1", "2", "3"]
+    out = run("search", str(corpus / "idx"), "a dog", "--k", "3", "--format", "table", "--mix", "raw").stdout
+    assert out.splitlines()[0].split() == ["rank", "score", "modality", "path"]
+    mixed = run("search", str(corpus / "idx"), "a dog", "--k", "3", "--format", "table")
+    assert mixed.stdout.splitlines()[0].split() == ["rank", "score", "z", "modality", "path"]
+    assert "z: what --mix calibrated ranked by" in mixed.stderr
+    out = out.splitlines()
+    assert [line.split()[0] for line in out[2:5]] == ["1", "2", "3"]
 
 
 def test_bad_queries_and_options_are_typed_errors(corpus):

@@ -68,17 +68,17 @@ def mixed_folder() -> tuple[Path, dict[str, int]]:
     folder = OUT / "demo" / "mixed"
     folder.mkdir(parents=True, exist_ok=True)
     labels = {}
-    picks = [("audio", 40), ("depth", 40), ("images", 30)]
-    for name, count in picks:
-        rows = read_pairs(OUT / "world" / "manifests" / f"{name}.test.jsonl", OUT / "world")
+    picks = [("audio", "audio", 40), ("depth", "depth", 40), ("images", "image", 30)]
+    for manifest, kind, count in picks:
+        rows = read_pairs(OUT / "world" / "manifests" / f"{manifest}.test.jsonl", OUT / "world")
         step = max(1, len(rows) // count)
         for rec in rows[::step][:count]:
-            dst = folder / f"{name}-{Path(rec.path).name}"
+            dst = folder / f"{WORDS[int(rec.label)]}-{kind}-{Path(rec.path).name}"  # says what it is
             if not dst.is_file():
                 shutil.copy2(rec.path, dst)
             labels[str(dst)] = int(rec.label)
     for i, word in enumerate(WORDS):
-        caption = folder / f"caption-{word}.txt"
+        caption = folder / f"{word}-caption.txt"
         if not caption.is_file():
             caption.write_text(f"the digit {word}\n")
         labels[str(caption)] = i
@@ -97,19 +97,22 @@ def searches(model: BindingModel, index: EmbeddingIndex, labels: dict[str, int])
     stage("cross-modal search (none of these pairs was ever trained)")
     mixed = OUT / "demo" / "mixed"
 
-    def first(prefix: str, label: int) -> Path:
-        return next(Path(p) for p in sorted(labels) if Path(p).name.startswith(prefix) and labels[p] == label)
+    def first(kind: str, label: int) -> Path:
+        return next(Path(p) for p in sorted(labels) if Path(p).name.startswith(f"{WORDS[label]}-{kind}-"))
 
-    def ask(expr: str, modality: str, want: int, note: str = "") -> None:
+    def ask(expr: str, modality: str | None, want: int, note: str = "") -> None:
         shown = expr.replace(f"{ROOT}/", "")
         comment = f"   # {note}" if note else ""
-        print(f"$ anybind search out/demo/index '{shown}' --modality {modality} --k 5" + comment)
-        show(f"  {modality} hits", index.search(embed_query(model, expr), 5, modality), labels, want)
+        where = f" --modality {modality}" if modality else ""
+        print(f"$ anybind search out/demo/index '{shown}'{where} --k 5" + comment)
+        hits = index.search(embed_query(model, expr), 5, modality, "calibrated")
+        show(f"  {modality or 'all modalities'} hits", hits, labels, want)
 
     ask("the digit seven", "audio", 7)
-    ask(str(first("audio-", 3)), "depth", 3, "a spoken three")
-    ask(f"{first('depth-', 4)} + {first('audio-', 4)}", "image", 4, "a depth map and a spoken clip of a four")
-    ask(f"{first('audio-', 8)} - 0.5*{mixed / 'caption-eight.txt'} + the digit one", "image", 1,
+    ask(str(first("audio", 5)), None, 5, "a spoken five, every modality ranked together (--mix calibrated)")
+    ask(str(first("audio", 3)), "depth", 3, "a spoken three")
+    ask(f"{first('depth', 4)} + {first('audio', 4)}", "image", 4, "a depth map and a spoken clip of a four")
+    ask(f"{first('audio', 8)} - 0.5*{mixed / 'eight-caption.txt'} + the digit one", "image", 1,
         "a spoken eight, minus half the caption 'the digit eight', plus text")
 
 

@@ -59,21 +59,38 @@ def find_recorded_model(recorded: str, index: str | os.PathLike) -> str | None:
     return None
 
 
-def index_model_spec(index: str | os.PathLike, recorded: str | None, requested: str | os.PathLike | None,
-                     notify: Notify | None = None) -> str | None:
+def index_model_spec(index: str | os.PathLike, recorded: str | None,
+                     requested: str | os.PathLike | None) -> str | None:
     """The model a job over ``index`` uses: the one it records (``recorded``) when that is there,
-    else ``requested`` / ``$ANYBIND_MODEL`` / the default. IndexStoreError when the recorded model
-    has gone and nothing was requested; a note (to ``notify``) when the request is overruled."""
+    else ``requested`` / ``$ANYBIND_MODEL`` / the default.
+
+    IndexStoreError when the recorded model has gone and nothing was requested, and when a request
+    names another model than the one the index records: queries must be embedded by the model
+    that embedded the rows, so a request is either that model or refused, never silently ignored.
+    """
     if recorded and recorded != UNTRAINED:
         found = find_recorded_model(recorded, index)
         if found is None and not requested:
             raise IndexStoreError(f"{index} was built with model {recorded}, which is not there any more; "
                                   f"pass --model")
         if found is not None:
-            if requested and Path(requested).resolve() != Path(found).resolve() and notify is not None:
-                notify(f"note: using the index's own model {found}, not --model {os.fspath(requested)}")
+            if requested and not same_model(requested, found):
+                raise IndexStoreError(f"{index} was built with model {found}; --model {os.fspath(requested)} "
+                                      f"is another model (leave --model out: the index's own is used)")
             return found
     return model_spec(requested)
+
+
+def same_model(spec: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """Whether ``spec`` (a folder, or a known name already in the cache) names the model in ``folder``."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return path.resolve() == Path(folder).resolve()
+    from binder.hub import cache_state, known_models
+
+    entry = known_models().get(os.fspath(spec))
+    cached = cache_state(entry).model if entry is not None else None
+    return cached is not None and Path(cached).resolve() == Path(folder).resolve()
 
 
 def model_name(spec: str | os.PathLike | None) -> str:

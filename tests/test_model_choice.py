@@ -14,18 +14,18 @@ def test_a_named_model_wins_then_the_environment_then_the_untrained_default(monk
     assert model_spec(None) == "env-model" and model_spec("given") == "given"
 
 
-def test_an_index_uses_its_own_model_over_what_is_named(tmp_path, monkeypatch):
+def test_an_index_uses_its_own_model_and_refuses_another(tmp_path, monkeypatch):
     monkeypatch.delenv(MODEL_ENV, raising=False)
     monkeypatch.chdir(tmp_path)
     index, own, other = tmp_path / "index", tmp_path / "own", tmp_path / "other"
     for folder in (index, own, other):
         folder.mkdir()
-    notes: list[str] = []
     assert index_model_spec(index, "own", None) == str(own)
-    assert index_model_spec(index, "own", str(other), notes.append) == str(own)
-    assert notes and "index's own model" in notes[0] and str(other) in notes[0]
-    notes.clear()
-    assert index_model_spec(index, "own", str(own), notes.append) == str(own) and not notes  # the same folder: no note
+    assert index_model_spec(index, "own", str(own)) == str(own)  # the same folder, named: fine
+    with pytest.raises(IndexStoreError, match=f"built with model {own}; --model {other} is another model"):
+        index_model_spec(index, "own", str(other))  # never silently ignored
+    with pytest.raises(IndexStoreError, match="is another model"):
+        index_model_spec(index, "own", "imagebind-huge")  # a known name not in the cache is not this folder
     (index / "beside").mkdir()
     assert index_model_spec(index, "beside", None) == str(index / "beside")  # relative to the index too
 
@@ -60,3 +60,4 @@ def test_the_untrained_default_says_so_and_a_named_folder_loads_quietly(tmp_path
     notes.clear()
     loaded = load_model(str(tmp_path / "m"), modalities=["text"], notify=notes.append)
     assert not notes and loaded.embed_dim == model.embed_dim
+

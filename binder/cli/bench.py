@@ -19,7 +19,13 @@ def register(app: click.Group) -> None:
     app.add_command(bench_cmd)
 
 
-@click.command("bench")
+def _layouts() -> str:
+    """Each data set's folder layout, for --help (\\b keeps click from rewrapping it)."""
+    lines = [f"{name} ({b.title}, {b.modality}): {b.layout}" for name, b in BENCHMARKS.items()]
+    return "Data set layouts (--data DIR):\n\n\b\n" + "\n".join(lines)
+
+
+@click.command("bench", epilog=_layouts())
 @click.argument("name", type=click.Choice(list(BENCHMARKS)))
 @click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False), required=True,
               help="The data set's folder, in the layout its benchmark documents.")

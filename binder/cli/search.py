@@ -134,7 +134,7 @@ def _query_model(recorded: str | None, model_dir: str | None, index_dir: str, qu
     ``modalities`` are loaded."""
     from binder.model_choice import index_model_spec
 
-    spec = index_model_spec(index_dir, recorded, model_dir, notify=None if quiet else common.echo_err)
+    spec = index_model_spec(index_dir, recorded, model_dir)
     return common.load_model(spec, quiet, modalities=modalities, precision=precision)
 
 

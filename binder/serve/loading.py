@@ -17,7 +17,7 @@ def load_serve_model(config: ServeConfig) -> tuple[Any, str]:
     The whole model is loaded: uploads may be of any modality the model binds.
     """
     notify = None if config.quiet else _note
-    spec = index_model_spec(config.index, IndexStore.open(config.index).model, config.model, notify)
+    spec = index_model_spec(config.index, IndexStore.open(config.index).model, config.model)
     model = load_model(spec, precision=config.precision, progress=not config.quiet, notify=notify)
     return model, model_name(spec)
 

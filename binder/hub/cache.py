@@ -4,13 +4,18 @@ Layout under ``$ANYBIND_HOME`` (default ``~/.cache/anybind``)::
 
     downloads/<filename>         the released file, exactly as published (size and sha256 checked)
     downloads/<filename>.part    a download in progress; the next attempt resumes it
+    downloads/.<filename>.json   for an entry without a sha256: the URL, size and sha256 of the
+                                 download that passed every check and left <filename> there
     models/<name>/               the converted model folder: model.safetensors + config.json
     models/<name>/source.json    which file (URL, sha256) and preset the folder was converted from
     locks/<name>.lock            held while one process downloads or converts <name>
 
-A file copied by hand to ``downloads/<filename>`` is checked and used as if downloaded. The
-model folder appears whole or not at all (``binder.io.atomic_dir``); once it exists the download
-is no longer needed to run the model and may be deleted.
+A file copied by hand to ``downloads/<filename>`` is checked and used as if downloaded when its
+entry has a sha256. For an entry without one there is nothing to check it against: only the file
+that a checked download left there (the record matches its URL, size and sha256) is used, anything
+else is an ``UnverifiedFileError`` that gives its sha256 to pin. The model folder appears whole
+or not at all (``binder.io.atomic_dir``); once it exists the download is no longer needed to run
+the model and may be deleted.
 """
 from __future__ import annotations
 
@@ -40,6 +45,20 @@ def hub_home() -> Path:
 def download_path(entry: ModelEntry) -> Path:
     """Where the entry's released file is kept (and where a copy made by hand is looked for)."""
     return hub_home() / "downloads" / entry.filename
+
+
+def record_path(entry: ModelEntry) -> Path:
+    """Where the record of the entry's last checked download is kept (file names never start with '.')."""
+    return hub_home() / "downloads" / f".{entry.filename}.json"
+
+
+def read_record(entry: ModelEntry) -> dict[str, Any] | None:
+    """The record of the entry's last checked download, or None when there is none (or it is unreadable)."""
+    try:
+        record = json.loads(record_path(entry).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def partial_path(target: Path) -> Path:

@@ -21,6 +21,7 @@ The TOML format, one table per model::
     filename = "imagebind_huge.pth"       # optional: the last part of the URL's path by default
     size = 4803584173                     # optional: bytes
     sha256 = "d6f6...2157"                # optional: without it the download is not verified
+    max_size = 17179869184                # optional: the most bytes a download may have (16 GiB by default)
     preset = "imagebind-huge"
     description = "ImageBind-Huge from our mirror"
     license = "CC-BY-NC-4.0"
@@ -45,6 +46,7 @@ MODELS_ENV = "ANYBIND_MODELS"
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}\Z")
 _RESERVED_SUFFIXES = (".tmp", ".old", ".lock", ".part")  # names the cache itself uses beside a model
 _SHA256 = re.compile(r"[0-9a-f]{64}\Z")
+DEFAULT_MAX_SIZE = 16 * 2**30  # bytes: the bound of a download whose entry does not set max_size
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,8 @@ class ModelEntry:
 
     ``size`` (bytes) and ``sha256`` are checked before a download is kept; either may be ``None``
     where no trustworthy value is published, and the download then says it is unverified.
+    ``max_size`` bounds the bytes a download may bring (``DEFAULT_MAX_SIZE``, 16 GiB, unless set;
+    at least ``size``): a server that announces or sends more is refused.
     ``preset`` is the architecture a ``kind="imagebind"`` file is converted with. ``source`` says
     where the entry came from (built-in, a plugin, a TOML file) and is not part of its identity.
     """
@@ -66,6 +70,7 @@ class ModelEntry:
     preset: str | None = None
     description: str = ""
     license: str = ""
+    max_size: int = DEFAULT_MAX_SIZE
     source: str = field(default="register_model", compare=False)
 
     def __post_init__(self) -> None:
@@ -84,6 +89,10 @@ class ModelEntry:
                                f"not *.part), got {self.filename!r}")
         if self.size is not None and (isinstance(self.size, bool) or not isinstance(self.size, int) or self.size <= 0):
             raise CatalogError(f"{where}: size must be a positive number of bytes or absent, got {self.size!r}")
+        if isinstance(self.max_size, bool) or not isinstance(self.max_size, int) or self.max_size <= 0:
+            raise CatalogError(f"{where}: max_size must be a positive number of bytes, got {self.max_size!r}")
+        if self.size is not None and self.size > self.max_size:
+            raise CatalogError(f"{where}: size {self.size} is over max_size {self.max_size}; raise max_size")
         if self.sha256 is not None:
             digest = self.sha256.lower() if isinstance(self.sha256, str) else ""
             if not _SHA256.match(digest):
@@ -156,7 +165,7 @@ def env_files() -> list[Path]:
     return [Path(p).expanduser() for p in raw.split(os.pathsep) if p.strip()]
 
 
-_TOML_KEYS = {"kind", "url", "filename", "size", "sha256", "preset", "description", "license"}
+_TOML_KEYS = {"kind", "url", "filename", "size", "sha256", "preset", "description", "license", "max_size"}
 
 
 def read_models_file(path: str | os.PathLike) -> list[ModelEntry]:
@@ -195,7 +204,7 @@ def _entry_from_table(path: Path, name: str, table: dict[str, Any]) -> ModelEntr
     return ModelEntry(name=name, kind=table["kind"], url=url, filename=filename, size=table.get("size"),
                       sha256=table.get("sha256"), preset=table.get("preset"),
                       description=table.get("description", ""), license=table.get("license", ""),
-                      source=str(path))
+                      max_size=table.get("max_size", DEFAULT_MAX_SIZE), source=str(path))
 
 
 def known_models() -> dict[str, ModelEntry]:

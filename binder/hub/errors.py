@@ -44,15 +44,18 @@ class OfflineError(DownloadError):
     """The server cannot be reached (no network, DNS failure, connection refused).
 
     ``target`` is where the file is expected in the cache: a copy put there by hand is checked
-    and used by the next run.
+    and used by the next run (for an entry without a sha256, ``verifiable=False``, only once the
+    copy's sha256 is added to the entry).
     """
 
-    def __init__(self, url: str, reason: str, target: str | os.PathLike, expect: str = ""):
+    def __init__(self, url: str, reason: str, target: str | os.PathLike, expect: str = "", verifiable: bool = True):
         self.target = os.fspath(target)
         detail = f" ({expect})" if expect else ""
+        then = ("the next run checks it and uses it" if verifiable else
+                "its catalog entry has no sha256, so add the copy's sha256 to the entry as well: the next run "
+                "then checks it and uses it (an unchecked copy is not used)")
         super().__init__(url, reason, f"cannot reach {url}: {reason}. To install it without a connection, "
-                                      f"fetch that file elsewhere and put it at {self.target}{detail}; "
-                                      f"the next run checks it and uses it")
+                                      f"fetch that file elsewhere and put it at {self.target}{detail}; {then}")
 
 
 class ChecksumError(DownloadError):
@@ -66,3 +69,16 @@ class ChecksumError(DownloadError):
         tail = f"; {note}" if note else ""
         super().__init__(source, f"{what} mismatch",
                          f"{source}: {what} mismatch: expected {expected}, got {actual}{tail}")
+
+
+class UnverifiedFileError(HubError):
+    """A file in the cache for an entry without a sha256 that no checked download left there as it is.
+
+    Such an entry has nothing to check a file against, so only the file a download that passed every
+    check wrote (and recorded) is used; ``path`` is the file, ``problem`` says why it is not used.
+    """
+
+    def __init__(self, path: str | os.PathLike, problem: str):
+        self.path = os.fspath(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: not used: {problem}")

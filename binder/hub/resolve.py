@@ -17,11 +17,13 @@ from binder.hub.cache import (
     human_size,
     is_converted,
     model_dir,
+    read_record,
+    record_path,
     source_record,
 )
 from binder.hub.catalog import ModelEntry, find_model, known_models
-from binder.hub.checksum import check_file
-from binder.hub.errors import CatalogError, UnknownModelError
+from binder.hub.checksum import check_file, check_size, sha256_file, warn_unverified
+from binder.hub.errors import CatalogError, UnknownModelError, UnverifiedFileError
 from binder.hub.kinds import KINDS
 from binder.io import atomic_dir, atomic_write_json
 
@@ -77,19 +79,51 @@ def fetch_file(model: str | ModelEntry, *, progress: bool = True) -> tuple[Path,
     """The entry's released file in ``downloads/`` and its sha256, downloaded first when missing.
 
     A file already there (from an earlier run, or copied by hand) is checked against the entry's
-    size and sha256 before it is used.
+    size and sha256 before it is used; for an entry without a sha256 it must be the file a checked
+    download recorded (``_check_unverified``).
     """
     entry = _entry(model)
     raw = download_path(entry)
     if raw.is_file():
         _say(progress, f"checking {raw}")
+        if entry.sha256 is None:
+            return raw, _check_unverified(entry, raw, progress)
         digest = check_file(raw, entry.size, entry.sha256, progress=progress,
                             note=f"it is not the file {entry.url} serves: delete it or replace it with that file")
         return raw, digest
     from binder.hub.download import download  # requests is imported only when something is fetched
 
     _say(progress, f"downloading {entry.name} ({human_size(entry.size)}) from {entry.url} to {raw}")
-    return raw, download(entry.url, raw, size=entry.size, sha256=entry.sha256, progress=progress)
+    return raw, download(entry.url, raw, size=entry.size, sha256=entry.sha256, max_size=entry.max_size,
+                         progress=progress, record=None if entry.sha256 else record_path(entry))
+
+
+def _check_unverified(entry: ModelEntry, raw: Path, progress: bool) -> str:
+    """The sha256 of ``raw`` if a checked download of the entry's URL left it there as it is now.
+
+    An entry without a sha256 has nothing to check a file against, and a file in ``downloads/``
+    may come from an anybind that took HTML pages and cut-off bodies for the file, or from a copy
+    by hand: such a file is not trusted, and the error gives its sha256 for the user to pin.
+    """
+    check_size(str(raw), entry.size, raw.stat().st_size,
+               f"it is not the file {entry.url} serves: delete it or replace it with that file")
+    digest = sha256_file(raw, progress)
+    record = read_record(entry)
+    pin = f'add sha256 = "{digest}" to the catalog entry {entry.name!r} if you trust it'
+    if record is None:
+        raise UnverifiedFileError(raw, f"the catalog entry {entry.name!r} has no sha256 and no checked download of "
+                                       f"{entry.url} is on record for this file (an older anybind, or a copy by "
+                                       f"hand?); its sha256 is {digest}: {pin}, or delete it to download it again")
+    if record.get("url") != entry.url:
+        raise UnverifiedFileError(raw, f"it was downloaded from {record.get('url')}, and the catalog entry "
+                                       f"{entry.name!r} (no sha256) now names {entry.url}; its sha256 is {digest}: "
+                                       f"{pin}, or delete it to download it again")
+    if record.get("sha256") != digest or record.get("size") != raw.stat().st_size:
+        raise UnverifiedFileError(raw, f"it is not the file the download on record left there (sha256 "
+                                       f"{record.get('sha256')}, now {digest}): it changed since; delete it to "
+                                       f"download it again, or {pin}")
+    warn_unverified(str(raw), digest)
+    return digest
 
 
 def _entry(model: str | ModelEntry) -> ModelEntry:

@@ -1,10 +1,13 @@
-"""A local HTTP file server for the hub tests: Range requests, dropped connections, servers that ignore ranges."""
+"""A local HTTP file server for the hub tests: Range requests, dropped connections, servers that ignore ranges,
+and hand-written answers (HTML pages, lying lengths, gzip, trickles) for the hardening tests."""
 from __future__ import annotations
 
 import hashlib
 import re
 import socket
 import threading
+import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -17,16 +20,20 @@ class FileServer:
 
     ``drop_after = n`` makes the next answer stop after ``n`` body bytes and close the connection
     (once); ``ignore_range`` answers every request with the whole file (200), as some servers do.
+    ``custom[name] = answer`` makes every request for ``name`` call ``answer(handler)``, which writes
+    the raw answer itself (``send_raw`` and ``trickle`` help); the connection is closed after it.
     """
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
+        self.custom: dict[str, Callable[[BaseHTTPRequestHandler], None]] = {}
         self.requests: list[dict[str, str | None]] = []
         self.drop_after: int | None = None
         self.ignore_range = False
         self._lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
+        self.httpd.handle_error = lambda request, address: None  # a client that hung up is no test failure
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     @property
@@ -63,6 +70,10 @@ class FileServer:
                 name = self.path.lstrip("/")
                 rng = self.headers.get("Range")
                 server.requests.append({"path": name, "range": rng})
+                if name in server.custom:
+                    self.close_connection = True
+                    server.custom[name](self)
+                    return
                 data = server.files.get(name)
                 if data is None:
                     self.send_error(404)
@@ -95,6 +106,31 @@ class FileServer:
                 self.wfile.write(body)
 
         return Handler
+
+
+def send_raw(handler: BaseHTTPRequestHandler, status: int, headers: dict[str, str], body: bytes = b"") -> None:
+    """Write a whole answer: exactly these headers (no Content-Length unless given), then ``body``."""
+    handler.send_response(status)
+    for key, value in headers.items():
+        handler.send_header(key, value)
+    handler.end_headers()
+    handler.wfile.write(body)
+    handler.wfile.flush()
+
+
+def trickle(handler: BaseHTTPRequestHandler, data: bytes, every: float, chunk: int = 1,
+            stop_after: float = 4.0) -> None:
+    """Send ``data``, ``chunk`` bytes every ``every`` seconds; stop after ``stop_after`` s or when the client leaves."""
+    end = time.monotonic() + stop_after
+    try:
+        for i in range(0, len(data), chunk):
+            if time.monotonic() > end:
+                return
+            handler.wfile.write(data[i:i + chunk])
+            handler.wfile.flush()
+            time.sleep(every)
+    except OSError:  # the client gave up, as it should
+        return
 
 
 def closed_port() -> int:

@@ -40,10 +40,17 @@ def test_builtin_imagebind_huge(private_catalog):
     ({"name": "../up"}, "a name is"), ({"kind": "onnx"}, "unknown kind"), ({"url": "ftp://h/w.pth"}, "http"),
     ({"filename": "a/w.pth"}, "plain file name"), ({"filename": "w.pth.part"}, "plain file name"),
     ({"size": 0}, "size"), ({"size": True}, "size"), ({"sha256": "abc"}, "64 hex"), ({"preset": None}, "preset"),
+    ({"max_size": 0}, "max_size must be"), ({"max_size": True}, "max_size must be"),
+    ({"max_size": 9}, "size 10 is over max_size 9"),
 ])
 def test_bad_entries_are_refused(change, problem):
     with pytest.raises(CatalogError, match=problem):
         ModelEntry(**{**GOOD, **change})
+
+
+def test_max_size_defaults_to_16_gib():
+    assert ModelEntry(**GOOD).max_size == 16 * 2**30 == catalog_module.DEFAULT_MAX_SIZE
+    assert ModelEntry(**{**GOOD, "max_size": 10}).max_size == 10
 
 
 def test_sha256_is_normalized():
@@ -101,14 +108,15 @@ def test_broken_plugins_say_who_they_are(private_catalog, monkeypatch, target, p
 def test_env_file_adds_and_may_redefine(private_catalog, monkeypatch, tmp_path):
     path = write_catalog(tmp_path / "m.toml", {
         "mirror-test": {"kind": "imagebind", "url": "http://mirror.example/a/ib%20test.pth",
-                        "preset": "imagebind-test"},
+                        "preset": "imagebind-test", "max_size": 2**20},
         "imagebind-huge": {"kind": "imagebind", "url": "https://mirror.example/imagebind_huge.pth",
                            "size": 4_803_584_173, "preset": "imagebind-huge"},
     })
     monkeypatch.setenv("ANYBIND_MODELS", str(path))
     entry = find_model("mirror-test")
     assert entry.filename == "ib test.pth" and entry.size is None and entry.sha256 is None
-    assert entry.source == str(path) and entry.license == ""
+    assert entry.source == str(path) and entry.license == "" and entry.max_size == 2**20
+    assert find_model("imagebind-huge").max_size == 16 * 2**30  # the default where the table sets none
     assert find_model("imagebind-huge").url == "https://mirror.example/imagebind_huge.pth"
 
 
@@ -117,6 +125,8 @@ def test_env_file_adds_and_may_redefine(private_catalog, monkeypatch, tmp_path):
      r"unknown key\(s\) \['mirror'\]"),
     ('[models.x]\nurl = "https://h/x.pth"\n', "kind is required"),
     ('[models.x]\nkind = "imagebind"\nurl = "https://h/x.pth"\npreset = "imagebind-test"\nsize = "big"\n', "size"),
+    ('[models.x]\nkind = "imagebind"\nurl = "https://h/x.pth"\npreset = "imagebind-test"\nmax_size = "big"\n',
+     "max_size must be"),
     ("[other]\n", "expected only"),
     ("[models.x\n", "cannot read"),
 ])

@@ -6,24 +6,36 @@ against ``CONFIG_BOUNDS``, and the transformer parameters it implies must fit in
 file holds, so an absurd config fails with a CheckpointError instead of a multi-GB allocation.
 Loaded weights must be finite. Writing is byte-reproducible: ``canonicalize_safetensors`` sorts the
 header metadata, which safetensors writes in a per-process hash order.
+
+A folder is self-contained: a file a modality option names (``binder.config.file_option``: the
+speech-units codebook) is copied in as ``MODALITY.OPTION.EXT`` when a model is saved and named
+relative to the folder (``bundle_option_files``). Loading (``resolve_option_files``) opens only
+files inside the folder; a path that leaves it is a CheckpointError naming the key. Folders of
+format 1 (written before this rule) named such files as given to the trainer, relative to its
+working directory or absolute: their paths are never opened unless they lie inside the folder,
+and the model is rebuilt from its weights alone, which hold the codebook (see ``LegacyOption``).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
+import shutil
 import struct
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any, NamedTuple
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from binder.errors import CheckpointError
+from binder.config import BindConfig, file_options
+from binder.errors import CheckpointError, RegistryError
 from binder.io import atomic_path, atomic_write_json
+from binder.registry import get_modality
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -53,6 +65,111 @@ def save_checkpoint(folder: str | os.PathLike, module: nn.Module, config: dict[s
         canonicalize_safetensors(tmp)
     atomic_write_json(folder / CONFIG, config, sort_keys=True)
     return folder
+
+
+class LegacyOption(NamedTuple):
+    """A file option of a format-1 folder that names a path outside the folder: never opened, and
+    cleared (None) in the loaded config so the model is rebuilt from its weights alone."""
+
+    modality: str
+    key: str
+    value: str
+
+    def explain(self, folder: str | os.PathLike) -> str:
+        return (f"{folder}: {CONFIG} names {self.modality} option {self.key} = {self.value!r}, a path outside the "
+                f"model folder (written by an older anybind); such paths are never opened, and this model cannot "
+                f"be rebuilt from its weights without that file: copy it into {folder} and set the option to its "
+                f"file name in {CONFIG}")
+
+
+def option_files(config: BindConfig) -> Iterator[tuple[int, str, str, Any]]:
+    """(modality index, modality name, option key, value) of every file option of ``config``'s modalities
+    (a modality not registered has none here; building it fails later with its own error)."""
+    for i, m in enumerate(config.modalities):
+        try:
+            keys = file_options(get_modality(m.name).Options)
+        except RegistryError:
+            continue
+        for key in keys:
+            yield i, m.name, key, m.options.get(key)
+
+
+def _with_options(config: BindConfig, changes: dict[int, dict[str, Any]]) -> BindConfig:
+    if not changes:
+        return config
+    mods = tuple(dataclasses.replace(m, options={**m.options, **changes[i]}) if i in changes else m
+                 for i, m in enumerate(config.modalities))
+    return dataclasses.replace(config, modalities=mods)
+
+
+def bundle_option_files(folder: str | os.PathLike, config: BindConfig) -> BindConfig:
+    """Copy every file a modality option of ``config`` names into ``folder`` (as ``MODALITY.OPTION.EXT``);
+    the config to write, which names each copy relative to ``folder``."""
+    folder = Path(folder)
+    changes: dict[int, dict[str, Any]] = {}
+    for i, name, key, value in option_files(config):
+        if value is None:
+            continue
+        source = Path(value)
+        if not source.is_file():
+            raise CheckpointError(f"cannot save a self-contained model: {name} option {key} names {value!r}, "
+                                  f"which is not a file")
+        target = folder / f"{name}.{key}{''.join(source.suffixes[-1:])}"
+        if not (target.is_file() and os.path.samefile(source, target)):
+            with atomic_path(target) as tmp:
+                shutil.copyfile(source, tmp)
+        changes.setdefault(i, {})[key] = target.name
+    return _with_options(config, changes)
+
+
+def resolve_option_files(folder: str | os.PathLike, config: BindConfig,
+                         legacy: bool = False) -> tuple[BindConfig, list[LegacyOption]]:
+    """``config`` with each file option a path inside ``folder`` (absolute), the files checked.
+
+    A value that is absolute, climbs out with ``..`` or leads out through a link is a CheckpointError
+    naming the key, and so is a file that is not there. With ``legacy`` (a format-1 folder, whose
+    paths were written as the trainer was given them) such a value is instead never opened: the
+    option is cleared and returned as a ``LegacyOption``, the model being rebuilt from its weights.
+    """
+    folder = Path(folder)
+    root = folder.resolve()
+    changes: dict[int, dict[str, Any]] = {}
+    cleared: list[LegacyOption] = []
+    for i, name, key, value in option_files(config):
+        if value is None:
+            continue
+        where = f"{folder / CONFIG}: {name} option {key} = {value!r}"
+        problem = _outside(root, value)
+        if problem is None:
+            changes.setdefault(i, {})[key] = str((root / PurePosixPath(value)).resolve())
+        elif legacy:
+            changes.setdefault(i, {})[key] = None
+            cleared.append(LegacyOption(name, key, str(value)))
+        else:
+            raise CheckpointError(f"{where} {problem}; a model folder names its files relative to itself")
+    return _with_options(config, changes), cleared
+
+
+def _outside(root: Path, value: Any) -> str | None:
+    """Why ``value`` does not name a file inside the folder ``root`` (None when it does)."""
+    if not isinstance(value, str) or not value or "\x00" in value:
+        return "is not a file name"
+    rel = PurePosixPath(value)
+    if rel.is_absolute() or PureWindowsPath(value).is_absolute():
+        return "is an absolute path, outside the model folder"
+    if "\\" in value:
+        return "is not a relative path with '/' separators"
+    if ".." in rel.parts:
+        return "leaves the model folder"
+    try:
+        real = (root / rel).resolve()
+        if not real.is_relative_to(root):
+            return "leads out of the model folder through a link"
+        if not real.is_file():
+            return "is not a file in the model folder"
+    except (OSError, RuntimeError):  # a name too long, a loop of links
+        return "is not a file in the model folder"
+    return None
 
 
 def canonicalize_safetensors(path: str | os.PathLike) -> None:

@@ -58,4 +58,10 @@ class IndexFileMissingError(IndexDamageError):
 
 
 class TrainingError(AnybindError):
-    """A training run cannot go on: its loss stopped being finite, or its devices or ranks do not fit it."""
+    """A training run cannot go on: its loss stopped being finite, a step has too few pairs that could be
+    read to contrast, or its devices or ranks do not fit it."""
+
+
+class ConfigError(AnybindError, ValueError):
+    """A config or recipe value is malformed: an unknown or repeated key, a value of the wrong type,
+    NaN or infinity, a number out of range. The message names the key (and the expected type)."""

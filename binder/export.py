@@ -12,6 +12,7 @@ the JSON, so a reader that finds the JSON finds whole graphs.
 """
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import warnings
@@ -193,6 +194,15 @@ def _commit(staged: Path, out: Path) -> None:
     fsync_dir(out)
 
 
+def check_tolerance(tolerance: float | None) -> None:
+    """A parity tolerance must be a finite number >= 0: NaN or infinity would let any graph pass."""
+    if tolerance is None:
+        return
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not math.isfinite(tolerance) \
+            or tolerance < 0:
+        raise ExportError(f"tolerance must be a finite number >= 0, got {tolerance!r}")
+
+
 def export_onnx(model: BindingModel, out_dir: str | os.PathLike, precision: str = "fp32",
                 tolerance: float | None = None, source: str | None = None,
                 modalities: Sequence[str] | None = None) -> dict[str, Any]:
@@ -205,6 +215,7 @@ def export_onnx(model: BindingModel, out_dir: str | os.PathLike, precision: str 
     """
     require_onnx()
     check_precision(precision)
+    check_tolerance(tolerance)
     names = list(modalities) if modalities else list(model.modalities)
     for name in names:
         model.modality(name)  # an unknown name fails before any work

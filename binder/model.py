@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import cast
 
@@ -12,7 +12,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from binder.anchor import Anchor, load_anchor
-from binder.checkpoint import check_buildable, load_weights, read_config, save_checkpoint
+from binder.checkpoint import (
+    CONFIG,
+    bundle_option_files,
+    check_buildable,
+    load_weights,
+    read_config,
+    resolve_option_files,
+    save_checkpoint,
+)
 from binder.config import BindConfig, ModalityConfig
 from binder.errors import AnybindError, CheckpointError, ModalityError
 from binder.heads import Head
@@ -22,7 +30,9 @@ from binder.trunk import Trunk, build_trunk
 from binder.vectors import UNIT_TOLERANCE
 from modalities.base import Modality
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: files a modality option names are inside the folder (binder.checkpoint)
+READABLE_VERSIONS = (1, 2)
+CONFIG_KEYS = ("format_version", "bind", "anchor_arch")
 NON_FINITE = "non-finite output: the model produced NaN/Inf (or a zero vector) for this input"
 
 
@@ -194,12 +204,18 @@ class BindingModel(nn.Module):
     def embed_files(self, name: str, paths: list[str | os.PathLike]) -> torch.Tensor:
         """Load, preprocess and encode files of one modality: finite unit vectors, or a ModalityError
         naming the first bad file (bad input, or an input the model turns into NaN)."""
-        modality = self.modality(name)
-        batch = modality.collate([modality.prepare(p) for p in paths])
+        batch = self.prepare_files(name, paths)
         z, bad = self.encode_rows(name, batch)
         if bad:
             raise ModalityError(paths[bad[0]], NON_FINITE)
         return z
+
+    def prepare_files(self, name: str, paths: Sequence[str | os.PathLike]) -> torch.Tensor:
+        """The batch ``embed_files`` encodes: files of one modality loaded and preprocessed by this
+        model's options, ``(N, *input_shape)`` (token ids for text). An exported graph takes exactly
+        this (``anybind prepare``); a bad file is a ModalityError naming it."""
+        modality = self.modality(name)
+        return modality.collate([modality.prepare(p) for p in paths])
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> BindingModel:
@@ -219,11 +235,13 @@ class BindingModel(nn.Module):
         return self
 
     def save(self, folder: str | os.PathLike) -> Path:
-        """Write ``model.safetensors`` + ``config.json``; the folder is self-contained."""
+        """Write ``model.safetensors`` + ``config.json``; the folder is self-contained: a file a modality
+        option names (a codebook) is copied in and named relative to the folder."""
         if self.partial is not None:
             raise CheckpointError(f"this model was loaded with only the parts of {', '.join(self.partial)}; "
                                   f"load it whole (BindingModel.load(folder)) to save it")
-        payload = {"format_version": FORMAT_VERSION, "bind": self.config.to_dict(), "anchor_arch": self.anchor.arch()}
+        config = bundle_option_files(folder, self.config)
+        payload = {"format_version": FORMAT_VERSION, "bind": config.to_dict(), "anchor_arch": self.anchor.arch()}
         return save_checkpoint(folder, self, payload)
 
     @classmethod
@@ -236,21 +254,38 @@ class BindingModel(nn.Module):
         model embeds exactly as the whole one does, and refuses to be saved.
         """
         payload = read_config(folder)
-        if payload.get("format_version") != FORMAT_VERSION or not isinstance(payload.get("bind"), dict):
-            raise CheckpointError(f"{folder}: unsupported model format {payload.get('format_version')!r}")
+        version = payload.get("format_version")
+        if version not in READABLE_VERSIONS or isinstance(version, bool) or not isinstance(payload.get("bind"), dict):
+            raise CheckpointError(f"{folder}: unsupported model format {version!r}")
+        unknown = sorted(k for k in payload if k not in CONFIG_KEYS)
+        if unknown:
+            raise CheckpointError(f"{folder}: unknown {CONFIG} key(s) {', '.join(map(repr, unknown))} "
+                                  f"(known: {', '.join(CONFIG_KEYS)})")
         try:
             config = BindConfig.from_dict(payload["bind"])
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
             raise CheckpointError(f"{folder}: bad config ({type(exc).__name__}: {exc})") from None
+        config, cleared = resolve_option_files(folder, config, legacy=version == 1)
         check_buildable(folder, payload)
+        try:
+            return cls._load_checked(folder, config, payload.get("anchor_arch"), modalities)
+        except CheckpointError as exc:
+            if cleared:  # a format-1 folder whose option file was left unopened: say so first
+                raise CheckpointError(f"{cleared[0].explain(folder)} ({exc})") from None
+            raise
+
+    @classmethod
+    def _load_checked(cls, folder: str | os.PathLike, config: BindConfig, arch: dict | None,
+                      modalities: Iterable[str] | None) -> BindingModel:
+        """Build the model of a checked config and fill it from the folder's weights."""
         if modalities is not None:
-            return cls._load_parts(folder, config, payload.get("anchor_arch"), modalities)
+            return cls._load_parts(folder, config, arch, modalities)
         try:
             with torch.device("meta"):  # no random weights first: half the peak memory, a fraction of the time
-                model = cls._build_checked(folder, config, payload.get("anchor_arch"))
+                model = cls._build_checked(folder, config, arch)
             return load_parts(model, folder, None).eval()
         except UnfilledPartError:  # a buffer only the constructor computes: build for real, then load
-            model = cls._build_checked(folder, config, payload.get("anchor_arch"))
+            model = cls._build_checked(folder, config, arch)
             load_weights(folder, model)
             return model.eval()
 

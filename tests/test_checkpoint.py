@@ -283,3 +283,41 @@ def test_anchor_stays_frozen_in_train_mode(files):
     assert all(p.requires_grad for p in model.tokenizers.parameters())
     model.anchor.train(True)
     assert not model.anchor.training
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda p: {**p, "bind": {**p["bind"], "modalities": p["bind"]["modalities"] + p["bind"]["modalities"][:1]}},
+     r"modality 'image' is listed twice"),
+    (lambda p: {**p, "flavour": 1}, r"unknown config.json key\(s\) 'flavour'"),
+    (lambda p: {**p, "bind": {**p["bind"], "modalities": [{**p["bind"]["modalities"][0], "colour": "red"}]}},
+     r"bind.modalities\[0\]: unknown key 'colour'"),
+    (lambda p: {**p, "bind": {**p["bind"], "modalities": [{**p["bind"]["modalities"][0],
+                                                           "head": {"logit_scale": "hot"}}]}},
+     r"bind.modalities\[0\].head: logit_scale must be a number \(float\), got 'hot'"),
+    (lambda p: {**p, "bind": {**p["bind"], "trunk": {**p["bind"]["trunk"], "norm_eps": float("nan")}}},
+     r"bind.trunk: norm_eps must be a finite number, got nan"),
+    (lambda p: {**p, "bind": {**p["bind"], "seed": "3"}}, r"bind: seed must be an integer \(int\), got '3'"),
+    (lambda p: {**p, "bind": {**p["bind"], "anchor": {**p["bind"]["anchor"], "size": 1}}},
+     r"bind.anchor: unknown key 'size'"),
+    (lambda p: {**p, "format_version": True}, "unsupported model format True"),
+], ids=["duplicate", "top_level_key", "modality_key", "head_type", "nan", "seed_type", "anchor_key", "bool_version"])
+def test_malformed_configs_are_refused_naming_the_key(saved, tmp_path, damage, message):
+    folder = _fresh_copy(saved, tmp_path / "bad")
+    payload = json.loads((folder / CONFIG).read_text())
+    (folder / CONFIG).write_text(json.dumps(damage(payload)))
+    with pytest.raises(CheckpointError, match=message):
+        BindingModel.load(folder)
+    with pytest.raises(CheckpointError, match=message):
+        BindingModel.load(folder, modalities=["imu"])
+
+
+def test_configs_made_in_code_are_checked_too():
+    from binder.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="modality 'imu' is listed twice"):
+        BindConfig(modalities=(ModalityConfig("imu"), ModalityConfig("imu")))
+    with pytest.raises(ConfigError, match=r"width must be an integer \(int\), got '256'"):
+        TrunkConfig(width="256")
+    with pytest.raises(ConfigError, match="options.scale must be a finite number, got inf"):
+        ModalityConfig("imu", {"scale": float("inf")})
+    assert TrunkConfig(mlp_ratio=2).mlp_ratio == 2.0 and isinstance(TrunkConfig(mlp_ratio=2).mlp_ratio, float)

@@ -130,3 +130,38 @@ def test_cli_export_of_a_damaged_model_folder_fails_in_one_line(tmp_path, capfd,
     assert code == 2 and not out and err.startswith("anybind: error:") and err.count("\n") == 1, err
     assert str(folder) in err and "Traceback" not in err
     assert not (tmp_path / "onnx" / MANIFEST).exists()
+
+
+@pytest.mark.parametrize("tolerance", ["nan", "inf", "-inf", "-1"])
+def test_a_tolerance_that_would_switch_the_check_off_is_refused(tmp_path, capfd, tolerance):
+    folder = BindingModel.default(["imu", "text"]).save(tmp_path / "model")
+    code, out, err = run_cli(["export", "onnx", str(folder), str(tmp_path / "onnx"), "--tolerance", tolerance],
+                             capfd)
+    assert code == 2 and not out and "--tolerance" in err and "Traceback" not in err, err
+    assert not (tmp_path / "onnx").exists()
+    with pytest.raises(ExportError, match="finite number >= 0"):
+        export_onnx(BindingModel.default(["imu"]).eval(), tmp_path / "lib", tolerance=float(tolerance))
+    assert not (tmp_path / "lib").exists()
+
+
+def test_prepare_builds_what_an_exported_graph_takes_from_files(default_model, fp32_export, tmp_path, capfd,
+                                                                 monkeypatch):
+    """`anybind prepare` → .npy → the ONNX graph gives the embedding `BindingModel.embed_files` gives."""
+    from samplegen import MAKERS
+
+    import binder.cli.common
+
+    monkeypatch.setattr(binder.cli.common, "load_model", lambda *a, **k: default_model)
+    folder, manifest = fp32_export
+    for name in ("image", "text", "depth"):
+        files = [str(MAKERS[name](tmp_path, seed=s)) for s in (1, 2)]
+        out = tmp_path / f"{name}.npy"
+        code, _, err = run_cli(["prepare", *files, "--out", str(out)], capfd)
+        assert code == 0, err
+        x = np.load(out)
+        assert x.dtype == (np.int64 if name == "text" else np.float32) and x.shape[0] == 2
+        got = _run(folder, manifest["modalities"][name], torch.from_numpy(x))
+        torch.testing.assert_close(got, default_model.embed_files(name, files), atol=1e-4, rtol=0)
+    image, depth = MAKERS["image"](tmp_path, seed=3), MAKERS["depth"](tmp_path, seed=3)
+    code, _, err = run_cli(["prepare", str(image), str(depth), "--out", str(tmp_path / "x.npy")], capfd)
+    assert code == 2 and "a graph takes one" in err and not (tmp_path / "x.npy").exists()

@@ -194,3 +194,96 @@ def test_anchor_training_learns_digits(trained_anchor):
     model = BindingModel(BindConfig(anchor=AnchorConfig(model=f"local-dir:{folder}"),
                                     modalities=(ModalityConfig("image"),)))
     assert (folder / "open_clip_config.json").is_file() and model.embed_dim == 64
+
+
+def _missing_files_world(root: Path, tmp_path: Path) -> Path:
+    """A copy of the depth manifest whose every depth file is missing (the paired images exist)."""
+    lines = [json.loads(line) for line in (root / "depth.train.jsonl").read_text().splitlines()]
+    manifest = tmp_path / "missing.train.jsonl"
+    manifest.write_text("".join(json.dumps({**r, "path": f"gone/{r['path']}", "image": str(root / r["image"])}) + "\n"
+                                for r in lines))
+    return manifest
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "preprocess_once"])
+def test_a_run_whose_files_are_all_missing_stops_and_saves_nothing(digits_world, tmp_path, capfd, stream):
+    from cli_helpers import run_cli
+
+    recipe = write_recipe(digits_world, tmp_path / "run", workers=0)
+    manifest = _missing_files_world(digits_world, tmp_path)
+    recipe.write_text(recipe.read_text().replace(f'train = "{digits_world}/depth.train.jsonl"',
+                                                 f'train = "{manifest}"'))
+    sets = [] if stream else ["--set", "train.stream=false"]
+    if not stream:  # the preprocess-once path takes no augmentation
+        recipe.write_text(recipe.read_text().replace('name = "depth"', 'name = "depth"\naugment = false'))
+    code, out, err = run_cli(["train", str(recipe), "--quiet", *sets], capfd)
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and not out, err
+    said = "no pair could be read" if stream else "no usable depth files (160 failed)"
+    assert last.startswith("anybind: error:") and said in last and "gone/" in last, last
+    assert "loss=nan" not in err and "Traceback" not in err
+    assert not (tmp_path / "run" / "model").exists() and not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_a_step_with_one_readable_pair_stops_with_a_typed_error(digits_world, tmp_path):
+    from binder.errors import TrainingError
+
+    manifest = _missing_files_world(digits_world, tmp_path)
+    lines = manifest.read_text().splitlines()
+    first = json.loads(lines[0])
+    lines[0] = json.dumps({**first, "path": str(digits_world / first["path"].removeprefix("gone/"))})
+    manifest.write_text("\n".join(lines) + "\n")
+    recipe = write_recipe(digits_world, tmp_path / "one", workers=0, batch_size=len(lines))
+    recipe.write_text(recipe.read_text().replace(f'train = "{digits_world}/depth.train.jsonl"',
+                                                 f'train = "{manifest}"'))
+    trainer = Trainer(load_recipe(recipe), progress=False)
+    with pytest.raises(TrainingError, match=r"step 1 \(depth\): only 1 of 160 pairs could be read"):
+        trainer.run()
+    assert not (tmp_path / "one" / "model").exists()
+
+
+@pytest.mark.parametrize("setting, message", [
+    ('train.lr="fast"', r"\[train\]: lr must be a number \(float\), got 'fast'"),
+    ("train.lr=nan", r"\[train\]: lr must be a finite number, got nan"),
+    ("train.lr=inf", r"\[train\]: lr must be a finite number, got inf"),
+    ("train.steps='\"ten\"'", r"\[train\]: steps must be an integer \(int\), got 'ten'"),
+    ("train.steps=2.5", r"\[train\]: steps must be an integer \(int\), got 2.5"),
+    ("train.stream=1", r"\[train\]: stream must be true or false \(bool\), got 1"),
+    ("train.lr=-1", r"train.lr must be > 0"),
+    ("trunk.width='\"wide\"'", r"\[trunk\]: width must be an integer"),
+    ("anchor.model=3", r"\[anchor\]: model must be a string"),
+    ("eval.templates=[1]", r"\[eval\]: templates\[0\] must be a string"),
+])
+def test_bad_recipe_values_are_one_line_errors_naming_key_and_type(digits_world, tmp_path, capfd, setting, message):
+    import re
+    import shlex
+
+    from cli_helpers import run_cli
+
+    recipe = write_recipe(digits_world, tmp_path / "run")
+    code, out, err = run_cli(["train", str(recipe), "--quiet", "--set", *shlex.split(setting)], capfd)
+    assert code == 2 and not out and err.startswith("anybind: error:") and err.count("\n") == 1, err
+    assert re.search(message, err), err
+    assert "internal error" not in err and not (tmp_path / "run").exists()
+
+
+def test_recipe_modalities_listed_twice_or_with_bad_options_are_refused(digits_world, tmp_path):
+    from binder.errors import ConfigError
+
+    recipe = write_recipe(digits_world, tmp_path / "run")
+    text = recipe.read_text()
+    entry = text[text.index("[[modality]]"):text.index("[eval]")]
+    recipe.write_text(text.replace(entry, entry + entry))
+    with pytest.raises(ConfigError, match=r"\[\[modality\]\] 'depth' is listed more than once"):
+        load_recipe(recipe)
+    recipe.write_text(text.replace("options = { image_size = 32, patch = 8 }",
+                                   "options = { image_size = 32, patch = 8, colour = 1 }"))
+    with pytest.raises(ConfigError, match=r"\[\[modality\]\] depth: unknown option 'colour'"):
+        load_recipe(recipe)
+    recipe.write_text(text.replace("options = { image_size = 32, patch = 8 }",
+                                   'options = { image_size = "big", patch = 8 }'))
+    with pytest.raises(ConfigError, match=r"options.image_size must be an integer \(int\), got 'big'"):
+        load_recipe(recipe)
+    recipe.write_text(text)
+    with pytest.raises(ConfigError, match=r"lr must be a finite number"):
+        load_recipe(recipe, {"train.lr": float("nan")})

@@ -14,7 +14,8 @@ from binder.config import BindConfig, ModalityConfig
 from binder.errors import AnybindError, ModalityError
 from binder.model import BindingModel
 from binder.train.units import fit_first_codebook, fit_next_codebook, hidden_extractor
-from modalities.speech_units import Codebook, dedup_units, nearest_units
+from modalities.speech_codebook import Codebook, nearest_units
+from modalities.speech_units import dedup_units
 
 OPTIONS = {"max_frames": 200, "max_units": 64}
 
@@ -138,3 +139,137 @@ def test_damaged_codebooks_are_refused_by_name(speech, first, tmp_path):
     (tmp_path / "cut.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":")
     with pytest.raises(CheckpointError, match="not a safetensors codebook"):
         Codebook.load(tmp_path / "cut.safetensors")
+
+
+# ---------------------------------------------------------------- self-contained model folders
+
+CODEBOOK_FILE = "speech_units.codebook.safetensors"
+
+
+def _config_of(folder: Path) -> dict:
+    return json.loads((folder / "config.json").read_text())
+
+
+def _set_codebook(folder: Path, value, version: int | None = None) -> None:
+    payload = _config_of(folder)
+    payload["bind"]["modalities"][0]["options"]["codebook"] = value
+    if version is not None:
+        payload["format_version"] = version
+    (folder / "config.json").write_text(json.dumps(payload))
+
+
+def _batch(model: BindingModel, paths: list[str]) -> torch.Tensor:
+    modality = model.modality("speech_units")
+    return modality.collate([modality.prepare(p) for p in paths])
+
+
+def test_a_saved_model_carries_its_codebook_and_loads_from_anywhere(speech, first, tmp_path, monkeypatch):
+    import shutil
+
+    folder, paths = speech
+    book, _ = fit_next_codebook(first, paths, layer=1, k=8, seed=0, progress=False)
+    book.save(tmp_path / "iter2.safetensors")
+    for model, source in ((first, folder / "iter1.safetensors"),
+                          (model_with(tmp_path / "iter2.safetensors", 8), tmp_path / "iter2.safetensors")):
+        saved = model.save(tmp_path / "train" / f"model{model.tokenizers['speech_units'].iteration}")
+        assert _config_of(saved)["bind"]["modalities"][0]["options"]["codebook"] == CODEBOOK_FILE
+        assert (saved / CODEBOOK_FILE).read_bytes() == source.read_bytes()
+        moved = tmp_path / "elsewhere" / saved.name
+        shutil.move(saved, moved)
+        monkeypatch.chdir(tmp_path / "elsewhere")  # neither the training folder nor the model's
+        x = _batch(model, paths[:2])
+        for loaded in (BindingModel.load(moved), BindingModel.load(moved, modalities=["speech_units"])):
+            assert torch.equal(loaded.encode("speech_units", x), model.encode("speech_units", x))
+        again = BindingModel.load(moved)
+        again.save(moved)  # into its own folder: the codebook is already there
+        again.save(tmp_path / "copy" / moved.name)  # and into another: it travels along
+        assert (tmp_path / "copy" / moved.name / CODEBOOK_FILE).read_bytes() == source.read_bytes()
+        assert torch.equal(BindingModel.load(tmp_path / "copy" / moved.name).encode("speech_units", x),
+                           model.encode("speech_units", x))
+    (tmp_path / "iter2.safetensors").unlink()  # what the saved model needs is inside it
+    assert BindingModel.load(tmp_path / "copy" / "model2").tokenizers["speech_units"].iteration == 2
+
+
+@pytest.mark.parametrize("value, problem", [
+    ("../../../../etc/hostname", "leaves the model folder"),
+    ("sub/../../x.safetensors", "leaves the model folder"),
+    ("/etc/hostname", "is an absolute path"),
+    ("link.safetensors", "leads out of the model folder through a link"),
+    ("absent.safetensors", "is not a file in the model folder"),
+    (3, "is not a file name"),
+])
+def test_config_paths_may_not_leave_the_model_folder(speech, first, tmp_path, monkeypatch, value, problem):
+    from binder.errors import CheckpointError
+    from modalities.speech_codebook import Codebook as Book
+
+    saved = first.save(tmp_path / "model")
+    (saved / "link.safetensors").symlink_to(speech[0] / "iter1.safetensors")
+    _set_codebook(saved, value)
+    opened = []
+    monkeypatch.setattr(Book, "load", classmethod(lambda cls, path: opened.append(path)))
+    with pytest.raises(CheckpointError, match=f"speech_units option codebook = .* {problem}") as caught:
+        BindingModel.load(saved)
+    assert "config.json" in str(caught.value) and opened == []
+
+
+def test_older_model_folders_load_from_their_weights_without_opening_outside_paths(speech, first, tmp_path,
+                                                                                   monkeypatch):
+    from binder.errors import CheckpointError
+    from modalities.speech_codebook import Codebook as Book
+
+    folder, paths = speech
+    x = _batch(first, paths[:2])
+    saved = first.save(tmp_path / "model")
+    (saved / CODEBOOK_FILE).unlink()  # as a format-1 folder: no copy inside
+    load = Book.load
+    opened: list[str] = []
+    monkeypatch.setattr(Book, "load", classmethod(lambda cls, path: opened.append(str(path)) or load(path)))
+    for value in (str(folder / "iter1.safetensors"), "out/world/speech_units_codebook.safetensors",
+                  "../../../../etc/hostname"):
+        _set_codebook(saved, value, version=1)
+        old = BindingModel.load(saved)
+        assert opened == [] and old.config.modality("speech_units").options["codebook"] is None
+        assert torch.equal(old.encode("speech_units", x), first.encode("speech_units", x))
+    old.save(tmp_path / "resaved")  # re-saved, it is a current, self-contained folder
+    assert _config_of(tmp_path / "resaved")["format_version"] == 2
+    assert torch.equal(BindingModel.load(tmp_path / "resaved").encode("speech_units", x),
+                       first.encode("speech_units", x))
+
+    book, _ = fit_next_codebook(first, paths, layer=1, k=8, seed=0, progress=False)
+    book.save(tmp_path / "iter2.safetensors")
+    second = model_with(tmp_path / "iter2.safetensors", 8).save(tmp_path / "model2")
+    (second / CODEBOOK_FILE).rename(tmp_path / "outside.safetensors")
+    opened.clear()  # building the model above read it, as training does
+    _set_codebook(second, str(tmp_path / "outside.safetensors"), version=1)
+    with pytest.raises(CheckpointError, match="copy it into .* and set the option to its file name"):
+        BindingModel.load(second)
+    assert opened == []
+    (tmp_path / "outside.safetensors").rename(second / "iter2.safetensors")  # the fix the message gives
+    _set_codebook(second, "iter2.safetensors")
+    assert BindingModel.load(second).tokenizers["speech_units"].iteration == 2
+    assert opened == [str(second.resolve() / "iter2.safetensors")]
+
+
+def test_units_fit_errors_name_the_model_and_the_files(speech, tmp_path, capfd):
+    folder, _ = speech
+    other = BindingModel(BindConfig(modalities=(ModalityConfig("imu", {"length": 256, "kernel": 8}),)))
+    other.save(tmp_path / "imu_model")
+    code, out, err = run_cli(["units", "fit", str(folder / "train.jsonl"), "--out", str(tmp_path / "x.safetensors"),
+                              "--model", str(tmp_path / "imu_model"), "--quiet"], capfd)
+    assert code == 2 and not out and err.count("\n") == 1, err
+    assert "holds no speech_units binding (it holds: imu)" in err and "internal error" not in err
+    with pytest.raises(AnybindError, match=r"the model holds no speech_units binding \(it holds: imu\)"):
+        hidden_extractor(other)
+
+    bad = [tmp_path / f"bad{i}.speech.wav" for i in range(5)]
+    for path in bad:
+        path.write_bytes(b"RIFF not really")
+    manifest = tmp_path / "bad.jsonl"
+    manifest.write_text("".join(json.dumps({"modality": "speech_units", "path": p.name, "image": "x.png"}) + "\n"
+                                for p in bad))
+    code, out, err = run_cli(["units", "fit", str(manifest), "--out", str(tmp_path / "y.safetensors"), "--quiet"],
+                             capfd)
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and last.startswith("anybind: error: no speech file could be read (5 tried:"), err
+    assert "bad0.speech.wav: " in last and "bad2.speech.wav: " in last and "and 2 more" in last
+    assert not (tmp_path / "y.safetensors").exists()

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from binder.cli import bench, convert, embed, export, index, models, search, serve, train, units, world
+from binder.cli import bench, convert, embed, export, index, models, prepare, search, serve, train, units, world
 from binder.errors import AnybindError
 
 
@@ -21,7 +21,7 @@ def app(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-for _module in (embed, train, units, index, search, convert, models, world, bench, export, serve):
+for _module in (embed, train, units, index, search, convert, models, world, bench, export, prepare, serve):
     _module.register(app)
 
 

@@ -1,6 +1,8 @@
 """`anybind export onnx`: a model folder → one checked ONNX graph per modality (registered in binder/cli)."""
 from __future__ import annotations
 
+import math
+
 import click
 
 from binder.cli import common
@@ -17,14 +19,22 @@ def export_group() -> None:
     """Export a model for other runtimes."""
 
 
+def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """NaN passes FloatRange's bounds and infinity its minimum; either would switch the parity check off."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number; the parity check needs one >= 0")
+    return value
+
+
 @export_group.command("onnx")
 @click.argument("model_dir", metavar="MODEL", type=click.Path(exists=True, file_okay=False))
 @click.argument("out_dir", metavar="OUT", type=click.Path(file_okay=False))
 @click.option("--precision", type=click.Choice(INFERENCE_PRECISIONS), default="fp32", show_default=True,
               help="int8: ONNX Runtime's dynamic int8 quantization of every graph.")
 @click.option("--modality", "modalities", multiple=True, help="Export only this modality (repeatable).")
-@click.option("--tolerance", type=click.FloatRange(min=0), default=None,
-              help="Largest |ONNX - torch| allowed on the test batch (default: 1e-4 fp32, 0.05 int8).")
+@click.option("--tolerance", type=click.FloatRange(min=0), default=None, callback=_finite,
+              help="Largest |ONNX - torch| allowed on the test batch, a finite number >= 0 "
+                   "(default: 1e-4 fp32, 0.05 int8).")
 @click.option("--quiet", is_flag=True, help="No per-graph lines.")
 def onnx_cmd(model_dir: str, out_dir: str, precision: str, modalities: tuple[str, ...], tolerance: float | None,
              quiet: bool) -> None:

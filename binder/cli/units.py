@@ -20,11 +20,11 @@ def units_group() -> None:
 @click.option("--model", "model_dir", metavar="MODEL", default=None,
               help="A trained speech_units binding: cluster its hidden features (the next iteration). "
                    "Without it, MFCC frames are clustered (the first iteration).")
-@click.option("--layer", type=int, default=None, help="Trunk blocks to run for the hidden features "
+@click.option("--layer", type=click.IntRange(min=1), default=None, help="Trunk blocks to run for the hidden features "
               "(default: half the trunk).")
-@click.option("--k", "k", type=int, default=100, show_default=True, help="Number of units.")
+@click.option("--k", "k", type=click.IntRange(min=2), default=100, show_default=True, help="Number of units.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--max-rows", type=int, default=200_000, show_default=True,
+@click.option("--max-rows", type=click.IntRange(min=1), default=200_000, show_default=True,
               help="Hidden-feature rows k-means sees at most (a seeded sample).")
 @click.option("--root", type=click.Path(exists=True, file_okay=False), default=None,
               help="Folder that relative manifest paths start from (default: the manifest's folder).")
@@ -36,6 +36,7 @@ def fit_cmd(manifest: str, out: str, model_dir: str | None, layer: int | None, k
     The codebook goes into a recipe as the speech_units option ``codebook = "OUT"``.
     """
     from binder.cli.common import load_model
+    from binder.errors import AnybindError
     from binder.train.data import read_pairs
     from binder.train.units import MODALITY, fit_first_codebook, fit_next_codebook
 
@@ -46,6 +47,10 @@ def fit_cmd(manifest: str, out: str, model_dir: str | None, layer: int | None, k
         book, failed = fit_first_codebook(paths, k, seed, progress=not quiet)
     else:
         model = load_model(model_dir, quiet=True, modalities=[MODALITY])
+        if MODALITY not in model.stored:
+            raise AnybindError(f"{model_dir}: holds no {MODALITY} binding (it holds: "
+                               f"{', '.join(model.stored) or 'no modality'}); --model must be a trained "
+                               f"{MODALITY} binding, or leave it out to fit a first-iteration (MFCC) codebook")
         book, failed = fit_next_codebook(model, paths, layer, k, seed, max_rows, progress=not quiet)
     for path, reason in failed:
         click.echo(f"anybind: skipped {path}: {reason}", err=True)

@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from binder.anchor import Anchor, quiet_root_logger, save_anchor_dir
-from binder.config import AnchorConfig
+from binder.config import AnchorConfig, check_fields
 from binder.embed.classify import class_embeddings
-from binder.errors import AnybindError
+from binder.errors import AnybindError, ConfigError
 from binder.train.data import prepare_inputs, read_pairs, under_root
 from binder.train.evaluate import label_indices, zero_shot_accuracy
 from binder.train.loss import BindingLoss
@@ -41,6 +41,13 @@ class AnchorTrainConfig:
     warmup_steps: int = 30
     seed: int = 0
     augment: bool = True
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.epochs < 1 or self.batch_size < 2:
+            raise ConfigError("train.epochs must be >= 1 and train.batch_size >= 2 (the loss needs negatives)")
+        if self.lr <= 0 or self.weight_decay < 0 or self.warmup_steps < 0:
+            raise ConfigError("train.lr must be > 0, train.weight_decay and train.warmup_steps >= 0")
 
 
 def load_anchor_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[AnchorTrainConfig, EvalSpec]:

@@ -111,7 +111,9 @@ def prepare_inputs(modality: Modality, records: list[PairRecord], workers: int =
                 tensors.append(out)
                 kept.append(rec)
     if not kept:
-        raise AnybindError(f"no usable {modality.name} files ({len(failures)} failed)")
+        named = "; ".join(f"{path}: {reason}" for path, reason in failures[:3])
+        more = f"; and {len(failures) - 3} more" if len(failures) > 3 else ""
+        raise AnybindError(f"no usable {modality.name} files ({len(failures)} failed): {named}{more}")
     return PreparedSet(modality.collate(tensors), kept, failures)
 
 

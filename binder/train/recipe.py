@@ -1,15 +1,22 @@
-"""TOML recipes (read with tomllib) → the frozen configs the trainer and evaluator take."""
+"""TOML recipes (read with tomllib) → the frozen configs the trainer and evaluator take.
+
+Every value is checked against its field's annotation (``binder.config.check_fields``) and range
+before anything is built: an unknown key, a value of the wrong type, NaN or infinity, or a
+modality listed twice is a ConfigError that names the recipe, the section and the key.
+"""
 from __future__ import annotations
 
 import dataclasses
 import os
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from binder.config import AnchorConfig, BindConfig, HeadConfig, ModalityConfig, TrunkConfig
-from binder.errors import AnybindError
+from binder.config import AnchorConfig, BindConfig, HeadConfig, ModalityConfig, TrunkConfig, check_fields, check_value
+from binder.errors import AnybindError, ConfigError, RegistryError
+from binder.registry import get_modality
 from binder.train.amp import PRECISIONS
 from binder.train.loss import LOSSES, SIGLIP_SCALE
 
@@ -34,8 +41,9 @@ class BindSpec:
     augment: dict[str, Any] | bool = True
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.target not in ("image", "text"):
-            raise AnybindError(f"modality {self.name}: target must be 'image' or 'text', got {self.target!r}")
+            raise ConfigError(f"modality {self.name}: target must be 'image' or 'text', got {self.target!r}")
 
 
 @dataclass(frozen=True)
@@ -50,8 +58,9 @@ class EvalSpec:
     image_gallery: str | None = None
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.names and len(self.names) != len(self.classes):
-            raise ValueError(f"eval.names has {len(self.names)} entries for {len(self.classes)} classes")
+            raise ConfigError(f"eval.names has {len(self.names)} entries for {len(self.classes)} classes")
 
     @property
     def prompt_names(self) -> tuple[str, ...]:
@@ -91,18 +100,24 @@ class TrainConfig:
     accumulate: int = 1
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.steps < 1 or self.batch_size < 2:
-            raise AnybindError("train.steps must be >= 1 and train.batch_size >= 2 (InfoNCE needs negatives)")
+            raise ConfigError("train.steps must be >= 1 and train.batch_size >= 2 (InfoNCE needs negatives)")
         if not 0 <= self.token_drop < 1:
-            raise AnybindError("train.token_drop must be in [0, 1)")
-        if self.cache_mb < 0 or self.workers < 0:
-            raise AnybindError("train.cache_mb and train.workers must be >= 0")
+            raise ConfigError("train.token_drop must be in [0, 1)")
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise ConfigError(f"train.lr must be > 0 (got {self.lr}) and train.weight_decay >= 0 "
+                              f"(got {self.weight_decay})")
+        if min(self.cache_mb, self.workers, self.threads, self.warmup_steps, self.memory_size) < 0:
+            raise ConfigError("train.cache_mb, workers, threads, warmup_steps and memory_size must be >= 0")
+        if self.checkpoint_every < 1:
+            raise ConfigError("train.checkpoint_every must be >= 1")
         if self.loss not in LOSSES:
-            raise AnybindError(f"train.loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+            raise ConfigError(f"train.loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.accumulate < 1:
-            raise AnybindError("train.accumulate must be >= 1 (micro-batches per step)")
+            raise ConfigError("train.accumulate must be >= 1 (micro-batches per step)")
         if self.precision not in PRECISIONS:
-            raise AnybindError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+            raise ConfigError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
 
 @dataclass(frozen=True)
@@ -134,9 +149,20 @@ def load_recipe(path: str | os.PathLike, overrides: dict[str, Any] | None = None
     """Parse a binding recipe; unknown keys are errors that name the section."""
     path = Path(path)
     data = read_recipe_toml(path, overrides)
-    specs = tuple(build_section(BindSpec, m, f"{path} [[modality]]") for m in data.get("modality", []))
+    entries = data.get("modality", [])
+    if not isinstance(entries, list) or not all(isinstance(m, dict) for m in entries):
+        raise ConfigError(f"{path}: modality must be an array of tables ([[modality]])")
+    specs = tuple(build_section(BindSpec, m, f"{path} [[modality]] {m.get('name', i + 1)}")
+                  for i, m in enumerate(entries))
     if not specs:
-        raise AnybindError(f"{path}: a recipe needs at least one [[modality]]")
+        raise ConfigError(f"{path}: a recipe needs at least one [[modality]]")
+    names = [s.name for s in specs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError(f"{path}: [[modality]] {', '.join(map(repr, twice))} is listed more than once; "
+                          f"bind each modality in one entry")
+    for spec in specs:
+        check_options(spec, f"{path} [[modality]] {spec.name}")
     start = {"logit_scale": SIGLIP_SCALE} if data.get("train", {}).get("loss") == "siglip" else {}
     mods = [ModalityConfig(s.name, dict(s.options), build_section(HeadConfig, {**start, **s.head}, f"{path} head"))
             for s in specs]
@@ -144,22 +170,50 @@ def load_recipe(path: str | os.PathLike, overrides: dict[str, Any] | None = None
         mods.append(ModalityConfig("image"))
     if "text" not in [m.name for m in mods]:
         mods.append(ModalityConfig("text"))
+    train = build_section(TrainConfig, data.get("train", {}), f"{path} [train]")
     bind = BindConfig(anchor=build_section(AnchorConfig, data.get("anchor", {}), f"{path} [anchor]"),
                       trunk=build_section(TrunkConfig, data.get("trunk", {}), f"{path} [trunk]"),
-                      modalities=tuple(mods), seed=int(data.get("train", {}).get("seed", 0)))
-    ev = dict(data.get("eval", {}))
-    ev = {k: tuple(v) if isinstance(v, list) else v for k, v in ev.items()}
-    return Recipe(bind, build_section(TrainConfig, data.get("train", {}), f"{path} [train]"), specs,
-                  build_section(EvalSpec, ev, f"{path} [eval]"), str(path))
+                      modalities=tuple(mods), seed=train.seed)
+    ev = data.get("eval", {})
+    ev = {k: tuple(v) if isinstance(v, list) else v for k, v in ev.items()} if isinstance(ev, dict) else ev
+    return Recipe(bind, train, specs, build_section(EvalSpec, ev, f"{path} [eval]"), str(path))
 
 
-def build_section(cls: type[T], values: dict[str, Any], where: str) -> T:
-    """A config dataclass from one TOML section; unknown keys and bad values are errors naming ``where``."""
+def check_options(spec: BindSpec, where: str) -> None:
+    """A ``[[modality]]``'s ``options`` against the annotations of its modality's ``Options`` (types,
+    NaN/inf, unknown keys), before anything is built; a modality not registered is left to the model."""
+    try:
+        options_cls = get_modality(spec.name).Options
+    except RegistryError:
+        return
+    if not dataclasses.is_dataclass(options_cls):
+        return
+    fields = {f.name: f for f in dataclasses.fields(options_cls)}
+    unknown = sorted(set(spec.options) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
+                          f"(known: {', '.join(sorted(fields))})")
+    try:
+        hints = typing.get_type_hints(options_cls)
+    except Exception:  # annotations a plugin only names for type checkers: its own __post_init__ checks
+        hints = {}
+    for key, value in spec.options.items():
+        try:
+            check_value(value, hints.get(key, Any), f"options.{key}")
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+
+
+def build_section(cls: type[T], values: Any, where: str) -> T:
+    """A config dataclass from one TOML section; unknown keys and bad values are ConfigErrors naming
+    ``where`` and the key."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: must be a table, got {values!r}")
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(values) - names
     if unknown:
-        raise AnybindError(f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(names)}")
+        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(names)}")
     try:
         return cls(**values)
     except (TypeError, ValueError) as exc:
-        raise AnybindError(f"{where}: {exc}") from None
+        raise ConfigError(f"{where}: {exc}") from None

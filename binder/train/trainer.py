@@ -8,6 +8,10 @@ every augmentation is drawn from (seed, step, item), so a run resumed from a che
 exactly the batches an unbroken run would have seen. ``train.stream = false`` keeps the older
 preprocess-once path (no augmentation), which the training benchmark compares against.
 
+A file that fails to decode is reported and left out of its batch; a step left with fewer than two
+pairs that could be read (nothing to contrast) stops the run with a TrainingError naming the files
+and why they failed, before any model is written.
+
 Under ``torchrun`` each rank streams its contiguous share of every step's global batch and the
 loss sees the rows of all ranks (binder.train.step), so N ranks train the binding one process
 trains with the same global batch. Rank 0 writes checkpoints, the model and the metrics, and
@@ -89,6 +93,7 @@ class Trainer:
         self.step = 0
         self._batches: Iterator[StreamBatch] | None = None
         self._reported: set[tuple[int, int]] = set()
+        self._failed: list[tuple[str, str]] = []  # (path, reason) of the files the current step could not read
 
     # ------------------------------------------------------------------ setup
     def manifest(self, path: str) -> str:
@@ -108,6 +113,8 @@ class Trainer:
                 raise AnybindError(f"{spec.name}: augmentation needs train.stream = true (set augment = false)")
             prepared = prepare_inputs(modality, records, self.cfg.workers, self.progress)
             _report_failures(prepared)
+            if len(prepared.records) < 2:
+                raise TrainingError(f"{spec.name}: {too_few(len(prepared.records), len(records), prepared.failures)}")
             records, inputs = prepared.records, prepared.inputs
         keys = target_keys(records, spec.target)
         targets, ids = anchor_targets(self.model.anchor, keys, spec.target, self.cfg.cache_dir,
@@ -160,6 +167,7 @@ class Trainer:
 
     def step_inputs(self, step: int) -> tuple[BindData, torch.Tensor, torch.Tensor | None]:
         """(modality data, rows, preprocessed inputs) of ``step``; streamed unless train.stream is off."""
+        self._failed = []
         if not self.cfg.stream:
             m, idx = self.batch_rows(step)
             data = self.data[m]
@@ -172,6 +180,7 @@ class Trainer:
         if batch.step != step:
             raise RuntimeError(f"data stream is at step {batch.step}, the trainer at {step}")
         data = self.data[batch.source]
+        self._failed = [(data.records[row].path, reason) for row, reason in batch.failed]
         for row, reason in batch.failed:
             if (batch.source, row) not in self._reported:
                 self._reported.add((batch.source, row))
@@ -179,13 +188,17 @@ class Trainer:
         return data, batch.rows, batch.inputs
 
     def train_step(self, step: int) -> float:
-        """One optimizer step on the global batch of ``step``; its loss (NaN if it had < 2 rows)."""
+        """One optimizer step on the global batch of ``step``; its loss.
+
+        A batch left with fewer than two pairs that could be read (on all ranks together) has nothing
+        to contrast: a TrainingError (every rank raises it) names the files and their reasons.
+        """
         data, idx, inputs = self.step_inputs(step)
         self.optimizer.zero_grad(set_to_none=True)
         counts = self.ranks.counts(0 if inputs is None else len(idx))
-        if sum(counts) < 2:  # every file of this batch failed: nothing to contrast
-            self.scheduler.step()
-            return float("nan")
+        if sum(counts) < 2:
+            wanted = min(self.cfg.batch_size, len(data.records))
+            raise TrainingError(f"step {step + 1} ({data.spec.name}): {too_few(sum(counts), wanted, self._failed)}")
         device = self.ranks.device
         if inputs is not None:
             inputs = inputs.to(device, non_blocking=True)
@@ -252,8 +265,7 @@ class Trainer:
                 loss = self.train_step(self.step)
                 self.step += 1
                 seen += global_batch[(self.step - 1) % len(self.data)]
-                if loss == loss:  # a step whose whole batch failed gives NaN and moves nothing
-                    ema = loss if ema is None else 0.9 * ema + 0.1 * loss
+                ema = loss if ema is None else 0.9 * ema + 0.1 * loss
                 bar.set_postfix(loss=f"{ema if ema is not None else float('nan'):.3f}",
                                 items_s=f"{seen / (time.perf_counter() - t0):.0f}")
                 bar.update(1)
@@ -314,6 +326,16 @@ class Trainer:
         gallery = self.manifest(ev.image_gallery) if ev.image_gallery else None
         return evaluate_manifest(self.model, self.manifest(manifest), self.cfg.root, ev.classes, ev.templates, gallery,
                                  workers=self.cfg.workers, names=ev.names)
+
+
+def too_few(usable: int, wanted: int, failed: list[tuple[str, str]], shown: int = 3) -> str:
+    """Why a batch (or a whole manifest) cannot train: how many pairs could be read, and the first
+    few files that could not, with their reasons."""
+    named = "; ".join(f"{path}: {reason}" for path, reason in failed[:shown])
+    more = f"; and {len(failed) - shown} more" if len(failed) > shown else ""
+    what = "no pair" if usable == 0 else f"only {usable} of {wanted} pairs"
+    return (f"{what} could be read, and InfoNCE needs at least 2 to contrast"
+            + (f" (unreadable: {named}{more})" if named else "") + "; training stops, no model is saved")
 
 
 def _report_failures(prepared: PreparedSet) -> None:

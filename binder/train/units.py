@@ -5,8 +5,9 @@ the first model instead of MFCC frames. Here the first model is a trained ``spee
 binding: its tokenizer turns MFCC frames into units and tokens, and the first ``layer`` blocks
 of its trunk give each unit token a contextual feature. ``fit_next_codebook`` clusters those
 features; the codebook it returns carries that extractor (frozen weights and a description),
-so a binding trained on the new units needs only the codebook file (``modalities.speech_units``).
-The result is a pure function of (model, files, layer, k, seed).
+so a binding trained on the new units needs only the codebook file (``modalities.speech_codebook``).
+``fit_first_codebook`` fits the first iteration on MFCC frames. The result is a pure function of
+(model, files, layer, k, seed). When no file can be read the error names the first few and why.
 """
 from __future__ import annotations
 
@@ -23,9 +24,11 @@ from tqdm import tqdm
 from binder.errors import AnybindError, ModalityError
 from binder.model import BindingModel
 from binder.trunk import Trunk
-from modalities.speech_units import FEATURE_OPTIONS, Codebook, HiddenUnits, SpeechUnits, SpeechUnitTokenizer
+from modalities.speech_codebook import Codebook
+from modalities.speech_units import FEATURE_OPTIONS, HiddenUnits, SpeechUnits, SpeechUnitTokenizer
 
 MODALITY = "speech_units"
+SHOWN_FAILURES = 3  # files named, with their reasons, when none could be read
 
 
 def describe_trunk(trunk: Trunk, layer: int) -> dict[str, Any]:
@@ -46,10 +49,30 @@ def describe_trunk(trunk: Trunk, layer: int) -> dict[str, Any]:
             "pre_norm": not isinstance(trunk.ln_pre, nn.Identity)}
 
 
+def speech_tokenizer(model: BindingModel) -> SpeechUnitTokenizer:
+    """The binding's speech-units tokenizer; a clear error for a model that holds no such binding."""
+    tokenizer = model.tokenizers[MODALITY] if MODALITY in model.tokenizers else None
+    if not isinstance(tokenizer, SpeechUnitTokenizer):
+        held = ", ".join(model.stored) or "no modality"
+        raise AnybindError(f"the model holds no {MODALITY} binding (it holds: {held}); the next iteration's "
+                           f"codebook needs a trained {MODALITY} binding")
+    return tokenizer
+
+
+def nothing_read(failed: Sequence[tuple[str, str]]) -> AnybindError:
+    """The error when no speech file could be read: the first few files and their reasons."""
+    if not failed:
+        return AnybindError("no speech files given: nothing to fit a codebook on")
+    shown = "; ".join(f"{path}: {reason}" for path, reason in failed[:SHOWN_FAILURES])
+    more = f"; and {len(failed) - SHOWN_FAILURES} more" if len(failed) > SHOWN_FAILURES else ""
+    return AnybindError(f"no speech file could be read ({len(failed)} tried: {shown}{more}): "
+                        f"nothing to fit a codebook on")
+
+
 def hidden_extractor(model: BindingModel, layer: int | None = None) -> HiddenUnits:
     """A frozen copy of the binding's speech-units tokenizer and first ``layer`` trunk blocks
     (default: half the trunk, as HuBERT's second iteration took layer 6 of 12)."""
-    tokenizer = cast(SpeechUnitTokenizer, model.tokenizers[MODALITY])
+    tokenizer = speech_tokenizer(model)
     trunk = model.trunk_for(MODALITY)
     layer = layer if layer is not None else max(1, len(trunk.blocks) // 2)
     opts = model.modality(MODALITY).options
@@ -83,7 +106,8 @@ def hidden_rows(extractor: HiddenUnits, model: BindingModel, paths: Sequence[str
                 batch_size: int = 32, progress: bool = True) -> tuple[np.ndarray, list[tuple[str, str]]]:
     """The hidden feature of every unit token of every file (float32 rows), and the files that failed."""
     modality = model.modality(MODALITY)
-    rows, failed = [], []
+    rows: list[np.ndarray] = []
+    failed: list[tuple[str, str]] = []
     for start in tqdm(range(0, len(paths), batch_size), desc="hidden features", unit="batch", disable=not progress):
         items = []
         for path in paths[start:start + batch_size]:
@@ -95,7 +119,7 @@ def hidden_rows(extractor: HiddenUnits, model: BindingModel, paths: Sequence[str
             hidden, valid = extractor(modality.collate(items))
             rows.append(hidden[valid].float().numpy())
     if not rows:
-        raise AnybindError("no speech file could be read: nothing to fit a codebook on")
+        raise nothing_read(failed)
     return np.concatenate(rows), failed
 
 
@@ -117,18 +141,22 @@ def fit_next_codebook(model: BindingModel, paths: Sequence[str | os.PathLike], l
 
 
 def fit_first_codebook(paths: Sequence[str | os.PathLike], k: int = 100, seed: int = 0,
-                       options: dict[str, Any] | None = None,
-                       progress: bool = True) -> tuple[Codebook, list[tuple[str, str]]]:
-    """The first iteration's codebook: k-means over the MFCC+Δ+ΔΔ frames of ``paths``."""
+                       options: dict[str, Any] | None = None, progress: bool = True,
+                       skip_bad: bool = True) -> tuple[Codebook, list[tuple[str, str]]]:
+    """The first iteration's codebook: k-means over the MFCC+Δ+ΔΔ frames of ``paths``, and the files
+    that could not be read (``skip_bad=False``: the first of them raises its ModalityError)."""
     modality = SpeechUnits(**(options or {}))
-    frames, failed = [], []
+    frames: list[np.ndarray] = []
+    failed: list[tuple[str, str]] = []
     for path in tqdm(paths, desc="MFCC features", unit="file", disable=not progress):
         try:
             frames.append(modality.prepare(path).numpy())
         except ModalityError as exc:
+            if not skip_bad:
+                raise
             failed.append((os.fspath(path), exc.reason))
     if not frames:
-        raise AnybindError("no speech file could be read: nothing to fit a codebook on")
+        raise nothing_read(failed)
     try:
         return Codebook.fit(frames, k, seed), failed
     except ValueError as exc:

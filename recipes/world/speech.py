@@ -68,6 +68,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from binder.errors import AnybindError
 from binder.io import atomic_path
 from recipes.world import voices
 from recipes.world.common import pick_conditions, progress_bar, relpath, rng_for
@@ -78,8 +79,8 @@ ESPEAK = "espeak-ng"
 T = TypeVar("T")
 
 
-class SpeechError(RuntimeError):
-    """espeak-ng is missing or failed."""
+class SpeechError(AnybindError, RuntimeError):
+    """A speech engine (espeak-ng, flite, festival) is missing or failed."""
 
 
 def espeak_binary() -> str:
@@ -221,12 +222,12 @@ def speech_units_rows(audio_rows: dict[str, list[dict]]) -> dict[str, list[dict]
 
 def fit_speech_codebook(folder: Path, cfg: WorldConfig, train_rows: list[dict], progress: bool = True) -> Path:
     """k-means codebook over the MFCC frames of the training utterances, saved as safetensors."""
-    from modalities.speech_units import fit_codebook
+    from binder.train.units import fit_first_codebook
 
     out = folder / "speech_units_codebook.safetensors"
     paths = [folder / row["path"] for row in train_rows]
     with progress_bar(1, f"speech-units codebook (k={cfg.codebook_k}, {len(paths)} files)", progress) as bar:
-        codebook = fit_codebook(paths, k=cfg.codebook_k, seed=cfg.seed)
+        codebook, _ = fit_first_codebook(paths, k=cfg.codebook_k, seed=cfg.seed, progress=False, skip_bad=False)
         codebook.save(out)
         bar.update()
     return out

@@ -1,6 +1,7 @@
 """Speech units: MFCC features with NaN padding, codebook fit/save/load, dedup, tokenizer pad mask."""
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -9,10 +10,13 @@ import torch
 from samplegen import MAKERS
 from samplegen_audio import voiced_speech, write_wav
 
+from binder.config import FILE_OPTION
 from binder.errors import CheckpointError, ModalityError
 from binder.io import is_temp_name
 from binder.registry import modality_for_path
-from modalities.speech_units import Codebook, SpeechUnits, dedup_units, fit_codebook, mfcc_features
+from binder.train.units import fit_first_codebook
+from modalities.speech_codebook import Codebook
+from modalities.speech_units import SpeechUnits, dedup_units, mfcc_features
 
 SR = 16000
 
@@ -25,7 +29,7 @@ def speech_files(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def codebook(speech_files):
-    return fit_codebook(speech_files, k=16, seed=0)
+    return fit_first_codebook(speech_files, k=16, seed=0, progress=False)[0]
 
 
 def test_features_shape_and_nan_padding(speech_files):
@@ -74,7 +78,7 @@ def test_codebook_fit_save_load_roundtrip(tmp_path, speech_files, codebook):
     np.testing.assert_array_equal(loaded.assign(feats), ids)
     assert (ids[151:] == -1).all() and (ids[:151] >= 0).all()
     assert len(np.unique(ids[:151])) > 3  # the frames do not collapse onto one unit
-    again = fit_codebook(speech_files, k=16, seed=0)
+    again, _ = fit_first_codebook(speech_files, k=16, seed=0, progress=False)
     np.testing.assert_allclose(again.centroids, codebook.centroids)  # seeded fit is reproducible
 
 
@@ -148,3 +152,21 @@ def test_registry_routes_double_extension():
     assert modality_for_path("u/hello.speech.wav") == "speech_units"
     assert modality_for_path("u/hello.wav") == "audio"
     assert "max_frames" in SpeechUnits().describe()
+
+
+def test_codebooks_live_in_their_own_module():
+    """The modality loads and tokenizes; k-means fitting, codebook files and the extractor's trunk
+    blocks are modalities.speech_codebook's (fitting from speech files: binder.train.units)."""
+    import ast
+    import inspect
+
+    import modalities.speech_codebook as codebooks
+    import modalities.speech_units as units
+
+    assert Codebook.__module__ == codebooks.__name__ and codebooks.trunk_layers.__module__ == codebooks.__name__
+    defined = {n.name for n in ast.parse(inspect.getsource(units)).body if isinstance(n, (ast.FunctionDef,
+                                                                                         ast.ClassDef))}
+    assert not defined & {"Codebook", "fit_codebook", "trunk_layers", "nearest_units"}
+    imported = {n.module for n in ast.walk(ast.parse(inspect.getsource(codebooks))) if isinstance(n, ast.ImportFrom)}
+    assert units.__name__ not in imported  # the modality imports its codebooks, not the other way round
+    assert [f.name for f in dataclasses.fields(SpeechUnits.Options) if f.metadata.get(FILE_OPTION)] == ["codebook"]

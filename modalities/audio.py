@@ -10,22 +10,29 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
-from binder.errors import ModalityError
+from binder.errors import ConfigError, ModalityError
 from binder.registry import register_modality
 from binder.tokenizers import PatchTokens2d
+from modalities.augment import audio as aug
 from modalities.augment.audio import AudioAugment, augment_wave, babble_pool, mask_spectrogram
-from modalities.base import Modality
+from modalities.base import Modality, Perturber, PerturbFn
 from modalities.common import check_file, check_finite, check_range, quiet_native_stderr
+from modalities.preview import colormap
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 # kaldi.fbank settings ImageBind uses that are not options here (AST's recipe).
 FRAME_LENGTH_MS = 25.0
@@ -52,6 +59,7 @@ LOW_FREQ = 20.0
 MAX_ABS = 1e3  # decoded samples are about [-1, 1]; 1e3 leaves room for hot float WAVs, not for 1e30
 MAX_DURATION = 3600.0  # seconds; probed from the header (libsndfile) before anything is decoded
 MAX_CHANNELS = 64
+PREVIEW_SECONDS = 30.0  # a preview shows the start of the recording
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,20 +93,20 @@ class AudioOptions:
 
     def __post_init__(self) -> None:
         if self.short_policy not in ("pad", "repeat"):
-            raise ValueError(f"audio short_policy must be 'pad' or 'repeat', got {self.short_policy!r}")
+            raise ConfigError(f"audio short_policy must be 'pad' or 'repeat', got {self.short_policy!r}")
         if self.channel not in ("mean", "first"):
-            raise ValueError(f"audio channel must be 'mean' (average) or 'first' (ImageBind), got {self.channel!r}")
+            raise ConfigError(f"audio channel must be 'mean' (average) or 'first' (ImageBind), got {self.channel!r}")
         if self.resampler not in ("soxr", "torchaudio"):
-            raise ValueError(f"audio resampler must be 'soxr' or 'torchaudio' (ImageBind), got {self.resampler!r}")
+            raise ConfigError(f"audio resampler must be 'soxr' or 'torchaudio' (ImageBind), got {self.resampler!r}")
         if self.clip_select not in ("even", "loudest"):
-            raise ValueError(f"audio clip_select must be 'even' (ImageBind) or 'loudest', got {self.clip_select!r}")
+            raise ConfigError(f"audio clip_select must be 'even' (ImageBind) or 'loudest', got {self.clip_select!r}")
         if self.trim_top_db <= 0:
-            raise ValueError(f"audio trim_top_db must be positive, got {self.trim_top_db}")
+            raise ConfigError(f"audio trim_top_db must be positive, got {self.trim_top_db}")
         check_min_duration("audio", self.min_duration)
         if self.normalize not in NORMALIZATIONS:
-            raise ValueError(f"audio normalize must be one of {NORMALIZATIONS}, got {self.normalize!r}")
+            raise ConfigError(f"audio normalize must be one of {NORMALIZATIONS}, got {self.normalize!r}")
         if self.clips < 1 or self.clip_duration <= 0 or self.sample_rate <= 0:
-            raise ValueError("audio clips, clip_duration and sample_rate must be positive")
+            raise ConfigError("audio clips, clip_duration and sample_rate must be positive")
 
 
 def load_waveform(path: str | os.PathLike, sample_rate: int, min_duration: float, channel: str = "mean",
@@ -147,7 +155,7 @@ def load_waveform(path: str | os.PathLike, sample_rate: int, min_duration: float
 def check_min_duration(modality: str, min_duration: float) -> None:
     """Refuse a ``min_duration`` below one analysis window: such audio would hold no frame at all."""
     if not min_duration >= ANALYSIS_WINDOW_S:
-        raise ValueError(f"{modality} min_duration must be at least one analysis window "
+        raise ConfigError(f"{modality} min_duration must be at least one analysis window "
                          f"({ANALYSIS_WINDOW_S:g} s), got {min_duration}")
 
 
@@ -370,6 +378,84 @@ def utterance_normalized(logmel: torch.Tensor, valid: torch.Tensor, variance: bo
     return out
 
 
+# ---------------------------------------------------------------- preview and perturbations (audio, speech units)
+
+
+def read_audio_head(path: str | os.PathLike, seconds: float = PREVIEW_SECONDS) -> tuple[np.ndarray, int]:
+    """Mono float32 samples of the first ``seconds`` of a recording and their sample rate.
+
+    libsndfile formats are read frame-bounded; anything else goes through librosa with a duration,
+    so a long file is never decoded whole for a preview. Errors name the file.
+    """
+    import soundfile
+
+    check_file(path)
+    try:
+        with quiet_native_stderr():
+            info = soundfile.info(os.fspath(path))
+            wave, sr = soundfile.read(os.fspath(path), frames=int(seconds * info.samplerate), dtype="float32",
+                                      always_2d=True)
+        wave = wave.mean(axis=1)
+    except Exception:  # not a libsndfile format (m4a, ...): librosa's decoders, bounded by duration
+        wave, sr = _librosa_head(path, seconds)
+    if wave.size == 0:
+        raise ModalityError(path, "audio file holds no samples")
+    return np.nan_to_num(wave.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0), int(sr)
+
+
+def _librosa_head(path: str | os.PathLike, seconds: float) -> tuple[np.ndarray, int]:
+    import librosa
+
+    try:
+        with warnings.catch_warnings(), quiet_native_stderr():
+            warnings.simplefilter("ignore")
+            wave, sr = librosa.load(os.fspath(path), sr=None, mono=True, duration=seconds)
+    except Exception as exc:
+        raise ModalityError(path, f"cannot decode audio ({type(exc).__name__}: {exc})") from None
+    return np.asarray(wave, np.float32), int(sr)
+
+
+def spectrogram(wave: np.ndarray, sr: int, width: int = 256, mels: int = 64, fmin: float = 20.0) -> np.ndarray:
+    """Log-mel power in dB below the peak (80 dB range) scaled to [0, 1], low frequencies at the
+    bottom: (mels, frames), about ``width`` frames of ~32 ms Hann windows (librosa's mel
+    spectrogram, HTK mel scale from ``fmin`` to Nyquist)."""
+    import librosa
+
+    n_fft = 1 << max(8, math.ceil(math.log2(sr * 0.032)))
+    wave = np.pad(np.asarray(wave, np.float32), (0, max(0, n_fft - wave.size)))
+    hop = max(1, (wave.size - n_fft) // max(1, width - 1))
+    mel = librosa.feature.melspectrogram(y=wave, sr=sr, n_fft=n_fft, hop_length=hop, window="hann", center=False,
+                                         power=2.0, n_mels=mels, fmin=fmin, fmax=sr / 2.0, htk=True)
+    db = librosa.power_to_db(mel[:, :width], ref=np.max, amin=1e-12, top_db=80.0)
+    return (np.clip(db, -80.0, 0.0) / 80.0 + 1.0)[::-1]
+
+
+def spectrogram_preview(path: str | os.PathLike, size: int) -> Image.Image:
+    """A magma log-mel spectrogram of the recording's start, ``size`` wide and half as high."""
+    from PIL import Image
+
+    wave, sr = read_audio_head(path)
+    img = Image.fromarray(colormap(spectrogram(wave, sr, width=size), "magma"), "RGB")
+    return img.resize((size, max(1, size // 2)), Image.Resampling.BILINEAR)
+
+
+def _wave(fn: Callable[[np.ndarray, float, np.random.Generator, int], np.ndarray]) -> PerturbFn:
+    return lambda raw, v, rng, mod: fn(np.asarray(raw, np.float32), v, rng, mod.options.sample_rate)
+
+
+WAVE_PERTURBATIONS: dict[str, Perturber] = {
+    "snr": Perturber(_wave(lambda w, v, rng, sr: aug.add_noise(w, rng, v, "white")), "white noise at this SNR (dB)"),
+    "pink": Perturber(_wave(lambda w, v, rng, sr: aug.add_noise(w, rng, v, "pink")), "pink noise at this SNR (dB)"),
+    "silence": Perturber(_wave(lambda w, v, rng, sr: aug.add_silence(w, int(v * sr), int(v * sr))),
+                         "this many seconds of silence before and after"),
+    "gain": Perturber(_wave(lambda w, v, rng, sr: aug.apply_gain(w, v)), "gain in dB"),
+    "speed": Perturber(_wave(lambda w, v, rng, sr: aug.speed_perturb(w, v)), "speed factor (tempo and pitch)"),
+    "pitch": Perturber(_wave(lambda w, v, rng, sr: aug.pitch_shift(w, sr, v)), "pitch shift in semitones"),
+    "shift": Perturber(_wave(lambda w, v, rng, sr: aug.shift(w, int(v * sr))), "delay by this many seconds"),
+}
+"""Named perturbations of a waveform (audio and speech units; ``options.sample_rate`` converts seconds)."""
+
+
 @register_modality
 class Audio(Modality):
     """Resampled to 16 kHz mono and cut into `clips` evenly spaced 2 s clips (ImageBind); audio shorter
@@ -411,6 +497,14 @@ class Audio(Modality):
     def augment_tensor(self, tensor: torch.Tensor, rng: np.random.Generator, options: AudioAugment) -> torch.Tensor:
         """SpecAugment time and frequency masks on each clip's fbank."""
         return mask_spectrogram(tensor, rng, options)
+
+    def preview(self, path: Path, size: int) -> Image.Image:
+        """A log-mel spectrogram (magma) of the first ``PREVIEW_SECONDS`` of the recording."""
+        return spectrogram_preview(path, size)
+
+    def perturbations(self) -> dict[str, Perturber]:
+        """Noise at an SNR (white, pink), silence, gain, speed, pitch and delay (``WAVE_PERTURBATIONS``)."""
+        return WAVE_PERTURBATIONS
 
     def input_shape(self) -> tuple[int, ...]:
         o = self.options

@@ -6,6 +6,10 @@ batch of those tensors to a token sequence of the trunk's width (``build_tokeniz
 training it may also declare augmentations (``AugmentOptions``, ``augment`` on the decoded item,
 ``augment_tensor`` on the preprocessed one) that the trainer draws from a generator seeded by
 (seed, step, item), so a resumed run sees the same variations.
+
+Two more optional hooks keep what only the modality knows inside it, so a plugin carries them too:
+``preview`` (the picture of a file on the search page) and ``perturbations`` (the named,
+fixed-strength conditions ``anybind eval --perturb`` applies to test items).
 """
 from __future__ import annotations
 
@@ -13,14 +17,31 @@ import contextlib
 import dataclasses
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
-from binder.errors import ModalityError
+from binder.errors import ConfigError, ModalityError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+PerturbFn = Callable[[Any, float, np.random.Generator, Any], Any]
+"""``(raw, value, rng, modality) -> raw``: one perturbation of a decoded item at strength ``value``.
+
+``rng`` is the only source of randomness (seeded per item, so an evaluation repeats); ``modality`` is
+the instance being evaluated (its options, e.g. the sample rate), or None where a caller has none."""
+
+
+class Perturber(NamedTuple):
+    """A named perturbation's function and a short description of its value (listed in errors)."""
+
+    apply: PerturbFn
+    doc: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +69,7 @@ class Modality(ABC):
             self.options = self.Options(**options)
         except TypeError as exc:
             fields = [f.name for f in dataclasses.fields(self.Options)]
-            raise ValueError(f"bad options for modality {self.name!r}: {exc}; valid options: {fields}") from None
+            raise ConfigError(f"bad options for modality {self.name!r}: {exc}; valid options: {fields}") from None
 
     def configure(self, anchor: Any) -> None:
         """Take what preprocessing needs from the anchor (image size, tokenizer). Default: nothing."""
@@ -84,7 +105,7 @@ class Modality(ABC):
         """
         if self.AugmentOptions is None:
             if isinstance(values, Mapping) and values:
-                raise ValueError(f"modality {self.name!r} has no augmentations to tune (got {sorted(values)})")
+                raise ConfigError(f"modality {self.name!r} has no augmentations to tune (got {sorted(values)})")
             return None
         if values is False or values is None:
             return None
@@ -93,7 +114,7 @@ class Modality(ABC):
             opts = self.AugmentOptions(**kwargs)
         except TypeError as exc:
             fields = [f.name for f in dataclasses.fields(self.AugmentOptions)]
-            raise ValueError(f"bad augment options for modality {self.name!r}: {exc}; valid: {fields}") from None
+            raise ConfigError(f"bad augment options for modality {self.name!r}: {exc}; valid: {fields}") from None
         return opts if getattr(opts, "enabled", True) else None
 
     def augment_with_data(self, options: Any, paths: Sequence[str], seed: int) -> Any:
@@ -108,6 +129,28 @@ class Modality(ABC):
     def augment_tensor(self, tensor: torch.Tensor, rng: np.random.Generator, options: Any) -> torch.Tensor:
         """A variation of the preprocessed tensor (e.g. SpecAugment masks). Default: unchanged."""
         return tensor
+
+    # ---------------------------------------------------------------- preview and perturbations
+    def preview(self, path: Path, size: int) -> Image.Image:
+        """A picture of the file at ``path`` for the search page, about ``size`` px on its long side.
+
+        Read it with the modality's own bounded readers and raise ModalityError for a bad file; the
+        server shrinks the result to ``size``, encodes it as PNG and turns any error into a 422.
+        It lives here, not in the server, so a plugin modality brings its own picture.
+        Default: a neutral card with the modality's name and the file name.
+        """
+        from modalities.preview import card
+
+        return card(path, size, title=self.name)
+
+    def perturbations(self) -> Mapping[str, Perturber]:
+        """Named, fixed-strength perturbations of decoded items for robustness evaluation
+        (``anybind eval --perturb "name=value,..."``), each with a description of its value.
+
+        They live with the modality, since only it knows what its raw items are, so a plugin can
+        declare its own. Default: none (asking for one is an error that says so).
+        """
+        return {}
 
     # ---------------------------------------------------------------- file → tensor, errors named
     def load_checked(self, path: str | os.PathLike) -> Any:

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from binder.errors import ModalityError
+from binder.errors import ConfigError, ModalityError
 from binder.registry import register_modality
 from modalities.augment.raster import DepthAugment, augment_depth
-from modalities.raster import RasterModality, RasterOptions
+from modalities.preview import INVALID_RGB, colormap, shrink, stretch
+from modalities.raster import RasterModality, RasterOptions, read_raster
 
 
 @dataclass(frozen=True)
@@ -25,9 +28,9 @@ class DepthOptions(RasterOptions):
 
     def __post_init__(self) -> None:
         if self.kind not in ("depth", "disparity"):
-            raise ValueError(f"depth kind must be 'depth' or 'disparity', got {self.kind!r}")
+            raise ConfigError(f"depth kind must be 'depth' or 'disparity', got {self.kind!r}")
         if self.detrend not in ("none", "plane"):
-            raise ValueError(f"depth detrend must be 'none' or 'plane', got {self.detrend!r}")
+            raise ConfigError(f"depth detrend must be 'none' or 'plane', got {self.detrend!r}")
 
 
 @register_modality
@@ -57,6 +60,20 @@ class Depth(RasterModality):
             raise ModalityError(None, "depth map has no valid pixels")
         disp = np.where(valid, disp, disp[valid].mean())  # holes carry no signal: the mean hides them
         return fit_plane_residual(disp, valid) if opts.detrend == "plane" else disp
+
+    def preview(self, path: Path, size: int) -> Image.Image:
+        """Disparity (1/depth, or the file's own disparity) in viridis, near bright; holes (0 or
+        negative depth) grey."""
+        arr, _bits = read_raster(path)
+        arr = shrink(arr, size)
+        valid = np.isfinite(arr) & (arr > 0)
+        if ".disparity." in path.name.lower():
+            disp = np.where(valid, arr, 0.0)
+        else:
+            disp = np.where(valid, 1.0 / np.where(valid, arr, 1.0), 0.0)
+        rgb = colormap(stretch(disp, valid), "viridis")
+        rgb[~valid] = INVALID_RGB
+        return Image.fromarray(rgb, "RGB")
 
 
 def fit_plane_residual(x: np.ndarray, valid: np.ndarray) -> np.ndarray:

@@ -3,16 +3,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from binder.errors import ModalityError
 from binder.registry import register_modality
 from modalities.base import Modality
-from modalities.common import MAX_PIXELS, check_file, open_image
+from modalities.common import MAX_PIXELS, check_file, check_pixels, open_image
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -79,3 +81,20 @@ class ImageModality(Modality):
 
     def input_shape(self) -> tuple[int, ...]:
         return (3, self.options.image_size, self.options.image_size)
+
+    def preview(self, path: Path, size: int) -> Image.Image:
+        """The picture itself, decoded at reduced scale where the format allows (JPEG draft), EXIF-rotated."""
+        check_file(path)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(path) as im:
+                    check_pixels(path, im.size, self.options.max_pixels)
+                    im.draft("RGB", (size, size))
+                    im.load()
+                    out = ImageOps.exif_transpose(im)
+                    return out.convert("RGBA" if "A" in out.getbands() else "RGB")
+        except Image.DecompressionBombError as exc:
+            raise ModalityError(path, f"image is a decompression bomb ({exc})") from None
+        except (OSError, SyntaxError, ValueError) as exc:  # UnidentifiedImageError is an OSError
+            raise ModalityError(path, f"not a readable image ({exc})") from None

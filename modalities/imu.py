@@ -3,18 +3,21 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
-from binder.errors import ModalityError
+from binder.errors import ConfigError, ModalityError
 from binder.registry import register_modality
 from binder.tokenizers import LinearTokens
 from modalities.augment.signals import SignalAugment, augment_signal
-from modalities.base import Modality
+from modalities.base import Modality, Perturber
 from modalities.common import check_range, resample_time, standardize
-from modalities.signals import read_signal
+from modalities.preview import plot_signal
+from modalities.signals import SIGNAL_PERTURBATIONS, read_signal
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,7 @@ class IMUOptions:
 
     def __post_init__(self) -> None:
         if self.normalize not in ("none", "per_channel"):
-            raise ValueError(f"imu normalize must be 'none' or 'per_channel', got {self.normalize!r}")
+            raise ConfigError(f"imu normalize must be 'none' or 'per_channel', got {self.normalize!r}")
 
 
 @register_modality
@@ -44,6 +47,7 @@ class IMU(Modality):
     extensions = (".imu.npy", ".imu.csv", ".imu.ts")
     Options = IMUOptions
     AugmentOptions = SignalAugment
+    lane_groups = ((0, 1, 2), (3, 4, 5))  # preview lanes of a 6-channel file, each on one scale so the axes compare
 
     def augment(self, raw: np.ndarray, rng: np.random.Generator, options: SignalAugment) -> np.ndarray:
         """Scaling, jitter, time and magnitude warps, window crop, channel dropout (modalities.augment.signals)."""
@@ -64,3 +68,11 @@ class IMU(Modality):
 
     def build_tokenizer(self, cfg: IMUOptions, width: int) -> nn.Module:
         return LinearTokens(cfg.channels, width, cfg.length, cfg.kernel)
+
+    def preview(self, path: Path, size: int) -> Image.Image:
+        """A line plot: accelerometer and gyroscope in two lanes (other channel counts as time series)."""
+        return plot_signal(read_signal(path), size, self.lane_groups)
+
+    def perturbations(self) -> dict[str, Perturber]:
+        """Scale, noise, crop and channel dropout (``SIGNAL_PERTURBATIONS``)."""
+        return SIGNAL_PERTURBATIONS

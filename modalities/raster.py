@@ -1,8 +1,10 @@
-"""Single-channel rasters (depth, thermal): shared reading, resizing and tokenizing."""
+"""Single-channel rasters (depth, thermal): shared reading, resizing, tokenizing and perturbations."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -10,7 +12,8 @@ from torch import nn
 
 from binder.errors import ModalityError
 from binder.tokenizers import PatchTokens2d
-from modalities.base import Modality
+from modalities.augment import raster as aug
+from modalities.base import Modality, Perturber, PerturbFn
 from modalities.common import (
     MAX_PIXELS,
     check_file,
@@ -72,6 +75,35 @@ def read_raster(path: str | os.PathLike, max_abs: float = MAX_ABS,
     return arr, bits
 
 
+def center_box(shape: tuple[int, ...], keep: float) -> tuple[float, float, float, float]:
+    """(x, y, width, height) of the centred box that keeps the share ``keep`` of an (H, W, ...) area."""
+    h, w = shape[0], shape[1]
+    bw, bh = w * np.sqrt(keep), h * np.sqrt(keep)
+    return (w - bw) / 2, (h - bh) / 2, bw, bh
+
+
+def _raster(fn: Callable[[np.ndarray, float, np.random.Generator], np.ndarray]) -> PerturbFn:
+    def run(raw: Any, v: float, rng: np.random.Generator, mod: Any) -> Any:
+        arr, bits = (raw if isinstance(raw, tuple) else (raw, None))
+        out = np.ascontiguousarray(fn(np.asarray(arr, np.float32), v, rng), dtype=np.float32)
+        return out if bits is None else (out, bits)
+    return run
+
+
+RASTER_PERTURBATIONS: dict[str, Perturber] = {
+    "rotate": Perturber(_raster(lambda a, v, rng: aug.rotate(a, v, valid_aware=True)), "rotation in degrees"),
+    "noise": Perturber(_raster(lambda a, v, rng: aug.add_sensor_noise(a, rng, v)),
+                       "Gaussian noise, share of the value range"),
+    "holes": Perturber(_raster(lambda a, v, rng: aug.drop_pixels(a, rng, v)), "share of pixels dropped to 0"),
+    "crop": Perturber(_raster(lambda a, v, rng: aug.resized_crop(a, center_box(a.shape, v), valid_aware=True)),
+                      "keep this share of the area (centre), resized back"),
+    "gain": Perturber(_raster(lambda a, v, rng: aug.gain_offset(a, v, 0.0)), "multiply values"),
+    "offset": Perturber(_raster(lambda a, v, rng: aug.gain_offset(a, 1.0, v * aug.value_range(a))),
+                        "add this share of the value range"),
+}
+"""Named perturbations of a raster (depth, thermal): raw ``(array, bits)`` in, the same out."""
+
+
 class RasterModality(Modality):
     """Base for single-channel rasters: subclasses say how raw values become the signal."""
 
@@ -97,3 +129,7 @@ class RasterModality(Modality):
 
     def build_tokenizer(self, cfg: RasterOptions, width: int) -> nn.Module:
         return PatchTokens2d(1, width, (cfg.image_size, cfg.image_size), cfg.patch)
+
+    def perturbations(self) -> dict[str, Perturber]:
+        """Rotation, noise, holes, centre crop, gain and offset (``RASTER_PERTURBATIONS``)."""
+        return RASTER_PERTURBATIONS

@@ -4,14 +4,17 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
 from binder.errors import ModalityError
 from binder.registry import register_modality
 from modalities.base import Modality
 from modalities.common import check_file
+from modalities.preview import card
 
 
 @dataclass(frozen=True)
@@ -63,3 +66,9 @@ class Text(Modality):
 
     def input_shape(self) -> tuple[int, ...]:
         return (self.options.context_length,)
+
+    def preview(self, path: Path, size: int) -> Image.Image:
+        """A card with the first lines of the file (the page itself shows a snippet from the file)."""
+        with open(check_file(path), "rb") as fh:
+            head = fh.read(4096).decode("utf-8", errors="replace")
+        return card(path, size, [ln for ln in head.splitlines() if ln.strip()], title=self.name)

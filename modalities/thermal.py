@@ -1,11 +1,15 @@
 """Thermal (long-wave infrared) frames as single-channel intensity rasters."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+from PIL import Image
 
 from binder.registry import register_modality
 from modalities.augment.raster import ThermalAugment, augment_thermal
-from modalities.raster import RasterModality
+from modalities.preview import colormap, shrink, stretch
+from modalities.raster import RasterModality, read_raster
 
 
 @register_modality
@@ -23,3 +27,8 @@ class Thermal(RasterModality):
 
     def to_signal(self, arr: np.ndarray, bits: int) -> np.ndarray:
         return arr / float(2**bits - 1) if bits else arr
+
+    def preview(self, path: Path, size: int) -> Image.Image:
+        """Intensity (raw counts or temperature) stretched between its 1st and 99th percentiles, inferno."""
+        arr, _bits = read_raster(path)
+        return Image.fromarray(colormap(stretch(shrink(arr, size)), "inferno"), "RGB")

@@ -3,18 +3,21 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
-from binder.errors import ModalityError
+from binder.errors import ConfigError, ModalityError
 from binder.registry import register_modality
 from binder.tokenizers import SequenceEmbedding
 from modalities.augment.signals import TimeSeriesAugment, augment_signal
-from modalities.base import Modality
+from modalities.base import Modality, Perturber
 from modalities.common import check_range, resample_time, standardize
-from modalities.signals import read_signal
+from modalities.preview import plot_signal
+from modalities.signals import SIGNAL_PERTURBATIONS, read_signal
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,7 @@ class TimeSeriesOptions:
 
     def __post_init__(self) -> None:
         if self.length % self.patch:
-            raise ValueError(f"timeseries length {self.length} must be a multiple of patch {self.patch}")
+            raise ConfigError(f"timeseries length {self.length} must be a multiple of patch {self.patch}")
 
 
 class ChannelPatchTokens(nn.Module):
@@ -100,3 +103,11 @@ class TimeSeries(Modality):
 
     def build_tokenizer(self, cfg: TimeSeriesOptions, width: int) -> nn.Module:
         return ChannelPatchTokens(cfg, width)
+
+    def preview(self, path: Path, size: int) -> Image.Image:
+        """A line plot: one lane of up to three channels, else a lane per channel (the first eight)."""
+        return plot_signal(read_signal(path), size)
+
+    def perturbations(self) -> dict[str, Perturber]:
+        """Scale, noise, crop and channel dropout (``SIGNAL_PERTURBATIONS``)."""
+        return SIGNAL_PERTURBATIONS

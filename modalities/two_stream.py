@@ -8,18 +8,29 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import cast
 
 import cv2
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
+from binder.errors import ConfigError
 from binder.registry import register_modality
 from binder.tokenizers import SequenceEmbedding, TubeletTokens
 from modalities.augment.video import VideoAugment, augment_frames
-from modalities.base import Modality
-from modalities.video import VideoOptions, as_frames, normalize_frames, read_frames, resize_frames
+from modalities.base import Modality, Perturber
+from modalities.video import (
+    VIDEO_PERTURBATIONS,
+    VideoOptions,
+    as_frames,
+    normalize_frames,
+    poster_preview,
+    read_frames,
+    resize_frames,
+)
 
 FLOW_METHODS = ("farneback",)
 
@@ -43,9 +54,9 @@ class TwoStreamOptions(VideoOptions):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.flow not in FLOW_METHODS:
-            raise ValueError(f"flow must be one of {FLOW_METHODS}, got {self.flow!r}")
+            raise ConfigError(f"flow must be one of {FLOW_METHODS}, got {self.flow!r}")
         if self.flow_scale <= 0:
-            raise ValueError("flow_scale must be > 0")
+            raise ConfigError("flow_scale must be > 0")
 
 
 # OpenCV's Farneback as a plain typed callable: its stubs' overloads have changed between releases
@@ -128,3 +139,11 @@ class TwoStream(Modality):
     def build_tokenizer(self, cfg: TwoStreamOptions, width: int) -> nn.Module:
         """Two-stream tubelet tokenizer for ``(B, 5, T, S, S)`` → ``(B, 1 + 2N, width)``."""
         return TwoStreamTokenizer(width, (cfg.num_frames, cfg.image_size, cfg.image_size), cfg.tubelet)
+
+    def preview(self, path: Path, size: int) -> Image.Image:
+        """The middle frame, as for video."""
+        return poster_preview(path, size)
+
+    def perturbations(self) -> dict[str, Perturber]:
+        """The frame perturbations of video (crop, offset, stride); flow is then computed from the result."""
+        return VIDEO_PERTURBATIONS

@@ -15,14 +15,17 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
-from binder.errors import AnybindError, ModalityError
+from binder.errors import AnybindError, ConfigError, ModalityError
 from binder.registry import register_modality
 from binder.tokenizers import SequenceEmbedding, TubeletTokens
+from modalities.augment import video as aug
 from modalities.augment.video import VideoAugment, augment_frames
-from modalities.base import Modality
+from modalities.base import Modality, Perturber
 from modalities.common import check_file, quiet_native_stderr, resize_center_crop
+from modalities.raster import center_box
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -55,14 +58,14 @@ class VideoOptions:
         object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
         object.__setattr__(self, "std", tuple(float(s) for s in self.std))
         if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+            raise ConfigError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.num_frames < 1 or self.min_frames < 1 or self.image_size < 1:
-            raise ValueError("num_frames, min_frames and image_size must be >= 1")
+            raise ConfigError("num_frames, min_frames and image_size must be >= 1")
         if len(self.tubelet) != 3 or len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ValueError("tubelet, mean and std need 3 values each (std > 0)")
+            raise ConfigError("tubelet, mean and std need 3 values each (std > 0)")
         t, h, w = self.tubelet
         if self.num_frames % t or self.image_size % h or self.image_size % w:
-            raise ValueError(f"tubelet {self.tubelet} must divide (num_frames, image_size, image_size) = "
+            raise ConfigError(f"tubelet {self.tubelet} must divide (num_frames, image_size, image_size) = "
                              f"({self.num_frames}, {self.image_size}, {self.image_size})")
 
 
@@ -165,7 +168,7 @@ def read_frames(path: str | os.PathLike, num_frames: int, min_frames: int = 2, b
     The decoders' native log lines are silenced (``quiet_native_stderr``): the error says it all.
     """
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
     p = check_file(path)
     names = ("decord", "pyav") if backend == "auto" else (backend,)
     failures = []
@@ -249,6 +252,23 @@ class VideoTokenizer(nn.Module):
         return self.seq(self.tubelets.embed(x))
 
 
+def poster_preview(path: str | os.PathLike, size: int) -> Image.Image:
+    """The middle frame of the clip (frames 0, middle and last are decoded, the middle one kept):
+    the poster of the page's player (video and two-stream video)."""
+    frames = read_frames(path, num_frames=3, min_frames=2)
+    return Image.fromarray(frames[1], "RGB")
+
+
+VIDEO_PERTURBATIONS: dict[str, Perturber] = {
+    "crop": Perturber(lambda raw, v, rng, mod: aug.crop_frames(raw, center_box(np.shape(raw)[1:3], v)),
+                      "keep this share of the area (centre), resized back"),
+    "offset": Perturber(lambda raw, v, rng, mod: aug.temporal_shift(raw, int(v)), "shift by this many frames"),
+    "stride": Perturber(lambda raw, v, rng, mod: aug.select_frames(raw, aug.frame_indices(len(raw), 0.0, v)),
+                        "frame-rate change: take every v-th frame"),
+}
+"""Named perturbations of decoded frames ``(T, H, W, 3)`` (video and two-stream video)."""
+
+
 @register_modality
 class Video(Modality):
     """T frames sampled uniformly over the whole clip (frames repeat when the clip is shorter);
@@ -285,3 +305,11 @@ class Video(Modality):
     def build_tokenizer(self, cfg: VideoOptions, width: int) -> nn.Module:
         """Tubelet tokenizer for ``(B, 3, T, S, S)`` clips → ``(B, 1 + N, width)``."""
         return VideoTokenizer(3, width, (cfg.num_frames, cfg.image_size, cfg.image_size), cfg.tubelet)
+
+    def preview(self, path: Path, size: int) -> Image.Image:
+        """The middle frame (``poster_preview``)."""
+        return poster_preview(path, size)
+
+    def perturbations(self) -> dict[str, Perturber]:
+        """Centre crop, temporal offset and frame-rate change (``VIDEO_PERTURBATIONS``)."""
+        return VIDEO_PERTURBATIONS

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from binder.errors import ConfigError
 from modalities.augment.channel import (
     CODECS,
     codec_round_trip,
@@ -119,36 +120,36 @@ class AudioAugment:
         self._check_babble()
         for name in ("speed", "warp"):
             if getattr(self, name)[0] <= 0:
-                raise ValueError(f"AudioAugment.{name} must be > 0, got {getattr(self, name)}")
+                raise ConfigError(f"AudioAugment.{name} must be > 0, got {getattr(self, name)}")
         for name in ("max_shift_s", "silence_max_s"):
             if getattr(self, name) < 0:
-                raise ValueError(f"AudioAugment.{name} must be >= 0, got {getattr(self, name)}")
+                raise ConfigError(f"AudioAugment.{name} must be >= 0, got {getattr(self, name)}")
         if self.crop_s is not None and self.crop_s <= 0:
-            raise ValueError(f"AudioAugment.crop_s must be > 0 or None, got {self.crop_s}")
+            raise ConfigError(f"AudioAugment.crop_s must be > 0 or None, got {self.crop_s}")
         bad = [c for c in self.noise_colors if c not in NOISE_COLORS]
         if bad or (self.noise_p > 0 and not self.noise_colors and self.noise_dir is None):
-            raise ValueError(f"AudioAugment.noise_colors must be a non-empty subset of {NOISE_COLORS}, "
+            raise ConfigError(f"AudioAugment.noise_colors must be a non-empty subset of {NOISE_COLORS}, "
                              f"got {self.noise_colors}")
         if self.noise_dir is not None and not Path(self.noise_dir).is_dir():
-            raise ValueError(f"AudioAugment.noise_dir {self.noise_dir!r} is not a folder")
+            raise ConfigError(f"AudioAugment.noise_dir {self.noise_dir!r} is not a folder")
         for name in ("time_masks", "time_mask_frames", "freq_masks", "freq_mask_bins"):
             if int(getattr(self, name)) < 0:
-                raise ValueError(f"AudioAugment.{name} must be >= 0, got {getattr(self, name)}")
+                raise ConfigError(f"AudioAugment.{name} must be >= 0, got {getattr(self, name)}")
         if self.mask_fill not in ("zero", "mean"):
-            raise ValueError(f"AudioAugment.mask_fill must be 'zero' or 'mean', got {self.mask_fill!r}")
+            raise ConfigError(f"AudioAugment.mask_fill must be 'zero' or 'mean', got {self.mask_fill!r}")
 
 
     def _check_channel(self) -> None:
         object.__setattr__(self, "band_rates", tuple(int(r) for r in self.band_rates))
         object.__setattr__(self, "codecs", tuple(self.codecs))
         if self.rt60_s[0] <= 0 or self.band_cutoff_hz[0] <= 0:
-            raise ValueError(f"AudioAugment.rt60_s and band_cutoff_hz must be > 0, got {self.rt60_s}, "
+            raise ConfigError(f"AudioAugment.rt60_s and band_cutoff_hz must be > 0, got {self.rt60_s}, "
                              f"{self.band_cutoff_hz}")
         if (self.p_band > 0 and not self.band_rates) or any(r <= 0 for r in self.band_rates):
-            raise ValueError(f"AudioAugment.band_rates must be positive sample rates, got {self.band_rates}")
+            raise ConfigError(f"AudioAugment.band_rates must be positive sample rates, got {self.band_rates}")
         bad = [c for c in self.codecs if c not in CODECS]
         if bad or (self.p_codec > 0 and not self.codecs):
-            raise ValueError(f"AudioAugment.codecs must be a non-empty subset of {tuple(CODECS)}, got {self.codecs}")
+            raise ConfigError(f"AudioAugment.codecs must be a non-empty subset of {tuple(CODECS)}, got {self.codecs}")
 
 
     def _check_babble(self) -> None:
@@ -156,10 +157,10 @@ class AudioAugment:
         try:
             low, high = (int(v) for v in self.babble_talkers)
         except (TypeError, ValueError):
-            raise ValueError(f"AudioAugment.babble_talkers must be a (low, high) pair of counts, "
+            raise ConfigError(f"AudioAugment.babble_talkers must be a (low, high) pair of counts, "
                              f"got {self.babble_talkers!r}") from None
         if not 1 <= low <= high:
-            raise ValueError(f"AudioAugment.babble_talkers must satisfy 1 <= low <= high, got {self.babble_talkers!r}")
+            raise ConfigError(f"AudioAugment.babble_talkers must satisfy 1 <= low <= high, got {self.babble_talkers!r}")
         object.__setattr__(self, "babble_talkers", (low, high))
 
     def with_babble(self, files: Sequence[str | os.PathLike]) -> AudioAugment:
@@ -251,7 +252,7 @@ def colored_noise(shape: tuple[int, ...], rng: np.random.Generator, color: str =
     with the DC bin removed, then brought back to the time axis and normalised to unit power.
     """
     if color not in _COLOR_EXPONENT:
-        raise ValueError(f"noise color must be one of {NOISE_COLORS}, got {color!r}")
+        raise ConfigError(f"noise color must be one of {NOISE_COLORS}, got {color!r}")
     n = int(shape[-1])
     white = rng.standard_normal(shape)
     exponent = _COLOR_EXPONENT[color]
@@ -298,7 +299,7 @@ def synthetic_noise(shape: tuple[int, ...], rng: np.random.Generator, color: str
     fixed noise bank, one per channel. An excerpt of shaped noise keeps its spectral slope, and this
     costs a copy instead of an FFT of the whole clip; clips longer than the bank are shaped directly."""
     if color not in _COLOR_EXPONENT:
-        raise ValueError(f"noise color must be one of {NOISE_COLORS}, got {color!r}")
+        raise ConfigError(f"noise color must be one of {NOISE_COLORS}, got {color!r}")
     n = int(shape[-1])
     if n > NOISE_BANK_SAMPLES // 2:
         return colored_noise(shape, rng, color)
@@ -347,7 +348,7 @@ def load_noise(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
         data = _resample(data, native_sr, sample_rate)
     data = np.nan_to_num(np.asarray(data, dtype=np.float32))
     if data.size == 0:
-        raise ValueError(f"noise file {key[0]} holds no samples")
+        raise ConfigError(f"noise file {key[0]} holds no samples")
     _NOISE_CACHE[key] = data
     return data
 
@@ -383,7 +384,7 @@ def speed_perturb(wave: np.ndarray, factor: float) -> np.ndarray:
     different speaker rate.
     """
     if factor <= 0:
-        raise ValueError(f"speed factor must be > 0, got {factor}")
+        raise ConfigError(f"speed factor must be > 0, got {factor}")
     if factor == 1.0:
         return _f32(wave).copy()
     return _resample(wave, 16000.0 * factor, 16000.0)

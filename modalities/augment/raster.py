@@ -20,6 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from binder.errors import ConfigError
 from modalities.augment.checks import check_probability, check_range
 
 
@@ -62,7 +63,7 @@ class DepthAugment(GeometryAugment):
         for name in ("p_noise", "p_holes", "max_pixel_drop"):
             check_probability(name, getattr(self, name))
         if self.noise_rel[0] < 0 or self.max_holes < 0 or not 0 <= self.hole_radius_frac <= 1:
-            raise ValueError("DepthAugment.noise_rel and max_holes must be >= 0 and hole_radius_frac in [0, 1], "
+            raise ConfigError("DepthAugment.noise_rel and max_holes must be >= 0 and hole_radius_frac in [0, 1], "
                              f"got {self.noise_rel}, {self.max_holes}, {self.hole_radius_frac}")
 
 
@@ -88,7 +89,7 @@ class ThermalAugment(GeometryAugment):
         for name in ("p_noise", "p_gain"):
             check_probability(name, getattr(self, name))
         if self.noise_rel[0] < 0 or self.gain[0] <= 0:
-            raise ValueError(f"ThermalAugment.noise_rel must be >= 0 and gain > 0, got {self.noise_rel}, {self.gain}")
+            raise ConfigError(f"ThermalAugment.noise_rel must be >= 0 and gain > 0, got {self.noise_rel}, {self.gain}")
 
 
 def _check_geometry(opts: GeometryAugment) -> None:
@@ -97,11 +98,11 @@ def _check_geometry(opts: GeometryAugment) -> None:
     for name in ("p_crop", "p_affine"):
         check_probability(name, getattr(opts, name))
     if not 0 < opts.crop_scale[0] <= opts.crop_scale[1] <= 1:
-        raise ValueError(f"crop_scale must lie in (0, 1], got {opts.crop_scale}")
+        raise ConfigError(f"crop_scale must lie in (0, 1], got {opts.crop_scale}")
     if opts.crop_aspect[0] <= 0:
-        raise ValueError(f"crop_aspect must be > 0, got {opts.crop_aspect}")
+        raise ConfigError(f"crop_aspect must be > 0, got {opts.crop_aspect}")
     if opts.max_rotate_deg < 0 or not 0 <= opts.max_translate_frac < 1:
-        raise ValueError(f"max_rotate_deg must be >= 0 and max_translate_frac in [0, 1), "
+        raise ConfigError(f"max_rotate_deg must be >= 0 and max_translate_frac in [0, 1), "
                          f"got {opts.max_rotate_deg}, {opts.max_translate_frac}")
 
 
@@ -193,7 +194,7 @@ def add_sensor_noise(arr: np.ndarray, rng: np.random.Generator, sigma_rel: float
         return arr * (1.0 + noise)
     if relative_to == "range":
         return arr + noise * np.float32(value_range(arr))
-    raise ValueError(f"relative_to must be 'range' or 'value', got {relative_to!r}")
+    raise ConfigError(f"relative_to must be 'range' or 'value', got {relative_to!r}")
 
 
 def drop_pixels(arr: np.ndarray, rng: np.random.Generator, fraction: float) -> np.ndarray:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.interpolate import CubicSpline
 
+from binder.errors import ConfigError
 from modalities.augment.checks import check_probability, check_range
 
 DROPOUT_FILLS = {"zero": 0.0, "nan": float("nan")}
@@ -59,13 +60,13 @@ class SignalAugment:
             check_probability(name, getattr(self, name))
         for name in ("scale_sigma", "jitter_sigma", "time_warp_sigma", "magnitude_sigma", "rotate_deg"):
             if not getattr(self, name) >= 0:
-                raise ValueError(f"SignalAugment.{name} must be >= 0, got {getattr(self, name)}")
+                raise ConfigError(f"SignalAugment.{name} must be >= 0, got {getattr(self, name)}")
         if self.warp_knots < 1:
-            raise ValueError(f"SignalAugment.warp_knots must be >= 1, got {self.warp_knots}")
+            raise ConfigError(f"SignalAugment.warp_knots must be >= 1, got {self.warp_knots}")
         if not 0 < self.crop_frac[0] <= self.crop_frac[1] <= 1:
-            raise ValueError(f"SignalAugment.crop_frac must lie in (0, 1], got {self.crop_frac}")
+            raise ConfigError(f"SignalAugment.crop_frac must lie in (0, 1], got {self.crop_frac}")
         if self.dropout_fill not in DROPOUT_FILLS:
-            raise ValueError(f"SignalAugment.dropout_fill must be one of {tuple(DROPOUT_FILLS)}, "
+            raise ConfigError(f"SignalAugment.dropout_fill must be one of {tuple(DROPOUT_FILLS)}, "
                              f"got {self.dropout_fill!r}")
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from binder.errors import ConfigError
 from modalities.augment.checks import check_probability, check_range
 from modalities.augment.raster import draw_crop_box
 
@@ -43,12 +44,12 @@ class VideoAugment:
         for name in ("p_temporal", "p_crop"):
             check_probability(name, getattr(self, name))
         if not 0 <= self.max_offset_frac <= 1:
-            raise ValueError(f"VideoAugment.max_offset_frac must lie in [0, 1], got {self.max_offset_frac}")
+            raise ConfigError(f"VideoAugment.max_offset_frac must lie in [0, 1], got {self.max_offset_frac}")
         if self.stride[0] <= 0 or self.max_jitter < 0:
-            raise ValueError(f"VideoAugment.stride must be > 0 and max_jitter >= 0, "
+            raise ConfigError(f"VideoAugment.stride must be > 0 and max_jitter >= 0, "
                              f"got {self.stride}, {self.max_jitter}")
         if not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1 or self.crop_aspect[0] <= 0:
-            raise ValueError(f"VideoAugment.crop_scale must lie in (0, 1] and crop_aspect be > 0, "
+            raise ConfigError(f"VideoAugment.crop_scale must lie in (0, 1] and crop_aspect be > 0, "
                              f"got {self.crop_scale}, {self.crop_aspect}")
 
 

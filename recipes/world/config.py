@@ -18,6 +18,8 @@ import hashlib
 import json
 from typing import Any
 
+from binder.errors import ConfigError
+
 # Bump when a stage's output changes for the same config, so old caches are rebuilt.
 BUILDER_VERSION = 2
 SPLITS = ("train", "val", "test")
@@ -78,24 +80,25 @@ class WorldConfig:
     def __post_init__(self) -> None:
         fr = tuple(float(f) for f in self.split_fractions)
         if len(fr) != 3 or min(fr) <= 0 or abs(sum(fr) - 1.0) > 1e-6:
-            raise ValueError(f"split_fractions must be three positive numbers summing to 1, got {self.split_fractions}")
+            raise ConfigError(f"split_fractions must be three positive numbers summing to 1, "
+                              f"got {self.split_fractions}")
         if self.max_images is not None and self.max_images < 30:
-            raise ValueError(f"max_images must be None or >= 30 (3 splits x 10 classes), got {self.max_images}")
+            raise ConfigError(f"max_images must be None or >= 30 (3 splits x 10 classes), got {self.max_images}")
         if min(self.image_size, self.depth_size, self.thermal_size, self.video_size) < 8:
-            raise ValueError("image, depth, thermal and video sizes must be >= 8")
+            raise ConfigError("image, depth, thermal and video sizes must be >= 8")
         if self.video_size % 2:
-            raise ValueError(f"video_size must be even (yuv420p), got {self.video_size}")
+            raise ConfigError(f"video_size must be even (yuv420p), got {self.video_size}")
         if self.video_frames < 2 or self.imu_length < 16 or self.imu_rate <= 0:
-            raise ValueError("video_frames must be >= 2, imu_length >= 16 and imu_rate > 0")
+            raise ConfigError("video_frames must be >= 2, imu_length >= 16 and imu_rate > 0")
         if self.hard_split and self.hard_per_class < 1:
-            raise ValueError(f"hard_per_class must be >= 1 when hard_split is on, got {self.hard_per_class}")
+            raise ConfigError(f"hard_per_class must be >= 1 when hard_split is on, got {self.hard_per_class}")
         if self.include_speech:
             if len(self.speech_voices) * len(self.speech_variants) < 3:
-                raise ValueError("speech needs at least 3 speakers (voices x variants), one per split")
+                raise ConfigError("speech needs at least 3 speakers (voices x variants), one per split")
             if not self.speech_rates or not self.speech_pitches or self.utterances_per_speaker_digit < 1:
-                raise ValueError("speech needs rates, pitches and utterances_per_speaker_digit >= 1")
+                raise ConfigError("speech needs rates, pitches and utterances_per_speaker_digit >= 1")
             if self.codebook_k < 2:
-                raise ValueError(f"codebook_k must be >= 2, got {self.codebook_k}")
+                raise ConfigError(f"codebook_k must be >= 2, got {self.codebook_k}")
             self._check_engine_speakers()
 
     def _check_engine_speakers(self) -> None:
@@ -106,9 +109,9 @@ class WorldConfig:
         for spec in self.hard_engine_voices:
             EngineVoice.parse(spec)
         if len({s.partition(":")[2] for s in self.engine_speakers}) != len(self.engine_speakers):
-            raise ValueError(f"engine_speakers lists a speaker twice: {self.engine_speakers}")
+            raise ConfigError(f"engine_speakers lists a speaker twice: {self.engine_speakers}")
         if self.hard_engine_voices and self.hard_engine_per_class < 0:
-            raise ValueError(f"hard_engine_per_class must be >= 0, got {self.hard_engine_per_class}")
+            raise ConfigError(f"hard_engine_per_class must be >= 0, got {self.hard_engine_per_class}")
 
     # presets -----------------------------------------------------------------------------
     @classmethod
@@ -135,7 +138,7 @@ class WorldConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ValueError(f"unknown WorldConfig fields {unknown}")
+            raise ConfigError(f"unknown WorldConfig fields {unknown}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
     def config_hash(self) -> str:

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from binder.errors import AnybindError
+from binder.errors import AnybindError, ConfigError
 from binder.io import atomic_path
 
 NOMINAL_WPM = 160.0  # the rate these engines speak at with a stretch of 1
@@ -47,7 +47,7 @@ class EngineVoice:
     def parse(cls, spec: str) -> EngineVoice:
         engine, sep, voice = spec.partition(":")
         if not sep or engine not in ENGINES or not voice:
-            raise ValueError(f"a speaker of another engine is ENGINE:VOICE with ENGINE one of {tuple(ENGINES)}, "
+            raise ConfigError(f"a speaker of another engine is ENGINE:VOICE with ENGINE one of {tuple(ENGINES)}, "
                              f"got {spec!r}")
         return cls(engine, voice)
 
@@ -60,7 +60,7 @@ def split_and_speaker(spec: str, splits: tuple[str, ...]) -> tuple[str, EngineVo
     """``SPLIT:ENGINE:VOICE`` (an entry of ``WorldConfig.engine_speakers``) as its split and speaker."""
     split, _, speaker = spec.partition(":")
     if split not in splits:
-        raise ValueError(f"engine_speakers entries are SPLIT:ENGINE:VOICE with SPLIT one of {splits}, got {spec!r}")
+        raise ConfigError(f"engine_speakers entries are SPLIT:ENGINE:VOICE with SPLIT one of {splits}, got {spec!r}")
     return split, EngineVoice.parse(speaker)
 
 

@@ -9,11 +9,18 @@ per mode, the mean encode batch the server reports (``/metrics``), the server's 
 request, and the batched / unbatched throughput ratio. Loopback only; every loop is bounded in
 time and count.
 
+Then the mixed-load row: a few clients send text searches (with a short pause between them, so
+latency and not throughput is measured), first alone and then while one client sends heavy
+``/classify`` requests back to back (``--heavy-labels`` x ``--heavy-templates`` prompts each, a new
+label set every time, so no label cache helps); it prints p50/p99 of the text searches in both
+phases and the heavy requests' count and mean time, written under ``"mixed"``.
+
     python benchmarks/serve.py                              # 32 clients x 10 s per mode, text searches
     python benchmarks/serve.py --clients 8 --seconds 3      # quick look
     python benchmarks/serve.py --workload embeddings        # POST /v1/embeddings of one text each
     python benchmarks/serve.py --workload audio             # /search with an uploaded .wav each
     python benchmarks/serve.py --anchor anybind-small       # a larger random model (4 x 128 text tower)
+    python benchmarks/serve.py --mixed-only --mixed-seconds 8   # only the mixed-load row, merged into --out
 
 Writes benchmarks/results/serve.json (``--out`` to choose).
 """
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import platform
@@ -47,6 +55,7 @@ HEADERS = [("requests", 8), ("req/s", 8), ("p50 ms", 8), ("p95 ms", 8), ("errors
            ("server ms/req", 14), ("client cpu", 12)]
 BOUNDARY = "anybind-bench-boundary"
 WORDS = "zero one two three four five six seven eight nine".split()
+MIXED_PAUSE = 0.02  # seconds between two text searches of one client in the mixed-load row
 
 
 def build_model(work: Path, anchor: str) -> str:
@@ -237,6 +246,105 @@ def mean_batch(metrics: str) -> float:
     return round(sum(sums) / sum(counts), 2) if sum(counts) else 0.0
 
 
+def classify_request(i: int, png: bytes, labels: int, templates: int) -> bytes:
+    """The i-th heavy request: ``labels`` new labels x ``templates`` templates against one image."""
+    body = {"file": {"file": base64.b64encode(png).decode(), "filename": "q.png"},
+            "labels": [f"class {i} {j}" for j in range(labels)],
+            "templates": [f"{{}}, view {t}" for t in range(templates)], "top": 1}
+    return http_request("POST", "/classify", json.dumps(body).encode(), "application/json")
+
+
+async def light_latencies(host: str, port: int, clients: int, seconds: float, pause: float) -> tuple[list[float], int]:
+    """Text searches from ``clients`` loops for ``seconds`` (``pause`` s between two of a loop):
+    (latencies of the good ones, errors)."""
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.monotonic() + seconds
+
+    async def client(c: int) -> None:
+        nonlocal errors
+        conn = Connection(host, port)
+        for n in range(MAX_REQUESTS_PER_CLIENT):
+            if time.monotonic() >= deadline:
+                break
+            start = time.perf_counter()
+            try:
+                status, _ = await conn.request(request_for("search", c * 37 + n, b""))
+            except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
+                status = 0
+            if status == 200:
+                latencies.append(time.perf_counter() - start)
+            else:
+                errors += 1
+            await asyncio.sleep(pause)
+        conn.close()
+
+    await asyncio.gather(*(client(c) for c in range(clients)))
+    return latencies, errors
+
+
+def percentiles(latencies: list[float]) -> dict[str, float]:
+    lat = np.asarray(latencies) * 1000 if latencies else np.zeros(1)
+    return {"requests": len(latencies), "p50_ms": round(float(np.percentile(lat, 50)), 1),
+            "p99_ms": round(float(np.percentile(lat, 99)), 1), "max_ms": round(float(lat.max()), 1)}
+
+
+async def drive_mixed(server: Server, args: argparse.Namespace, png: bytes) -> dict[str, Any]:
+    """Text-search latency alone, then while heavy /classify requests run back to back."""
+    host, port_text = server.url.split("//")[1].rstrip("/").rsplit(":", 1)
+    port = int(port_text)
+    await _wait_ready(host, port)
+    warm = Connection(host, port)
+    await warm.request(request_for("search", 0, b""))
+    warm.close()
+    alone, errors_alone = await light_latencies(host, port, args.mixed_clients, args.mixed_seconds, MIXED_PAUSE)
+    stop = asyncio.Event()
+    heavy: list[tuple[int, float]] = []
+
+    async def heavy_loop() -> None:
+        conn = Connection(host, port)
+        for i in range(MAX_REQUESTS_PER_CLIENT):
+            if stop.is_set():
+                break
+            start = time.perf_counter()
+            try:
+                status, _ = await conn.request(classify_request(i, png, args.heavy_labels, args.heavy_templates), 300)
+            except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
+                status = 0
+            heavy.append((status, time.perf_counter() - start))
+        conn.close()
+
+    task = asyncio.create_task(heavy_loop())
+    await asyncio.sleep(0.5)  # the first heavy request is under way
+    loaded, errors_loaded = await light_latencies(host, port, args.mixed_clients, args.mixed_seconds, MIXED_PAUSE)
+    stop.set()
+    await task
+    done = [s for status, s in heavy if status == 200]
+    return {"clients": args.mixed_clients, "seconds": args.mixed_seconds, "pause_ms": MIXED_PAUSE * 1000,
+            "heavy": {"labels": args.heavy_labels, "templates": args.heavy_templates,
+                      "requests": len(done), "errors": len(heavy) - len(done),
+                      "mean_s": round(float(np.mean(done)), 2) if done else None},
+            "search_alone": {**percentiles(alone), "errors": errors_alone},
+            "search_with_heavy_classify": {**percentiles(loaded), "errors": errors_loaded}}
+
+
+def run_mixed(index: Path, args: argparse.Namespace, png: bytes) -> dict[str, Any]:
+    server = Server(index, [])
+    try:
+        result = asyncio.run(drive_mixed(server, args, png))
+    finally:
+        server.stop()
+    alone, loaded, heavy = result["search_alone"], result["search_with_heavy_classify"], result["heavy"]
+    print(f"mixed load: {args.mixed_clients} clients of text searches ({MIXED_PAUSE * 1000:g} ms apart) x "
+          f"{args.mixed_seconds:g} s, one client of /classify with {heavy['labels']} labels x {heavy['templates']} "
+          f"templates\n  text search alone:           p50 {alone['p50_ms']} ms, p99 {alone['p99_ms']} ms "
+          f"({alone['requests']} requests)\n  text search with /classify:  p50 {loaded['p50_ms']} ms, "
+          f"p99 {loaded['p99_ms']} ms, max {loaded['max_ms']} ms ({loaded['requests']} requests)\n"
+          f"  heavy /classify: {heavy['requests']} done, {heavy['mean_s']} s each, {heavy['errors']} errors",
+          flush=True)
+    return result
+
+
 def run_mode(index: Path, name: str, extra: list[str], args: argparse.Namespace, wav: bytes) -> dict[str, Any]:
     server = Server(index, extra)
     try:
@@ -258,11 +366,28 @@ def main() -> int:
                         help="serve a random model on this open_clip architecture instead (e.g. anybind-small)")
     parser.add_argument("--batch-window-ms", type=float, default=5.0)
     parser.add_argument("--max-batch", type=int, default=32)
+    parser.add_argument("--mixed-clients", type=int, default=4, help="text-search clients of the mixed-load row")
+    parser.add_argument("--mixed-seconds", type=float, default=10.0, help="per phase of the mixed-load row")
+    parser.add_argument("--heavy-labels", type=int, default=512, help="labels of each heavy /classify")
+    parser.add_argument("--heavy-templates", type=int, default=8, help="templates of each heavy /classify")
+    parser.add_argument("--mixed-only", action="store_true",
+                        help="run only the mixed-load row and merge it into --out (other keys kept)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serve.json")
     args = parser.parse_args()
     args.clients = max(1, min(args.clients, MAX_CLIENTS))
     args.seconds = max(0.5, min(args.seconds, MAX_SECONDS))
+    args.mixed_clients = max(1, min(args.mixed_clients, MAX_CLIENTS))
+    args.mixed_seconds = max(0.5, min(args.mixed_seconds, MAX_SECONDS))
     wav = (ROOT / "recipes" / "samples" / "seven.wav").read_bytes()
+    png = (ROOT / "recipes" / "samples" / "seven.png").read_bytes()
+    if args.mixed_only:
+        with tempfile.TemporaryDirectory(prefix="anybind-bench-serve-") as work:
+            index = build_index(Path(work), build_model(Path(work), args.anchor) if args.anchor else args.model)
+            mixed = run_mixed(index, args, png)
+        old = json.loads(args.out.read_text()) if args.out.is_file() else {}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({**old, "mixed": mixed}, indent=2) + "\n")
+        return 0 if mixed["search_with_heavy_classify"]["errors"] == 0 and mixed["heavy"]["errors"] == 0 else 1
     with tempfile.TemporaryDirectory(prefix="anybind-bench-serve-") as work:
         model = build_model(Path(work), args.anchor) if args.anchor else args.model
         index = build_index(Path(work), model)
@@ -273,6 +398,7 @@ def main() -> int:
         window = ["--batch-window-ms", str(args.batch_window_ms), "--max-batch", str(args.max_batch)]
         runs = [run_mode(index, "batched", window, args, wav),
                 run_mode(index, "unbatched", ["--no-batching"], args, wav)]
+        mixed = run_mixed(index, args, png)
     ratio = runs[0]["rps"] / runs[1]["rps"] if runs[1]["rps"] else float("inf")
     print(f"batched / unbatched throughput: {ratio:.2f}x")
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -280,7 +406,7 @@ def main() -> int:
     args.out.write_text(json.dumps({"clients": args.clients, "seconds": args.seconds, "workload": args.workload,
                                     "model": model, "cpus": os.cpu_count(), "load_average": os.getloadavg(),
                                     "python": platform.python_version(), "runs": runs,
-                                    "ratio": round(ratio, 2)}, indent=2) + "\n")
+                                    "ratio": round(ratio, 2), "mixed": mixed}, indent=2) + "\n")
     return 0 if all(r["errors"] == 0 for r in runs) else 1
 
 

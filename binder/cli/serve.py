@@ -39,10 +39,15 @@ def register(app: click.Group) -> None:
 @click.option("--threads", "encode_threads", type=click.IntRange(1, 1024), default=None,
               help="torch threads of the model's worker (default: every core but one).")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True, help="Search backend.")
+@click.option("--request-timeout", "request_timeout_s", type=click.FloatRange(0.001, 3600), default=30.0,
+              show_default=True, help="Seconds of decoding and encoding one request may take; past that: 503.")
+@click.option("--max-classify-prompts", type=click.IntRange(1, 1_000_000), default=4096, show_default=True,
+              help="Most labels x templates one /classify may ask for; more: 413.")
 @click.option("--quiet", is_flag=True, help="No notes and no access log.")
 @PRECISION_OPTION
 def serve_cmd(index_dir, model_dir, host, port, token, batch_window_ms, max_batch, no_batching, max_upload_mb,
-              decode_workers, encode_threads, backend, quiet, precision) -> None:
+              decode_workers, encode_threads, backend, request_timeout_s, max_classify_prompts, quiet,
+              precision) -> None:
     """Serve INDEX_DIR over HTTP: embeddings (OpenAI-compatible), search, classify, items, the page.
 
     \b
@@ -58,7 +63,8 @@ def serve_cmd(index_dir, model_dir, host, port, token, batch_window_ms, max_batc
         config = ServeConfig(index_dir, model=model_dir, host=host, port=port, token=token or None,
                              batching=not no_batching, batch_window_ms=batch_window_ms, max_batch=max_batch,
                              max_upload_mb=max_upload_mb, decode_workers=decode_workers, threads=encode_threads,
-                             backend=backend, precision=precision, quiet=quiet)
+                             backend=backend, precision=precision, quiet=quiet,
+                             request_timeout_s=request_timeout_s, max_classify_prompts=max_classify_prompts)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     sock = _listen(host, port)

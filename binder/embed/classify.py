@@ -8,6 +8,7 @@ scale (its training temperature).
 """
 from __future__ import annotations
 
+import string
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -68,11 +69,26 @@ def parse_labels(text: str) -> list[str]:
     return labels
 
 
+def check_templates(templates: Sequence[str]) -> None:
+    """QueryError unless every template holds the label's place ``{}`` exactly once and no other
+    field: ``{x}``, ``{0}``, ``{}`` twice, ``{:>9}``, ``{!r}`` or unbalanced braces (``{{`` and
+    ``}}`` are literal braces)."""
+    for t in templates:
+        try:
+            fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(t) if name is not None]
+        except ValueError as exc:
+            raise QueryError(f"template {t!r}: {exc} (write '{{{{' and '}}}}' for literal braces)") from None
+        if not fields:
+            raise QueryError(f"template {t!r} has no '{{}}' where the label goes")
+        if fields != [("", "", None)]:
+            raise QueryError(f"template {t!r}: the label goes in one plain '{{}}', and no other field may be "
+                             f"there (such as '{{x}}', '{{0}}' or a second '{{}}'; write '{{{{' and '}}}}' for "
+                             f"literal braces)")
+
+
 def label_embeddings(model, labels: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES) -> np.ndarray:
     """(L, D) unit vectors, one per label, from the anchor's text tower with prompt ensembling."""
-    for t in templates:
-        if "{}" not in t:
-            raise QueryError(f"template {t!r} has no '{{}}' where the label goes")
+    check_templates(templates)
     with torch.inference_mode():
         classes = class_embeddings(model.anchor, labels, templates).float().cpu().numpy()
     bad = [labels[i] for i in np.flatnonzero(~np.isfinite(classes).all(axis=1))]

@@ -59,14 +59,24 @@ def discover(paths: Iterable[str | os.PathLike], modality: str = "auto") -> tupl
     """Files to embed: folders are walked (sorted, hidden entries skipped), modality by extension.
 
     In a folder, files of no known modality are skipped; a file named explicitly must be known.
+    A symbolic link found in a folder whose target lies outside every path given is skipped as a
+    failure that says so (``LINK_OUT``): what is embedded, and what a server of the index may hand
+    out, stays inside the folders named. Folders that are links are not walked into (``os.walk``).
     """
+    paths = list(paths)
+    roots = [os.path.realpath(p) for p in paths]
     items, failures = [], []
     for raw in paths:
         root = Path(raw)
         if root.is_dir():
             for f in _walk(root):
                 name = modality if modality != "auto" else modality_for_path(f)
-                if name:
+                if not name:
+                    continue
+                outside = link_outside(f, roots)
+                if outside is not None:
+                    failures.append(Failure(str(f), LINK_OUT.format(target=outside)))
+                else:
                     items.append(Item(str(f), name))
         elif root.is_file():
             name = modality if modality != "auto" else modality_for_path(root)
@@ -77,6 +87,19 @@ def discover(paths: Iterable[str | os.PathLike], modality: str = "auto") -> tupl
         else:
             failures.append(Failure(str(root), "no such file or folder"))
     return items, failures
+
+
+LINK_OUT = ("skipped: a symbolic link to {target}, outside the folders given "
+            "(name the target itself to include it)")
+
+
+def link_outside(path: str | os.PathLike, roots: list[str]) -> str | None:
+    """The real target of ``path`` if it is a symbolic link leading outside every root, else None."""
+    if not os.path.islink(path):
+        return None
+    target = os.path.realpath(path)
+    inside = any(target == r or target.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+    return None if inside else target
 
 
 def _walk(root: Path) -> Iterator[Path]:

@@ -44,6 +44,7 @@ class BuildReport:
     failures: list[Failure] = field(default_factory=list)
     generation: int = 0
     count: int = 0
+    roots: list[str] = field(default_factory=list)  # real paths of the folders and files the build was given
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,12 @@ def load_model_for(model_dir: str | None, modalities: Iterable[str] | None = Non
 
 
 def plan(writer: IndexWriter, items: list[Item], report: BuildReport) -> list[Pending]:
-    """The items whose file is new or changed (size/mtime differ and so does the content hash)."""
+    """The items whose file is new or changed (size/mtime differ and so does the content hash).
+
+    The build's roots (``report.roots``) are recorded in the manifest here, committed with the
+    first shard: a server hands out only files inside them.
+    """
+    writer.add_roots(report.roots)
     todo, seen = [], set()
     for item in items:
         path = os.path.abspath(item.path)
@@ -125,12 +131,19 @@ def row_metadata(p: Pending, input_shape: tuple[int, ...]) -> dict[str, Any]:
 def start_build(folder: str | os.PathLike, paths: Iterable[str | os.PathLike], model_dir: str | os.PathLike | None,
                 opts: BuildOptions, create: bool) -> tuple[str | None, list[Item], BuildReport]:
     """What every build starts with: the model folder to use, the files found, a report holding
-    the files that could not be listed; ``add`` (``create=False``) needs an existing index."""
+    the files that could not be listed (and symbolic links that lead out of ``paths``: ``discover``);
+    ``add`` (``create=False``) needs an existing index."""
+    paths = [os.fspath(p) for p in paths]
     model_id = resolve_model(folder, model_dir)
     if not create:
         read_index_manifest(folder)
     items, failures = discover(paths, opts.modality)
-    return model_id, items, BuildReport(failures=list(failures))
+    return model_id, items, BuildReport(failures=list(failures), roots=real_roots(paths))
+
+
+def real_roots(paths: Iterable[str | os.PathLike]) -> list[str]:
+    """The real paths (links resolved) of the folders and files a build was given that exist."""
+    return sorted({os.path.realpath(p) for p in paths if os.path.exists(p)})
 
 
 def build_index(folder: str | os.PathLike, paths: Iterable[str | os.PathLike], model=None,

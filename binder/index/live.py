@@ -15,7 +15,7 @@ from pathlib import Path
 
 from binder.errors import AnybindError, IndexStoreError
 from binder.index.search import EmbeddingIndex
-from binder.index.store import IndexStore
+from binder.index.store import IndexStore, index_roots
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,7 @@ class IndexGeneration:
     index: EmbeddingIndex
     generation: int
     paths: frozenset[str]  # the files its rows name: the only files a reader may open on a row's behalf
+    roots: tuple[str, ...] = ()  # real paths the index was built from (``index_roots``): files served must be inside
 
 
 class LiveIndex:
@@ -81,4 +82,5 @@ class LiveIndex:
             raise IndexStoreError(f"{self.folder}: holds {snap.dim}-d vectors but the model embeds into "
                                   f"{self.dim} dimensions")
         index = EmbeddingIndex.from_snapshot(self.folder, snap, self.backend)
-        return IndexGeneration(index, snap.generation, frozenset(str(r.get("path", "")) for r in snap.rows))
+        return IndexGeneration(index, snap.generation, frozenset(str(r.get("path", "")) for r in snap.rows),
+                               index_roots(snap.manifest, snap.rows))

@@ -8,11 +8,12 @@ Layout of an index folder::
     .lock                         held (flock) by the single writer; readers never take it
 
 The manifest lists the committed shards, each with the rows removed from it since (``dead``:
-tombstones), the model the index was built with, its embedding dim, and a ``generation`` that
-grows by one on every commit. Shard files never change once written, so a reader that reads the
-manifest once and then loads the shards it lists sees one consistent state. A shard that a later
-commit drops (all its rows removed, or compaction) is deleted after that commit; a reader that
-raced with the deletion reads the manifest again (``snapshot`` retries, and says a writer is
+tombstones), the model the index was built with, its embedding dim, the real paths of the folders
+and files the builds were given (``roots``, optional: older indexes have none, see ``index_roots``),
+and a ``generation`` that grows by one on every commit. Shard files never change once written, so a
+reader that reads the manifest once and then loads the shards it lists sees one consistent state. A
+shard that a later commit drops (all its rows removed, or compaction) is deleted after that commit;
+a reader that raced with the deletion reads the manifest again (``snapshot`` retries, and says a writer is
 compacting only when the new manifest it read is really a newer generation; a file missing from
 the generation that lists it is damage).
 
@@ -24,6 +25,7 @@ Writing lives in ``binder.index.writer``; building and updating in ``binder.inde
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,8 @@ from binder.index.integrity import (
     raise_first,
 )
 
-__all__ = ["INDEX_FORMAT", "INDEX_VERSION", "IndexStore", "Snapshot", "live_count", "read_index_manifest"]
+__all__ = ["INDEX_FORMAT", "INDEX_VERSION", "IndexStore", "Snapshot", "index_roots", "live_count",
+           "read_index_manifest"]
 SNAPSHOT_RETRIES = 5
 
 
@@ -76,6 +79,21 @@ def read_index_manifest(folder: str | os.PathLike) -> dict[str, Any]:
     except OSError as exc:
         raise IndexStoreError(f"{folder}: unreadable index manifest ({exc.strerror or exc})") from None
     return check_index_manifest(folder, manifest)
+
+
+def index_roots(manifest: dict[str, Any], rows: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The real paths of the folders (or files) the index was built from: the manifest's ``roots``
+    (written by every build since they are recorded); for an older index that has none, the real
+    paths of the folders holding its rows. A reader that hands files out serves only files inside them."""
+    roots = manifest.get("roots")
+    if isinstance(roots, list) and roots and all(isinstance(r, str) and os.path.isabs(r) for r in roots):
+        return tuple(roots)
+    return parent_folders(str(r.get("path", "")) for r in rows)
+
+
+def parent_folders(paths: Iterable[str]) -> tuple[str, ...]:
+    """The real paths of the folders holding ``paths`` (sorted, each once)."""
+    return tuple(sorted({os.path.realpath(folder) for folder in {os.path.dirname(p) for p in paths} if folder}))
 
 
 def live_count(manifest: dict[str, Any]) -> int:

@@ -28,7 +28,7 @@ import numpy as np
 from binder.embed.shards import MANIFEST, write_shard
 from binder.errors import IndexStoreError
 from binder.index.integrity import duplicate_paths, load_checked_shard, raise_first, vector_damage
-from binder.index.store import INDEX_FORMAT, INDEX_VERSION, live_count, read_index_manifest
+from binder.index.store import INDEX_FORMAT, INDEX_VERSION, live_count, parent_folders, read_index_manifest
 from binder.io import atomic_write_bytes, fsync_dir, is_temp_name
 
 LOCK = ".lock"
@@ -175,6 +175,15 @@ class IndexWriter:
         self.live = {m["path"]: RowRef(sid, i, m["size"], m["mtime_ns"], m["hash"])
                      for sid, _, meta in shards for i, m in enumerate(meta)}
         self.commit()
+
+    def add_roots(self, roots: Iterable[str]) -> None:
+        """Record ``roots`` (real paths a build was given) in the manifest, committed with the next
+        commit. A manifest written before roots were recorded is first given the folders of its
+        live rows, so the rows it already holds stay inside its roots."""
+        known = self.manifest.get("roots")
+        if not isinstance(known, list):
+            known = list(parent_folders(self.live))
+        self.manifest["roots"] = sorted(set(known).union(roots))
 
     def new_shard_id(self) -> str:
         shard_id = f"{self.manifest['next_shard']:06d}"

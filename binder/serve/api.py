@@ -6,12 +6,12 @@ has one. Routes answer JSON; every error is ``{"error": {"type", "message"}}`` (
 """
 from __future__ import annotations
 
-import mimetypes
 import re
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from binder.registry import get_modality
@@ -27,8 +27,9 @@ from binder.serve.bodies import (
     form_upload,
     request_body,
 )
-from binder.serve.embedding import embed_expression, embed_upload
+from binder.serve.embedding import embed_expression, embed_upload, time_budget
 from binder.serve.errors import ServeError
+from binder.serve.items import FileStream, etag_of, open_checked, parse_range
 
 open_router = APIRouter()
 api_router = APIRouter(dependencies=[Depends(require_token)])
@@ -45,11 +46,13 @@ async def healthz(request: Request) -> dict[str, Any]:
 
 
 @api_router.get("/metrics")
-async def metrics(request: Request) -> PlainTextResponse:
-    """Prometheus text: requests by route and status, latency, encode batch sizes, index gauges."""
+async def metrics(request: Request) -> Response:
+    """Prometheus text (or OpenMetrics, when asked for): requests by route and status, latency,
+    encode batch sizes, index gauges."""
     state = state_of(request)
     await state.current()  # the generation gauge shows what a search would see now
-    return PlainTextResponse(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+    body, content_type = state.metrics.render(request.headers.get("accept"))
+    return Response(body, headers={"Content-Type": content_type})
 
 
 @api_router.get("/info")
@@ -89,10 +92,12 @@ async def search(request: Request, body: Annotated[Body, Depends(request_body)])
                          kind="invalid_request")
     if fields.get("query") is not None:
         shown = as_text(fields["query"], "query")
-        vector = await embed_expression(state, shown, view.paths)
+        async with time_budget(state):
+            vector = await embed_expression(state, shown, view.paths)
     else:
         with await form_upload(state.uploads, fields["file"], "file") as upload:
-            shown, vector = upload.filename, await embed_upload(state, upload)
+            async with time_budget(state):
+                shown, vector = upload.filename, await embed_upload(state, upload)
     if len(view.index) <= INLINE_SEARCH_ROWS:
         hits = view.index.search(vector, k, modality)
     else:
@@ -109,15 +114,22 @@ def result(row: int, score: float, meta: dict[str, Any]) -> dict[str, Any]:
 
 
 @api_router.get("/items/{item_id}")
-async def item(request: Request, item_id: str) -> FileResponse:
-    """The indexed file of row ``item_id``, streamed with its content type (only files the index holds)."""
+async def item(request: Request, item_id: str) -> FileStream:
+    """The indexed file of row ``item_id``, streamed with its content type, whole or one byte range.
+
+    Only files the index holds, inside its roots and unchanged since indexing (``binder.serve.items``).
+    """
     state = state_of(request)
     number = parse_id(item_id)
     await state.current()
-    path, _ = state.item(number)
-    media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    return FileResponse(path, media_type=media, filename=path.name, content_disposition_type="inline",
-                        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"})
+    path, row, st = await run_in_threadpool(state.item_file, number)
+    span = parse_range(request.headers.get("range"), st.st_size)
+    if_range = request.headers.get("if-range")
+    if span is not None and if_range is not None and if_range != etag_of(st):
+        span = None  # the client holds another version: it gets the whole file
+    file = await run_in_threadpool(open_checked, path, st, number)
+    return FileStream(file, st, Path(str(row["path"])).name, span,
+                      headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"})
 
 
 def parse_id(text: str) -> int:

@@ -20,12 +20,14 @@ from binder.errors import AnybindError
 from binder.serve import api
 from binder.serve.config import ServeConfig
 from binder.serve.errors import error_body, one_line, status_of
+from binder.serve.logs import redact_access_log
 from binder.serve.middleware import ServeMiddleware
 from binder.serve.state import ServeState
 
 log = logging.getLogger("anybind.serve")
 HTTP_KINDS = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-              405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}
+              405: "method_not_allowed", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type",
+              416: "range_not_satisfiable"}
 
 
 def create_app(config: ServeConfig, model: Any = None, model_name: str | None = None) -> FastAPI:
@@ -39,6 +41,7 @@ def create_app(config: ServeConfig, model: Any = None, model_name: str | None = 
 
         model, model_name = load_serve_model(config)
     state = ServeState(config, model.eval(), model_name or "anybind-model")
+    redact_access_log()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -75,9 +78,10 @@ def _install_handlers(app: FastAPI) -> None:
         status, kind = status_of(exc)
         if status >= 500:
             log.error("anybind serve: %s", one_line(str(exc), 300))
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+        headers.update(getattr(exc, "headers", None) or {})
         message = getattr(exc, "message", None) or str(exc)
-        return JSONResponse(error_body(kind, one_line(message)), status_code=status, headers=headers)
+        return JSONResponse(error_body(kind, one_line(message)), status_code=status, headers=headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,4 +1,5 @@
-"""One worker thread owns the model; concurrent requests' encodes are gathered into batches.
+"""One worker thread owns the model; concurrent requests' encodes are gathered into batches, and
+heavy requests take turns with light ones.
 
 Request handlers decode their inputs elsewhere (``ServeState.decode``) and ``submit`` one
 preprocessed tensor each, getting a ``Future`` of its unit vector. The worker takes the first job
@@ -6,9 +7,17 @@ that arrives, waits up to the batching window for more (at most ``max_batch`` in
 by modality and runs one ``encode_rows`` per group: a batch of B costs far less than B single
 encodes, so throughput under load rises while a lone request waits at most the window.
 
+Jobs come in two lanes. ``LIGHT`` (the default) holds what one interactive request needs: a
+query, an upload, a few inputs. ``BULK`` holds the parts of heavy requests (the label sets of
+``/classify``, encoded in chunks; embeddings requests of many inputs). When both lanes hold work
+the worker alternates between them, one batch or call at a time, so a heavy request slows a light
+one by at most one chunk of its own, never by all of it, and light requests, however many, cannot
+starve heavy ones either.
+
 ``max_batch=1`` is the unbatched comparison: every job is its own encode, on the same thread.
 Anything else that must touch the model (label embeddings for classification) goes through
-``call`` so the model is never used from two threads at once.
+``call`` so the model is never used from two threads at once. A job whose future was cancelled
+before the worker reached it (its request timed out or went away) is skipped.
 
 A batch the encoder refuses as a whole is retried one item at a time, so the error lands on the
 request that caused it; a row the model turns into NaN/Inf fails only its own request. The worker
@@ -16,9 +25,9 @@ never dies of a request: unexpected errors are set on the futures and it goes on
 """
 from __future__ import annotations
 
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -33,6 +42,8 @@ from binder.serve.errors import ServeError
 from binder.serve.metrics import Metrics
 
 ENCODE_ERRORS = (RuntimeError, ValueError, IndexError, TypeError, AnybindError)
+LIGHT, BULK = "light", "bulk"
+LANES = (LIGHT, BULK)
 
 
 @dataclass
@@ -52,11 +63,8 @@ class CallJob:
     future: Future
 
 
-_STOP = object()
-
-
 class Batcher:
-    """The model's only user: a worker thread running batched encodes per modality."""
+    """The model's only user: a worker thread running batched encodes per modality, two lanes."""
 
     def __init__(self, model: Any, *, window_s: float = 0.005, max_batch: int = 32,
                  metrics: Metrics | None = None, threads: int | None = None):
@@ -65,62 +73,77 @@ class Batcher:
         self.max_batch = max(1, max_batch)
         self.metrics = metrics or Metrics()
         self._threads = threads
-        self._queue: queue.Queue = queue.Queue()
+        self._cond = threading.Condition()
+        self._lanes: dict[str, deque[EncodeJob | CallJob]] = {lane: deque() for lane in LANES}
+        self._last = BULK  # when both lanes wait, the light one goes first
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="anybind-encode", daemon=True)
         self._thread.start()
 
     @property
     def depth(self) -> int:
-        """Jobs waiting for the worker."""
-        return self._queue.qsize()
+        """Jobs waiting for the worker (both lanes)."""
+        with self._cond:
+            return sum(len(q) for q in self._lanes.values())
 
-    def submit(self, modality: str, tensor: torch.Tensor) -> Future:
+    def submit(self, modality: str, tensor: torch.Tensor, lane: str = LIGHT) -> Future:
         """The future unit vector (float32 numpy, shape (D,)) of one preprocessed item."""
-        return self._put(EncodeJob(modality, tensor, Future()))
+        return self._put(EncodeJob(modality, tensor, Future()), lane)
 
-    def call(self, fn: Callable[[Any], Any]) -> Future:
+    def call(self, fn: Callable[[Any], Any], lane: str = LIGHT) -> Future:
         """The future result of ``fn(model)``, run on the worker thread between batches."""
-        return self._put(CallJob(fn, Future()))
+        return self._put(CallJob(fn, Future()), lane)
 
-    def _put(self, job: EncodeJob | CallJob) -> Future:
-        if self._closed:
-            raise ServeError("the server is shutting down", status=503, kind="unavailable")
-        self._queue.put(job)
+    def _put(self, job: EncodeJob | CallJob, lane: str) -> Future:
+        with self._cond:
+            if self._closed:
+                raise ServeError("the server is shutting down", status=503, kind="unavailable")
+            self._lanes[lane].append(job)
+            self._cond.notify()
         return job.future
 
     def close(self, timeout: float = 10.0) -> None:
         """Finish the jobs already queued, then stop the worker."""
-        if not self._closed:
+        with self._cond:
+            if self._closed:
+                return
             self._closed = True
-            self._queue.put(_STOP)
-            self._thread.join(timeout)
+            self._cond.notify_all()
+        self._thread.join(timeout)
 
     def _run(self) -> None:
         if self._threads:
             torch.set_num_threads(self._threads)
-        stop = False
-        while not stop:
-            jobs = self._gather(self._queue.get())
-            stop = _STOP in jobs
-            self._execute([j for j in jobs if j is not _STOP])
+        while (jobs := self._next()) is not None:
+            self._execute(jobs)
 
-    def _gather(self, first: Any) -> list[Any]:
-        """``first`` and whatever else arrives within the window, up to ``max_batch`` encode jobs."""
-        jobs = [first]
-        if not isinstance(first, EncodeJob) or self.max_batch == 1:
+    def _next(self) -> list[Any] | None:
+        """The next jobs to run (one batch or one call), from the lane whose turn it is; None once
+        closed with nothing left."""
+        with self._cond:
+            while not any(self._lanes.values()):
+                if self._closed:
+                    return None
+                self._cond.wait()
+            light, bulk = self._lanes[LIGHT], self._lanes[BULK]
+            lane = (LIGHT if self._last == BULK else BULK) if light and bulk else (LIGHT if light else BULK)
+            self._last = lane
+            queue = self._lanes[lane]
+            jobs: list[Any] = [queue.popleft()]
+            if not isinstance(jobs[0], EncodeJob) or self.max_batch == 1:
+                return jobs
+            deadline = time.monotonic() + (self.window_s if lane == LIGHT else 0.0)
+            while len(jobs) < self.max_batch:
+                if queue:
+                    if not isinstance(queue[0], EncodeJob):
+                        break
+                    jobs.append(queue.popleft())
+                    continue
+                left = deadline - time.monotonic()
+                if left <= 0 or self._closed:
+                    break
+                self._cond.wait(left)  # the window: more of this lane may come
             return jobs
-        deadline = time.monotonic() + self.window_s
-        while len(jobs) < self.max_batch:
-            left = deadline - time.monotonic()
-            try:
-                job = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
-            except queue.Empty:
-                break
-            jobs.append(job)
-            if not isinstance(job, EncodeJob):
-                break
-        return jobs
 
     def _execute(self, jobs: list[Any]) -> None:
         groups: dict[str, list[EncodeJob]] = {}

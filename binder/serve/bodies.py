@@ -77,16 +77,28 @@ def form_fields(form: FormData, allowed: Collection[str]) -> None:
 
 
 def as_text(value: Any, name: str, max_chars: int = 100_000) -> str:
-    """A non-empty string field of at most ``max_chars`` characters."""
+    """A non-empty string field of at most ``max_chars`` characters, valid Unicode (``check_unicode``)."""
     if isinstance(value, UploadFile):
         raise ServeError(f"{name} must be a text field, not a file", kind="invalid_request")
     if not isinstance(value, str):
         raise ServeError(f"{name} must be a string, not {_type(value)}", kind="invalid_request")
+    check_unicode(value, name)
     if not value.strip():
         raise ServeError(f"{name} is empty", kind="invalid_request")
     if len(value) > max_chars:
         raise ServeError(f"{name} is {len(value):,} characters long, more than {max_chars:,}", kind="invalid_request")
     return value
+
+
+def check_unicode(value: str, name: str, kind: str = "invalid_text") -> None:
+    """400 unless ``value`` is valid Unicode: JSON's ``\\ud800`` escapes can give a lone surrogate,
+    which no text can hold (it cannot be encoded, tokenized or echoed back)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        where = f"character {exc.start}: {value[exc.start]!r}"
+        raise ServeError(f"{name} is not valid Unicode text (a lone surrogate at {where}); send UTF-8 text",
+                         kind=kind) from None
 
 
 def as_int(value: Any, name: str, low: int, high: int) -> int:

@@ -21,6 +21,9 @@ class ServeConfig:
     comparison). A request body or upload over ``max_upload_mb`` is refused with 413. The encode
     worker runs torch on ``threads`` threads (default: every core but one, which the event loop
     and the decode threads need: torch threads that outnumber free cores spin and slow down).
+    The work of one request (decoding and encoding its inputs) may take at most
+    ``request_timeout_s``; past that it is stopped and answered 503 (``timeout``). ``/classify``
+    takes at most ``max_classify_prompts`` prompts (labels × templates); more is a 413.
     """
 
     index: Path
@@ -38,17 +41,21 @@ class ServeConfig:
     max_k: int = 1000
     precision: str = "fp32"
     quiet: bool = False
+    request_timeout_s: float = 30.0
+    max_classify_prompts: int = 4096
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "index", Path(self.index))
         if self.token is not None and not self.token.strip():
             raise ValueError("token: give a non-empty token, or none for an open server")
-        for name, value, low in (("batch_window_ms", self.batch_window_ms, 0.0), ("max_upload_mb", self.max_upload_mb,
-                                                                                  1e-3)):
+        for name, value, low in (("batch_window_ms", self.batch_window_ms, 0.0),
+                                 ("max_upload_mb", self.max_upload_mb, 1e-3),
+                                 ("request_timeout_s", self.request_timeout_s, 1e-3)):
             if not math.isfinite(value) or value < low or value > 1e6:
                 raise ValueError(f"{name}: {value} is out of range ({low} to 1e6)")
         for name, count in (("max_batch", self.max_batch), ("decode_workers", self.decode_workers),
-                            ("max_k", self.max_k), ("threads", 1 if self.threads is None else self.threads)):
+                            ("max_k", self.max_k), ("threads", 1 if self.threads is None else self.threads),
+                            ("max_classify_prompts", self.max_classify_prompts)):
             if count < 1:
                 raise ValueError(f"{name}: must be at least 1 (got {count})")
         if not 0 <= self.port <= 65535:

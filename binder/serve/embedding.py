@@ -11,14 +11,16 @@ searched as text): docs/guides/serving.md says so.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection
+from contextlib import asynccontextmanager
 from typing import Any
 
 import numpy as np
 
 from binder.errors import ModalityError, QueryError
 from binder.index.query import Term, check_weights, combine_terms, parse_query
-from binder.serve.errors import UnreadableInputError
+from binder.serve.batching import LIGHT
+from binder.serve.errors import ServeError, UnreadableInputError
 from binder.serve.state import ServeState
 from binder.serve.uploads import Upload
 
@@ -29,17 +31,35 @@ INLINE_PARSE_CHARS = 500
 _FILE_ERRORS = (": no such file (", ": is a folder;", ": file of unknown type")
 
 
+@asynccontextmanager
+async def time_budget(state: ServeState) -> AsyncIterator[None]:
+    """The work inside may take at most ``--request-timeout`` seconds: past that it is cancelled
+    (its encodes still waiting are dropped by the worker) and the request answered 503 ``timeout``."""
+    seconds = state.config.request_timeout_s
+    limit = asyncio.timeout(seconds)
+    try:
+        async with limit:
+            yield
+    except TimeoutError:
+        if not limit.expired():
+            raise
+        raise ServeError(f"the request needed more than this server's {seconds:g} s per request "
+                         f"(--request-timeout); ask for less at once, or try again when it is less busy",
+                         status=503, kind="timeout") from None
+
+
 async def in_decoder(state: ServeState, fn: Callable[..., Any], *args: Any) -> Any:
     """``fn(*args)`` on one of the decode threads (each runs torch on one thread)."""
     return await asyncio.wrap_future(state.decoder.submit(fn, *args))
 
 
-async def encode(state: ServeState, modality: str, tensor: Any) -> np.ndarray:
-    """The unit vector of one preprocessed item, encoded in a batch with whatever else is waiting."""
-    return await asyncio.wrap_future(state.batcher.submit(modality, tensor))
+async def encode(state: ServeState, modality: str, tensor: Any, lane: str = LIGHT) -> np.ndarray:
+    """The unit vector of one preprocessed item, encoded in a batch with whatever else is waiting
+    in its lane (``binder.serve.batching``)."""
+    return await asyncio.wrap_future(state.batcher.submit(modality, tensor, lane))
 
 
-async def embed_text(state: ServeState, text: str) -> tuple[np.ndarray, int]:
+async def embed_text(state: ServeState, text: str, lane: str = LIGHT) -> tuple[np.ndarray, int]:
     """(unit vector, token count) of a text, through the anchor's text tower.
 
     A short text is tokenized on the event loop (a fraction of a millisecond, less than a thread
@@ -47,15 +67,15 @@ async def embed_text(state: ServeState, text: str) -> tuple[np.ndarray, int]:
     """
     tokenize = state.model.modality("text").preprocess
     tokens = tokenize(text) if len(text) <= INLINE_TEXT_CHARS else await in_decoder(state, tokenize, text)
-    return await encode(state, "text", tokens), int((tokens != 0).sum())
+    return await encode(state, "text", tokens, lane), int((tokens != 0).sum())
 
 
-async def embed_upload(state: ServeState, upload: Upload) -> np.ndarray:
+async def embed_upload(state: ServeState, upload: Upload, lane: str = LIGHT) -> np.ndarray:
     """The unit vector of an uploaded file, decoded by its modality's normal loader."""
     try:
         modality = state.model.modality(upload.modality)
         tensor = await in_decoder(state, modality.prepare, upload.path)
-        return await encode(state, upload.modality, tensor)
+        return await encode(state, upload.modality, tensor, lane)
     except ModalityError as exc:
         raise UnreadableInputError(f"{upload.filename}: {upload.public(exc.reason)}") from None
 

@@ -16,6 +16,7 @@ class ServeError(AnybindError):
 
     status = 400
     kind = "invalid_request"
+    headers: dict[str, str] | None = None  # sent with the error (e.g. Content-Range on a 416)
 
     def __init__(self, message: str, *, status: int | None = None, kind: str | None = None):
         super().__init__(message)
@@ -75,5 +76,7 @@ def error_body(kind: str, message: str) -> dict[str, Any]:
 
 
 def one_line(text: str, limit: int = 1000) -> str:
-    """A message on one line, cut to ``limit`` characters (no traceback, no runaway echo)."""
-    return " ".join(str(text).split())[:limit]
+    """A message on one line, cut to ``limit`` characters (no traceback, no runaway echo), and
+    always encodable as UTF-8: a lone surrogate a client sent is shown escaped (``\\ud800``)."""
+    line = " ".join(str(text).split())[:limit]
+    return line.encode("utf-8", "backslashreplace").decode("utf-8")

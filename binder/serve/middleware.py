@@ -6,6 +6,9 @@
   and status, and timed.
 * An exception no handler took becomes a 500 JSON error and one log line, never a traceback on
   the client or the terminal.
+* A client that goes away before its answer (``ClientDisconnect`` while its body is read) is no
+  error: nothing is logged above DEBUG and the request is counted with status 499
+  (``CLIENT_CLOSED``, nginx's "client closed request"), never as a 500.
 """
 from __future__ import annotations
 
@@ -14,8 +17,10 @@ import logging
 import time
 from typing import Any
 
+from starlette.requests import ClientDisconnect
+
 from binder.serve.errors import UploadTooLargeError, error_body, one_line
-from binder.serve.metrics import Metrics
+from binder.serve.metrics import CLIENT_CLOSED, Metrics
 
 log = logging.getLogger("anybind.serve")
 Scope = dict[str, Any]
@@ -45,6 +50,10 @@ class ServeMiddleware:
                 await _send_error(tracking_send, 413, "payload_too_large", self._too_large())
             else:
                 await self.app(scope, self._limited(receive), tracking_send)
+        except ClientDisconnect:
+            log.debug("anybind serve: the client of %s %s went away", scope.get("method"), scope.get("path"))
+            if not sent["started"]:
+                sent["status"] = CLIENT_CLOSED
         except Exception as exc:  # the one place nothing may escape
             log.error("anybind serve: internal error on %s %s: %s: %s", scope.get("method"), scope.get("path"),
                       type(exc).__name__, one_line(str(exc), 300))

@@ -4,7 +4,9 @@ JSON: ``{"input": str | [str | {"file": "<base64>", "filename": "x.wav"}], "mode
 "encoding_format": "float" | "base64", "dimensions": int}``. ``model`` is accepted and the response
 names the served model; ``dimensions``, when given, must be the model's. Token-id arrays are not
 taken. Multipart: ``input`` text fields and ``file`` parts, embedded in the order they come.
-Every embedding is a unit vector; ``usage`` counts the text tokens (files count none).
+Every embedding is a unit vector; ``usage`` counts the text tokens (files count none). A request
+of more than ``BULK_INPUTS`` inputs is encoded in the batcher's bulk lane, taking turns with light
+requests (``binder.serve.batching``), and like every request within ``--request-timeout``.
 """
 from __future__ import annotations
 
@@ -19,14 +21,16 @@ from fastapi.responses import JSONResponse
 
 from binder.errors import AnybindError
 from binder.serve.auth import state_of
+from binder.serve.batching import BULK, LIGHT
 from binder.serve.bodies import Body, as_int, as_text, b64_upload, check_fields, form_fields, form_upload, request_body
-from binder.serve.embedding import embed_text, embed_upload
+from binder.serve.embedding import embed_text, embed_upload, time_budget
 from binder.serve.errors import ServeError, status_of
 from binder.serve.state import ServeState
 from binder.serve.uploads import Upload
 
 router = APIRouter()
 MAX_INPUTS = 2048
+BULK_INPUTS = 8  # a request of more inputs than this is heavy: its encodes take turns with light requests
 FIELDS = ("input", "model", "encoding_format", "dimensions", "user")
 Input = str | Upload
 
@@ -47,7 +51,9 @@ async def embeddings(request: Request, body: Annotated[Body, Depends(request_bod
         if options["dimensions"] not in (None, state.model.embed_dim):
             raise ServeError(f"dimensions: this model embeds into {state.model.embed_dim} dimensions "
                              f"(got {options['dimensions']})", kind="invalid_request")
-        outcomes = await asyncio.gather(*(_embed(state, x) for x in inputs), return_exceptions=True)
+        lane = BULK if len(inputs) > BULK_INPUTS else LIGHT
+        async with time_budget(state):
+            outcomes = await asyncio.gather(*(_embed(state, x, lane) for x in inputs), return_exceptions=True)
     for i, outcome in enumerate(outcomes):
         if isinstance(outcome, BaseException):
             raise _named(outcome, i, inputs[i]) if len(inputs) > 1 else outcome
@@ -113,10 +119,10 @@ def _options(fields: Any) -> dict[str, Any]:
     return {"encoding_format": fmt, "dimensions": None if dims is None else as_int(dims, "dimensions", 1, 1 << 20)}
 
 
-async def _embed(state: ServeState, item: Input) -> tuple[np.ndarray, int]:
+async def _embed(state: ServeState, item: Input, lane: str) -> tuple[np.ndarray, int]:
     if isinstance(item, str):
-        return await embed_text(state, item)
-    return await embed_upload(state, item), 0
+        return await embed_text(state, item, lane)
+    return await embed_upload(state, item, lane), 0
 
 
 def _encoded(vector: np.ndarray, fmt: str) -> list[float] | str:

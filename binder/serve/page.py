@@ -8,13 +8,18 @@ Routes (an ``APIRouter`` the app includes):
   built from the request);
 - ``GET /thumbs/{id}.png``: a PNG preview of index item ``id`` (``binder.serve.previews``), made
   once and kept in a small in-memory LRU cache bounded by bytes, keyed by the file's path, size,
-  mtime and content hash, so a changed file gets a new preview.
+  mtime and content hash, so a changed file gets a new preview. Only of a file the index may serve,
+  as ``/items/{id}`` (``binder.serve.items``): inside the index's roots once links are resolved, and
+  unchanged since indexing (else 404 or 409).
 
 The page shell is public; when the server has a token, previews need it like every API route:
 ``Authorization: Bearer TOKEN``, or the ``anybind_token`` cookie the page sets from ``?token=``
-(an ``<img>`` element cannot send a header). Failures are raised as typed ``ServeError``s (an
-unknown item 404, a file no preview can be made of 422) that the app's handlers answer in the
-API's JSON shape, ``{"error": {"type", "message"}}``, never a traceback.
+(an ``<img>`` element cannot send a header). The page moves the token from its address into the
+cookie and drops it from the address and the history at once; the one request that carried it in
+its address is written to the access log with the token redacted (``binder.serve.logs``).
+Failures are raised as typed ``ServeError``s (an unknown item 404, a changed file 409, a file no
+preview can be made of 422) that the app's handlers answer in the API's JSON shape,
+``{"error": {"type", "message"}}``, never a traceback.
 """
 from __future__ import annotations
 

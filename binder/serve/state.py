@@ -8,6 +8,7 @@ another dimension) is logged once and the previous one keeps being served.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,7 @@ from binder.index.search import EmbeddingIndex
 from binder.serve.batching import Batcher
 from binder.serve.config import ServeConfig
 from binder.serve.errors import ItemNotFoundError, one_line
+from binder.serve.items import served_file
 from binder.serve.metrics import Metrics
 from binder.serve.uploads import UploadDir
 
@@ -74,12 +76,10 @@ class ServeState:
                                metrics=self.metrics, threads=threads)
         self.uploads = UploadDir(config.max_upload_bytes)
         self.cache = LruCache()
-        self.metrics.gauges.update({
-            "anybind_index_generation": lambda: self.live.current().generation,
-            "anybind_index_rows": lambda: len(self.live.current().index),
-            "anybind_batching_enabled": lambda: float(config.batching),
-            "anybind_encode_queue_depth": lambda: self.batcher.depth,
-        })
+        self.metrics.gauge("anybind_index_generation", lambda: self.live.current().generation)
+        self.metrics.gauge("anybind_index_rows", lambda: len(self.live.current().index))
+        self.metrics.gauge("anybind_batching_enabled", lambda: float(config.batching))
+        self.metrics.gauge("anybind_encode_queue_depth", lambda: self.batcher.depth)
 
     @property
     def index(self) -> EmbeddingIndex:
@@ -101,10 +101,16 @@ class ServeState:
         return self.live.current()
 
     def item(self, item_id: int) -> tuple[Path, dict[str, Any]]:
-        """(file, metadata row) of row ``item_id`` of the current snapshot; ItemNotFoundError if none.
+        """(real path of the file, metadata row) of row ``item_id`` of the current snapshot.
 
-        Only rows of the index are ever served, so no client-given path is ever opened.
+        Only rows of the index are ever served, so no client-given path is ever opened, and a row's
+        file only while it is inside the index's roots and is still what was indexed
+        (``binder.serve.items.served_file``): ItemNotFoundError (404) or ItemChangedError (409) else.
         """
+        return self.item_file(item_id)[:2]
+
+    def item_file(self, item_id: int) -> tuple[Path, dict[str, Any], os.stat_result]:
+        """``item`` and the stat of the file as checked (``open_checked`` compares it with the open file)."""
         view = self.view()
         index = view.index
         if not 0 <= item_id < len(index):
@@ -112,10 +118,8 @@ class ServeState:
                                     f"items 0 to {len(index) - 1}" if len(index) else
                                     f"no item {item_id}: the index is empty")
         row = index.metadata[item_id]
-        path = Path(row["path"])
-        if not path.is_file():
-            raise ItemNotFoundError(f"item {item_id} ({path.name}): its file is no longer there")
-        return path, row
+        path, st = served_file(row, view.roots, item_id)
+        return path, row, st
 
     def close(self) -> None:
         """Stop the encode worker and decode threads and remove the upload folder."""

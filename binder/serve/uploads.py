@@ -33,6 +33,11 @@ def check_filename(filename: Any) -> str:
         raise ServeError("the upload has no file name; give one whose extension says its type (clip.wav)",
                          kind="invalid_filename")
     shown = repr(filename[:100])
+    try:
+        filename.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ServeError(f"upload file name {shown} is not valid Unicode text (it holds a lone surrogate)",
+                         kind="invalid_filename") from None
     if len(filename) > MAX_NAME:
         raise ServeError(f"upload file name {shown}... is longer than {MAX_NAME} characters", kind="invalid_filename")
     if any(ord(c) < 32 or ord(c) == 127 for c in filename):

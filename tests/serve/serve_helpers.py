@@ -2,6 +2,11 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +45,19 @@ def error_of(response, status: int, kind: str | None = None) -> str:
     return body["error"]["message"]
 
 
+def samples(text: str) -> dict[tuple[str, frozenset], float]:
+    """Every sample of a Prometheus text exposition: (name, frozenset of label pairs) -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def sample(text: str, name: str, **labels: str) -> float | None:
+    """The value of one sample (None if the exposition has no such sample)."""
+    return samples(text).get((name, frozenset(labels.items())))
+
+
 def find(corpus: Path, modality: str) -> Path:
     """The corpus file of ``modality``."""
     from binder.registry import modality_for_path
@@ -71,3 +89,37 @@ def raw_get(app, path: str) -> tuple[int, bytes]:
 
 # Index builds in these tests: small batches, one decode thread, no progress bars.
 QUIET = BuildOptions(batch_size=8, workers=1, progress=False)
+
+
+@contextlib.contextmanager
+def serving(app, access_log: bool = False) -> Iterator[tuple[str, int]]:
+    """``app`` served by a real uvicorn in a thread on a free port of 127.0.0.1; yields (host, port)."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="info" if access_log else "warning",
+                                           access_log=access_log))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.02)
+    try:
+        yield "127.0.0.1", sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        sock.close()
+
+
+def raw_http(address: tuple[str, int], data: bytes, timeout: float = 10) -> bytes:
+    """Send ``data`` as is on a new connection and read the answer until the server closes it."""
+    with socket.create_connection(address, timeout=timeout) as conn:
+        conn.sendall(data)
+        chunks = []
+        while chunk := conn.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)

@@ -6,7 +6,7 @@ import base64
 
 import numpy as np
 import pytest
-from serve_helpers import b64file, file_vector, find, text_vector
+from serve_helpers import b64file, file_vector, find, sample, text_vector
 
 from binder.embed.classify import label_embeddings
 from binder.index.query import embed_query
@@ -137,17 +137,32 @@ def test_info(client, model):
     assert "audio" in body["index_modalities"] and body["token_required"] is False
 
 
-def test_metrics_count_routes_statuses_batches_and_generation(client):
+def test_metrics_count_routes_statuses_batches_and_generation(client, serve):
     client.post("/search", json={"query": "x"})
     client.post("/search", json={"query": ""})
     client.get("/items/999")
-    text = client.get("/metrics").text
-    assert 'anybind_requests_total{route="/search",method="POST",status="200"} 1' in text
-    assert 'anybind_requests_total{route="/search",method="POST",status="400"} 1' in text
-    assert 'anybind_requests_total{route="/items/{item_id}",method="GET",status="404"} 1' in text
+    r = client.get("/metrics")
+    assert r.headers["content-type"].startswith("text/plain; version=")
+    text = r.text
+    assert sample(text, "anybind_requests_total", route="/search", method="POST", status="200") == 1
+    assert sample(text, "anybind_requests_total", route="/search", method="POST", status="400") == 1
+    assert sample(text, "anybind_requests_total", route="/items/{item_id}", method="GET", status="404") == 1
     assert '# TYPE anybind_request_duration_seconds histogram' in text
-    assert 'anybind_request_duration_seconds_bucket{route="/search",le="+Inf"} 2' in text
-    assert 'anybind_encode_batch_size_count{modality="text"} 1' in text
-    assert 'anybind_encode_calls_total{modality="text"} 1' in text
-    assert "anybind_index_generation 1" in text and "anybind_index_rows 10" in text
-    assert "anybind_batching_enabled 1" in text
+    assert sample(text, "anybind_request_duration_seconds_bucket", route="/search", le="+Inf") == 2
+    assert sample(text, "anybind_encode_batch_size_count", modality="text") == 1
+    assert sample(text, "anybind_encode_calls_total", modality="text") == 1
+    assert sample(text, "anybind_index_generation") == 1 and sample(text, "anybind_index_rows") == 10
+    assert sample(text, "anybind_batching_enabled") == 1 and sample(text, "anybind_encode_queue_depth") == 0
+    assert sample(text, "anybind_index_reloads_total") == 0
+    # a registry of the app's own: a second app counts from zero, the process-wide registry holds nothing of it
+    other = serve().get("/metrics").text
+    assert sample(other, "anybind_requests_total", route="/search", method="POST", status="200") is None
+    from prometheus_client import REGISTRY
+
+    assert REGISTRY.get_sample_value("anybind_index_rows") is None
+
+
+def test_metrics_speak_openmetrics_when_asked(client):
+    r = client.get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    assert r.headers["content-type"].startswith("application/openmetrics-text")
+    assert r.text.rstrip().endswith("# EOF") and "anybind_index_rows 10" in r.text

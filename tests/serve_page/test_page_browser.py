@@ -229,3 +229,22 @@ def test_a_token_from_the_address_or_a_prompt_opens_the_page(open_page, page_ind
         fresh.wait_for_function("() => document.querySelectorAll('#chips .chip').length > 1")
         assert len(asked) == 1 and "token" in asked[0], asked
     assert not [p for p in problems if "401" not in p], problems
+
+
+def test_a_token_of_any_characters_opens_the_page_and_leaves_the_address(open_page, page_index, make_app):
+    """A non-ASCII token: the page moves it into the cookie (percent-encoded) and out of the address,
+    and every request, API and media alike, is let in by the cookie alone."""
+    from urllib.parse import quote
+
+    token = "pässwörd-ключ 🔑"
+    rows = IndexStore.open(page_index).snapshot().rows
+    open_, problems = open_page
+    with serving(make_app(page_index, token=token)) as base:
+        page = open_(base, f"/?q=the+digit+three&token={quote(token)}#top")
+        assert "token" not in page.url and page.url.endswith("/?q=the+digit+three#top")
+        wait_results(page, len(rows))  # previews load with the cookie
+        audio = page.locator(f"{card(page, 'audio')} audio").element_handle()
+        page.wait_for_function("a => a.readyState >= 1", arg=audio)
+        cookie = {c["name"]: c["value"] for c in page.context.cookies()}["anybind_token"]
+        assert cookie == quote(token, safe="")
+    assert not problems, problems

@@ -4,6 +4,7 @@ typed JSON errors."""
 from __future__ import annotations
 
 import io
+import os
 import re
 import shutil
 
@@ -98,13 +99,20 @@ def test_a_token_guards_previews_but_not_the_page_shell(page_index, make_app):
         assert c.get("/thumbs/0.png").status_code == 200
 
 
-def test_a_file_damaged_after_indexing_is_a_typed_422(tmp_path, page_model, make_app):
+def test_a_file_damaged_after_indexing_is_a_typed_409_or_422(tmp_path, page_model, make_app, monkeypatch):
     src = tmp_path / "src"
     src.mkdir()
     path = MAKERS["depth"](src)
     build_index(tmp_path / "idx", [src], model=page_model, options=BuildOptions(workers=1, progress=False))
     with TestClient(make_app(tmp_path / "idx")) as c:
         assert c.get("/thumbs/0.png").status_code == 200
-        shutil.copyfile(__file__, path)  # same name, now not an image
+        st = path.stat()
+        shutil.copyfile(__file__, path)  # same name, now not an image: no longer what was indexed
+        err = assert_error(c.get("/thumbs/0.png"), 409, "item_changed")
+        assert path.name in err["message"]
+        # damage that size and mtime do not show (the same size, the old mtime): no preview can be made
+        path.write_bytes((b"\x89PNG not really" + b"x" * st.st_size)[:st.st_size])
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        monkeypatch.setattr(page, "THUMBS", page.ThumbCache())  # not the preview cached for this key
         err = assert_error(c.get("/thumbs/0.png"), 422, "preview_failed")
         assert path.name in err["message"]

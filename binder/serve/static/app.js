@@ -2,10 +2,13 @@
 //
 // It calls the server's API: GET /info (the chips: the modalities of the index), POST /search
 // (JSON for a text query or expression, multipart for a file), GET /items/{id} (the indexed file:
-// players, text snippets, "search with this result") and GET /thumbs/{id}.png (previews). A server with a token: the page takes it from ?token= in
-// its address (or asks for it when a request is refused), sends it as "Authorization: Bearer"
-// and keeps it in the anybind_token cookie for the <img>, <audio> and <video> elements, which
-// cannot send headers. Everything a result holds is shown as text, never parsed as HTML.
+// players, text snippets, "search with this result") and GET /thumbs/{id}.png (previews). A server
+// with a token: the page takes it from ?token= in its address (or asks for it when a request is
+// refused), moves it into the anybind_token cookie (percent-encoded, so any token fits) for the
+// <img>, <audio> and <video> elements, which cannot send headers, and drops it from the address
+// and the history at once (history.replaceState). API calls also send "Authorization: Bearer"
+// when the token is plain ASCII (a header cannot carry other characters as UTF-8; the cookie does).
+// Everything a result holds is shown as text, never parsed as HTML.
 "use strict";
 
 (() => {
@@ -43,11 +46,15 @@
 
   function setToken(token) {
     state.token = token;
-    // A cookie holds the token as is when its characters allow (RFC 6265 cookie-octets); any other
-    // token is still sent as a header, but then media elements cannot load.
-    if (/^[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]+$/.test(token)) {
-      document.cookie = `${TOKEN_COOKIE}=${token}; path=/; SameSite=Strict`;
-    }
+    // Percent-encoded, the cookie holds any token (the server compares it decoded, as UTF-8 bytes).
+    const secure = location.protocol === "https:" ? "; Secure" : "";
+    document.cookie = `${TOKEN_COOKIE}=${encodeURIComponent(token)}; path=/; SameSite=Strict${secure}`;
+  }
+
+  function headerToken() {
+    // A header value is bytes the browser takes as Latin-1: only a printable ASCII token is sent as
+    // one; any other is sent in the cookie alone (same-origin requests carry it).
+    return state.token && /^[\x21-\x7E]+$/.test(state.token) ? state.token : null;
   }
 
   function tokenFromAddress() {
@@ -62,12 +69,13 @@
 
   async function api(url, init = {}, retried = false) {
     const headers = new Headers(init.headers || {});
-    if (state.token) headers.set("Authorization", `Bearer ${state.token}`);
+    const token = headerToken();
+    if (token) headers.set("Authorization", `Bearer ${token}`);
     const resp = await fetch(url, { ...init, headers });
     if (resp.status === 401 && !retried) {
-      const token = window.prompt("This server needs its token:");
-      if (token && token.trim()) {
-        setToken(token.trim());
+      const answer = window.prompt("This server needs its token:");
+      if (answer && answer.trim()) {
+        setToken(answer.trim());
         return api(url, init, true);
       }
     }

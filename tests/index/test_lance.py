@@ -58,7 +58,7 @@ def test_search_cli_reads_a_lance_export_like_the_index(tmp_path, model):
     result = runner.invoke(app, ["index", "export-lance", str(tmp_path / "idx"), str(tmp_path / "lance")])
     assert result.exit_code == 0, result.output
     for extra in ([], ["--modality", "depth"]):
-        args = ["a small picture of a digit", "--k", "4", "--format", "jsonl", "--quiet", *extra]
+        args = ["a small picture of a digit", "--k", "4", "--format", "jsonl", "--quiet", "--mix", "raw", *extra]
         want = _jsonl(runner.invoke(app, ["search", str(tmp_path / "idx"), *args]))
         got = _jsonl(runner.invoke(app, ["search", str(tmp_path / "lance"), *args]))
         assert [g["path"] for g in got] == [w["path"] for w in want] and len(got) == 4

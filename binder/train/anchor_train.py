@@ -23,6 +23,7 @@ from binder.errors import AnybindError, ConfigError
 from binder.train.data import prepare_inputs, read_pairs, under_root
 from binder.train.evaluate import label_indices, zero_shot_accuracy
 from binder.train.loss import BindingLoss
+from binder.train.optim import adamw, schedule
 from binder.train.recipe import EvalSpec, build_section, read_recipe_toml
 from modalities.image import ImageModality
 
@@ -105,9 +106,8 @@ def _fit(clip, tokenizer, images: torch.Tensor, texts: list[str], cfg: AnchorTra
     tokens = tokenizer(unique)
     n, bs = len(images), min(cfg.batch_size, len(images))
     steps = cfg.epochs * (n // bs)
-    opt = torch.optim.AdamW(clip.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98), eps=1e-6)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps)
-                                              * 0.5 * (1 + math.cos(math.pi * s / steps)))
+    opt = adamw(clip.parameters(), cfg.lr, cfg.weight_decay)
+    sched = schedule(opt, cfg.warmup_steps, steps)
     loss_fn = BindingLoss(0, frozen_targets=False)
     clip.train()
     bar = tqdm(total=steps, disable=not progress, desc="anchor", unit="step", dynamic_ncols=True)

@@ -88,12 +88,18 @@ class Anchor(nn.Module):
     @torch.no_grad()
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         self._check_loaded("image")
-        return F.normalize(self.clip.encode_image(images), dim=-1)
+        return F.normalize(self.clip.encode_image(images.to(self._device("image"))), dim=-1)
 
     @torch.no_grad()
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Unit text embeddings of token ids (moved to the text tower's device: the tokenizer gives CPU ids)."""
         self._check_loaded("text")
-        return F.normalize(self.clip.encode_text(tokens), dim=-1)
+        return F.normalize(self.clip.encode_text(tokens.to(self._device("text"))), dim=-1)
+
+    def _device(self, tower: str) -> torch.device:
+        """Where the tower's weights are (a model placed on a GPU keeps them there)."""
+        image = tower == "image"
+        return next(p.device for name, p in self.clip.named_parameters() if name.startswith("visual.") == image)
 
     def _check_loaded(self, tower: str) -> None:
         """Refuse a tower that a partial load left on the meta device: its text output would hold no

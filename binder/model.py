@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -82,6 +83,7 @@ class BindingModel(nn.Module):
         self.config = config
         self.partial: tuple[str, ...] | None = None  # the modalities a partial load holds (``load``)
         self.stored = tuple(m.name for m in config.modalities)  # the modalities its folder holds
+        self.input_device = torch.device("cpu")  # where inference inputs go (``place``)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             self.anchor = anchor if anchor is not None else load_anchor(config.anchor, anchor_arch)
@@ -145,6 +147,7 @@ class BindingModel(nn.Module):
         in a larger one for token drop (``drop_tokens``).
         """
         modality = self.modality(name)
+        batch = self._to_input_device(batch)
         if modality.tower is None:
             z = self._encode_tokens(name, batch, modality.has_clips, token_drop, generator, scaled, window)
         else:
@@ -160,11 +163,28 @@ class BindingModel(nn.Module):
     def encode_rows(self, name: str, batch: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
         """Inference: ``(B, embed_dim)`` unit embeddings and the rows that are not finite unit vectors.
 
-        Unlike ``encode`` it does not raise on bad rows, so a batch keeps its good items.
+        Unlike ``encode`` it does not raise on bad rows, so a batch keeps its good items. The batch
+        goes to the model's device (``place``) and the embeddings come back to the CPU.
         """
         with torch.inference_mode():
-            z = self.encode_raw(name, batch)
-        return z, bad_rows(z)
+            z = self.encode_raw(name, self._to_input_device(batch))
+        return z.cpu(), bad_rows(z)
+
+    def _to_input_device(self, batch: torch.Tensor) -> torch.Tensor:
+        """A placed model's (``place``) input on its device; otherwise as given (training moves its own)."""
+        if self.input_device.type == "cpu" or batch.device == self.input_device:
+            return batch
+        return batch.to(self.input_device, non_blocking=True)
+
+    def place(self, device: torch.device | str) -> BindingModel:
+        """Move the parts this model holds to ``device`` for inference (parts a partial load left
+        unread stay unread) and send inference inputs there."""
+        device = torch.device(device)
+        for tensor in itertools.chain(self.parameters(), self.buffers()):
+            if not tensor.is_meta and tensor.device != device:
+                tensor.data = tensor.data.to(device)
+        self.input_device = device
+        return self
 
     def encode_raw(self, name: str, batch: torch.Tensor) -> torch.Tensor:
         """Embeddings of a preprocessed batch through the anchor's tower or the modality's own encoder,

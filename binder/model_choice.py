@@ -29,17 +29,22 @@ def model_spec(spec: str | os.PathLike | None) -> str | None:
 
 
 def load_model(spec: str | os.PathLike | None = None, *, modalities: Iterable[str] | None = None,
-               precision: str = "fp32", progress: bool = True, notify: Notify | None = None) -> BindingModel:
-    """The model ``spec`` names (see ``model_spec``), in eval mode.
+               precision: str = "fp32", progress: bool = True, notify: Notify | None = None,
+               device: str | None = "cpu") -> BindingModel:
+    """The model ``spec`` names (see ``model_spec``), in eval mode, on ``device``.
 
     ``modalities`` names what the job will encode ("text" for text queries or labels): only those
     parts are read (``BindingModel.load``); None reads the whole model. ``precision`` "int8" quantizes
-    the encoders (``binder.precision``). ``notify`` hears the untrained default's warning.
+    the encoders (``binder.precision``). ``device`` is a ``binder.device`` spec (None: ``$ANYBIND_DEVICE``,
+    else auto), checked before anything is read. ``notify`` hears the untrained default's warning.
     """
+    from binder.device import check_device_precision, resolve_device
     from binder.hub import resolve_model
     from binder.model import BindingModel  # imported here so that command-line help stays fast
     from binder.precision import apply_precision
 
+    where = resolve_device(device)
+    check_device_precision(where, precision)
     spec = model_spec(spec)
     if spec:
         model = BindingModel.load(resolve_model(spec, progress=progress), modalities)
@@ -47,7 +52,8 @@ def load_model(spec: str | os.PathLike | None = None, *, modalities: Iterable[st
         if notify is not None:
             notify(UNTRAINED_NOTE)
         model = BindingModel.default()
-    return apply_precision(model.eval(), precision)
+    model = apply_precision(model.eval(), precision)
+    return model.place(where) if where.type != "cpu" else model
 
 
 def find_recorded_model(recorded: str, index: str | os.PathLike) -> str | None:

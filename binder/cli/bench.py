@@ -39,8 +39,9 @@ def _layouts() -> str:
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Threads decoding files.")
 @click.option("--quiet", is_flag=True, help="No progress bars or notes.")
+@common.DEVICE_OPTION
 def bench_cmd(name: str, data_dir: str, model_dir: str | None, out_file: str | None, work_dir: str | None,
-              batch_size: int, workers: int, quiet: bool) -> None:
+              batch_size: int, workers: int, quiet: bool, device: str | None) -> None:
     """Zero-shot benchmark NAME on the data set in --data; prints anybind's figure and the paper's.
 
     Files of the data set that cannot be read are listed on stderr and left out of the figure.
@@ -49,7 +50,7 @@ def bench_cmd(name: str, data_dir: str, model_dir: str | None, out_file: str | N
     from recipes.bench.run import format_table, run_benchmark
 
     bench = BENCHMARKS[name]
-    model = common.load_model(model_dir, quiet)
+    model = common.load_model(model_dir, quiet, device=device)
     with ExitStack() as stack:
         work = work_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix=f"anybind-bench-{name}-"))
         result = run_benchmark(model, bench, data_dir, work, batch_size, workers, progress=not quiet)

@@ -11,12 +11,19 @@ if TYPE_CHECKING:
     from binder.model import BindingModel
 
 def load_model(path: str | None, quiet: bool = False, *, modalities: Iterable[str] | None = None,
-               precision: str = "fp32") -> BindingModel:
-    """``binder.model_choice.load_model`` with its notes on stderr unless ``quiet``."""
+               precision: str = "fp32", device: str | None = None) -> BindingModel:
+    """``binder.model_choice.load_model`` with its notes on stderr unless ``quiet``; ``device`` None
+    is ``$ANYBIND_DEVICE``, else auto."""
     from binder.model_choice import load_model as choose
 
     return choose(path, modalities=modalities, precision=precision, progress=not quiet,
-                  notify=None if quiet else echo_err)
+                  notify=None if quiet else echo_err, device=device)
+
+
+DEVICE_OPTION = click.option(
+    "--device", default=None, metavar="DEVICE",
+    help="Where the model runs: auto (a GPU when torch sees one), cpu, cuda, cuda:N or mps "
+         "(default: $ANYBIND_DEVICE, else auto).")
 
 
 def echo_err(message: str) -> None:

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from binder.cli.common import load_model
+from binder.cli.common import DEVICE_OPTION, load_model
 from binder.config import INFERENCE_PRECISIONS
 from binder.model_choice import UNTRAINED, model_spec
 
@@ -47,9 +47,11 @@ def modalities_cmd(model_dir: str | None) -> None:
               help="Threads decoding files.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @PRECISION_OPTION
+@DEVICE_OPTION
 @click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
               help="Run as a Ray Data job writing the same shards ('local' starts Ray here, else a cluster address).")
-def embed_cmd(paths, modality, model_dir, out_dir, fmt, batch_size, workers, quiet, precision, ray_address) -> None:
+def embed_cmd(paths, modality, model_dir, out_dir, fmt, batch_size, workers, quiet, precision, device,
+              ray_address) -> None:
     """Embed files and folders. Bad files are reported and skipped; exit code 1 if any failed."""
     from binder.embed.pipeline import discover, embed_items
     from binder.embed.shards import ShardWriter
@@ -72,7 +74,7 @@ def embed_cmd(paths, modality, model_dir, out_dir, fmt, batch_size, workers, qui
         click.echo(f"embedded {done} file(s) into {out_dir} with Ray; {len(failures)} failed", err=True)
         sys.exit(1 if failures else 0)
     items, failures = discover(paths, modality)
-    model = load_model(model_dir, quiet, modalities={i.modality for i in items}, precision=precision)
+    model = load_model(model_dir, quiet, modalities={i.modality for i in items}, precision=precision, device=device)
     writer = None
     if fmt == "npy":
         writer = ShardWriter(out_dir, model.embed_dim, info={"model": model_spec(model_dir) or UNTRAINED})

@@ -47,7 +47,7 @@ def onnx_cmd(model_dir: str, out_dir: str, precision: str, modalities: tuple[str
     from binder.export import MANIFEST, export_onnx, require_onnx
 
     require_onnx()
-    model = common.load_model(model_dir, quiet=True)
+    model = common.load_model(model_dir, quiet=True, device="cpu")  # graphs are traced on the CPU
     manifest = export_onnx(model, out_dir, precision, tolerance, source=model_dir, modalities=modalities or None)
     for entry in manifest["modalities"].values():
         if not quiet:

@@ -9,6 +9,7 @@ from typing import TextIO
 
 import click
 
+from binder.cli import common
 from binder.model_choice import UNTRAINED_NOTE, model_spec
 
 
@@ -40,6 +41,7 @@ def _embed_options(fn: Callable) -> Callable:
         click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
                      help="Run as a Ray Data job: 'local' starts Ray here, else a cluster address."),
         click.option("--quiet", is_flag=True, help="No progress bar."),
+        common.DEVICE_OPTION,
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -61,7 +63,7 @@ def add_cmd(**kw) -> None:
 
 
 def _run_build(index_dir, paths, modality, model_dir, batch_size, workers, shard_size, log_file,
-               ray_address, quiet, create) -> None:
+               ray_address, quiet, device, create) -> None:
     from binder.index.build import BuildOptions, build_index, resolve_model
     from binder.index.store import read_index_manifest
     from binder.registry import get_modality
@@ -73,7 +75,10 @@ def _run_build(index_dir, paths, modality, model_dir, batch_size, workers, shard
     model_dir = model_spec(model_dir)
     if resolve_model(index_dir, model_dir) is None and not quiet:
         click.echo(UNTRAINED_NOTE, err=True)
-    opts = BuildOptions(modality, batch_size, workers, shard_size, progress=not quiet)
+    from binder.device import resolve_device
+
+    where = str(resolve_device(device)) if not ray_address else "cpu"  # a missing GPU: one line, before any work
+    opts = BuildOptions(modality, batch_size, workers, shard_size, progress=not quiet, device=where)
     with _log(log_file) as log:
         if ray_address:
             from binder.index.ray_job import build_index_ray

@@ -36,7 +36,7 @@ def prepare_cmd(paths: tuple[str, ...], modality: str, model_dir: str | None, ou
     if len(kinds) != 1:
         raise QueryError(f"the files are of {len(kinds)} modalities ({', '.join(kinds)}); a graph takes one: "
                          f"prepare each modality on its own")
-    model = common.load_model(model_dir, quiet=True, modalities=kinds)
+    model = common.load_model(model_dir, quiet=True, modalities=kinds, device="cpu")
     batch = model.prepare_files(kinds[0], [i.path for i in items]).numpy()
     batch = batch.astype(np.int64 if kinds[0] == "text" else np.float32)
     atomic_write(out_file, lambda fh: np.save(fh, batch))

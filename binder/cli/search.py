@@ -74,8 +74,9 @@ def _default_format(fmt: str | None) -> str:
 @click.option("--table", default="anybind", show_default=True, help="LanceDB INDEX_DIR: the table to search.")
 @click.option("--quiet", is_flag=True, help="No progress bars or notes.")
 @PRECISION_OPTION
+@common.DEVICE_OPTION
 def search_cmd(index_dir, query, query_opt, k, modality, mix, backend, fmt, model_dir, ef_search, nprobe,
-               no_cache, table, quiet, precision) -> None:
+               no_cache, table, quiet, precision, device) -> None:
     from binder.index.lance import lance_tables
     from binder.index.query import embed_terms, parse_query, query_modalities
     from binder.registry import get_modality
@@ -93,13 +94,14 @@ def search_cmd(index_dir, query, query_opt, k, modality, mix, backend, fmt, mode
 
             raise IndexStoreError(f"{index_dir}: this LanceDB folder has no table {table!r} "
                                   f"(it holds {', '.join(tables)}); pass --table")
-        hits = _search_lance(index_dir, table, terms, k, modality, model_dir, quiet, precision)
+        hits = _search_lance(index_dir, table, terms, k, modality, model_dir, quiet, precision, device)
     else:
         from binder.index.search import EmbeddingIndex
 
         index = EmbeddingIndex.open(index_dir, backend, cache=not no_cache, progress=not quiet,
                                     ef_search=ef_search, nprobe=nprobe)
-        model = _query_model(index.model, model_dir, index_dir, quiet, query_modalities(terms), precision)
+        model = _query_model(index.model, model_dir, index_dir, quiet, query_modalities(terms), precision,
+                             device)
         _check_dim(model, index.dim, index_dir)
         hits = index.search(embed_terms(model, terms), k, modality, mix)
         if modality is None and len(index.modalities()) > 1 and mix != "raw":
@@ -108,14 +110,14 @@ def search_cmd(index_dir, query, query_opt, k, modality, mix, backend, fmt, mode
 
 
 def _search_lance(lance_dir: str, table: str, terms, k: int, modality: str | None, model_dir: str | None,
-                  quiet: bool, precision: str = "fp32") -> list:
+                  quiet: bool, precision: str = "fp32", device: str | None = None) -> list:
     """Search an exported LanceDB table on disk; its rows come back as index hits."""
     from binder.index.lance import lance_table_info, search_lance
     from binder.index.query import embed_terms, query_modalities
     from binder.index.search import Hit
 
     info = lance_table_info(lance_dir, table)
-    model = _query_model(info["model"], model_dir, lance_dir, quiet, query_modalities(terms), precision)
+    model = _query_model(info["model"], model_dir, lance_dir, quiet, query_modalities(terms), precision, device)
     _check_dim(model, info["dim"], lance_dir)
     rows = search_lance(lance_dir, embed_terms(model, terms), k, table, modality)
     return [Hit(r["score"], int(r.get("row", -1)), {c: v for c, v in r.items() if c != "score"}) for r in rows]
@@ -129,13 +131,13 @@ def _check_dim(model, dim: int, where: str) -> None:
 
 
 def _query_model(recorded: str | None, model_dir: str | None, index_dir: str, quiet: bool,
-                 modalities: set[str] | None = None, precision: str = "fp32"):
+                 modalities: set[str] | None = None, precision: str = "fp32", device: str | None = None):
     """The model ``binder.model_choice`` picks for this index; only the parts that embed the query's
     ``modalities`` are loaded."""
     from binder.model_choice import index_model_spec
 
     spec = index_model_spec(index_dir, recorded, model_dir)
-    return common.load_model(spec, quiet, modalities=modalities, precision=precision)
+    return common.load_model(spec, quiet, modalities=modalities, precision=precision, device=device)
 
 
 RANK_COLUMN = {"calibrated": "z", "centered": "vs mean", "interleave": "score"}
@@ -189,7 +191,9 @@ def format_table(headers: list[str], rows: list[list[str]]) -> list[str]:
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @PRECISION_OPTION
-def classify_cmd(paths, labels, labels_file, templates, top, model_dir, fmt, batch_size, quiet, precision) -> None:
+@common.DEVICE_OPTION
+def classify_cmd(paths, labels, labels_file, templates, top, model_dir, fmt, batch_size, quiet, precision,
+                 device) -> None:
     """Zero-shot classify files and folders of any modality against text labels.
 
     Prints each file's best label, its cosine score and the top labels' probabilities. Bad files
@@ -203,7 +207,7 @@ def classify_cmd(paths, labels, labels_file, templates, top, model_dir, fmt, bat
     names = parse_labels(labels if labels is not None else Path(labels_file).read_text(encoding="utf-8"))
     items, failures = discover(paths)
     model = common.load_model(model_dir, quiet, modalities={i.modality for i in items} | {"text"},
-                              precision=precision)
+                              precision=precision, device=device)
     preds = list(classify_items(model, items, names, templates, top, batch_size, not quiet, failures))
     _print_predictions(preds, _default_format(fmt))
     for f in failures:

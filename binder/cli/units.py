@@ -46,7 +46,7 @@ def fit_cmd(manifest: str, out: str, model_dir: str | None, layer: int | None, k
     if model_dir is None:
         book, failed = fit_first_codebook(paths, k, seed, progress=not quiet)
     else:
-        model = load_model(model_dir, quiet=True, modalities=[MODALITY])
+        model = load_model(model_dir, quiet=True, modalities=[MODALITY], device="cpu")
         if MODALITY not in model.stored:
             raise AnybindError(f"{model_dir}: holds no {MODALITY} binding (it holds: "
                                f"{', '.join(model.stored) or 'no modality'}); --model must be a trained "

@@ -29,9 +29,11 @@ __all__ = ["HASH_CHUNK", "BuildOptions", "BuildReport", "build_index", "compact_
 
 @dataclass(frozen=True)
 class BuildOptions(EmbedOptions):
-    """How to embed, how big each committed shard is, and how long to wait for the writer lock."""
+    """How to embed, how big each committed shard is, how long to wait for the writer lock, and where
+    the model runs (a ``binder.device`` spec; the Ray job keeps its actors on the CPU)."""
 
     wait_lock: float = 0.0
+    device: str = "cpu"
 
 
 @dataclass
@@ -74,13 +76,15 @@ def resolve_model(folder: str | os.PathLike, model_dir: str | os.PathLike | None
     return recorded
 
 
-def load_model_for(model_dir: str | None, modalities: Iterable[str] | None = None):
-    """The model in ``model_dir`` (only the parts encoding ``modalities``, when given), else the untrained default."""
+def load_model_for(model_dir: str | None, modalities: Iterable[str] | None = None, device: str = "cpu"):
+    """The model in ``model_dir`` (only the parts encoding ``modalities``, when given), else the untrained
+    default, on ``device``."""
+    from binder.device import resolve_device
     from binder.model import BindingModel
 
-    if not model_dir:
-        return BindingModel.default().eval()
-    return BindingModel.load(model_dir, modalities)
+    where = resolve_device(device)
+    model = BindingModel.default().eval() if not model_dir else BindingModel.load(model_dir, modalities)
+    return model.place(where) if where.type != "cpu" else model
 
 
 def plan(writer: IndexWriter, items: list[Item], report: BuildReport) -> list[Pending]:
@@ -160,10 +164,10 @@ def build_index(folder: str | os.PathLike, paths: Iterable[str | os.PathLike], m
     opts = options or BuildOptions()
     model_id, items, report = start_build(folder, paths, model_dir, opts, create)
     if model is None and not (Path(folder) / MANIFEST).exists():
-        model = load_model_for(model_id, {i.modality for i in items})  # a new index takes its dim from the model
+        model = load_model_for(model_id, {i.modality for i in items}, opts.device)  # a new index takes its dim
     dim = None if model is None else model.embed_dim
     with IndexWriter(folder, dim, model_id, create, opts.shard_size, opts.wait_lock) as writer:
-        model = model if model is not None else load_model_for(model_id, {i.modality for i in items})
+        model = model if model is not None else load_model_for(model_id, {i.modality for i in items}, opts.device)
         check_dim(writer, model.embed_dim)
         todo = plan(writer, items, report)
         _embed_into(writer, model, todo, opts, report, on_done)

@@ -71,7 +71,7 @@ def score_zero_shot(anchor: Anchor, built: BuiltSet, records: Sequence[PairRecor
     kept = [r for r in records if r.path in embedded.rows]
     vectors = embedded.vectors[[embedded.rows[r.path] for r in kept]]
     labels = label_indices([r.label for r in kept], built.classes)
-    prompts = class_embeddings(anchor, built.prompt_names, built.templates)
+    prompts = class_embeddings(anchor, built.prompt_names, built.templates).cpu()
     return {"items": len(kept), "value": 100 * zero_shot_accuracy(vectors, labels, prompts),
             "chance": 100 * chance_top1(labels, len(built.classes))}
 
@@ -91,7 +91,7 @@ def score_text_retrieval(anchor: Anchor, records: Sequence[PairRecord], embedded
 def encode_texts(anchor: Anchor, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
     """(N, D) unit vectors of free texts through the anchor's text tower (no template)."""
     with torch.inference_mode():
-        return torch.cat([anchor.encode_text(anchor.tokenize(list(texts[i:i + batch_size])))
+        return torch.cat([anchor.encode_text(anchor.tokenize(list(texts[i:i + batch_size]))).cpu()
                           for i in range(0, len(texts), batch_size)])
 
 

@@ -10,6 +10,8 @@ import math
 import torch
 from torch import nn
 
+from binder.errors import ConfigError
+
 
 def _trunc_normal(shape: tuple[int, ...], std: float = 0.02) -> nn.Parameter:
     return nn.Parameter(nn.init.trunc_normal_(torch.empty(shape), std=std))
@@ -65,7 +67,7 @@ class TubeletTokens(nn.Module):
         self.proj = nn.Conv3d(in_chans, width, kernel_size=tubelet, stride=tubelet, bias=False)
         self.grid = tuple(s // k for s, k in zip(input_thw, tubelet))
         if 0 in self.grid:
-            raise ValueError(f"input {input_thw} is smaller than one tubelet {tubelet}")
+            raise ConfigError(f"input {input_thw} is smaller than one tubelet {tubelet}")
         self.norm = nn.LayerNorm(width) if norm else nn.Identity()
         self.temporal = _trunc_normal((1, self.grid[0], 1, width))
         self.spatial = _trunc_normal((1, 1, self.grid[1] * self.grid[2], width))
@@ -86,7 +88,7 @@ class LinearTokens(nn.Module):
     def __init__(self, in_chans: int, width: int, length: int, kernel: int, norm: bool = True):
         super().__init__()
         if length % kernel:
-            raise ValueError(f"signal length {length} is not a multiple of the window {kernel}")
+            raise ConfigError(f"signal length {length} is not a multiple of the window {kernel}")
         self.kernel = kernel
         self.proj = nn.Linear(in_chans * kernel, width, bias=False)
         self.norm = nn.LayerNorm(width) if norm else nn.Identity()

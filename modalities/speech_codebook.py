@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from binder.errors import CheckpointError
+from binder.errors import CheckpointError, TrainingError
 from binder.io import atomic_path
 
 CODEBOOK_KEYS = ("centroids", "mean", "std")
@@ -68,7 +68,7 @@ class Codebook:
         self.std = np.ascontiguousarray(self.std, dtype=np.float32).reshape(-1)
         k_dim = self.centroids.shape
         if len(k_dim) != 2 or self.mean.shape != (k_dim[1],) or self.std.shape != (k_dim[1],):
-            raise ValueError(f"codebook shapes disagree: centroids {k_dim}, "
+            raise CheckpointError(f"codebook shapes disagree: centroids {k_dim}, "
                              f"mean {self.mean.shape}, std {self.std.shape}")
 
     @property
@@ -87,7 +87,7 @@ class Codebook:
 
         rows = _stack_rows(features)
         if rows.shape[0] < k:
-            raise ValueError(f"need at least k={k} feature frames to fit a codebook, got {rows.shape[0]}")
+            raise TrainingError(f"need at least k={k} feature frames to fit a codebook, got {rows.shape[0]}")
         mean = rows.mean(axis=0)
         std = np.maximum(rows.std(axis=0), 1e-6)
         km = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=3, batch_size=1024)
@@ -136,7 +136,7 @@ class Codebook:
         extras = {k[len(EXTRA_PREFIX):]: v for k, v in data.items() if k.startswith(EXTRA_PREFIX)}
         try:
             return cls(data["centroids"], data["mean"], data["std"], info, extras)
-        except ValueError as exc:
+        except (ValueError, CheckpointError) as exc:
             raise CheckpointError(f"{where}: {exc}") from None
 
 
@@ -173,7 +173,7 @@ def trunk_layers(arch: dict[str, Any]) -> nn.Module:
 
     acts: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "quick_gelu": QuickGELU}
     if arch["act"] not in acts:
-        raise ValueError(f"unknown activation {arch['act']!r} in the codebook's trunk description")
+        raise CheckpointError(f"unknown activation {arch['act']!r} in the codebook's trunk description")
     cfg = TrunkConfig(kind="standalone", width=arch["width"], layers=arch["layers"], heads=arch["heads"],
                       mlp_ratio=arch["mlp_ratio"], norm_eps=arch["norm_eps"], pre_norm=arch["pre_norm"])
     return standalone_trunk(cfg, acts[arch["act"]])

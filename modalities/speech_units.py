@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from binder.config import file_option
+from binder.errors import ConfigError
 from binder.registry import register_modality
 from binder.tokenizers import SequenceEmbedding
 from modalities.audio import (
@@ -154,7 +155,7 @@ class SpeechUnitTokenizer(nn.Module):
     def set_codebook(self, codebook: Codebook) -> None:
         """Replace the centroids and standardization (and a later iteration's extractor) with a fitted codebook."""
         if tuple(codebook.centroids.shape) != tuple(self.centroids.shape):
-            raise ValueError(f"codebook has shape {codebook.centroids.shape}, tokenizer expects "
+            raise ConfigError(f"codebook has shape {codebook.centroids.shape}, tokenizer expects "
                              f"{tuple(self.centroids.shape)} (num_units, feature dim)")
         if self.centroids.is_meta:  # built to be filled from a saved model, which holds all of this
             return
@@ -165,7 +166,7 @@ class SpeechUnitTokenizer(nn.Module):
             try:
                 self.source.load_state_dict({k: torch.from_numpy(v) for k, v in codebook.extras.items()})
             except RuntimeError as exc:
-                raise ValueError(f"the codebook's feature extractor does not fit its description: {exc}") from None
+                raise ConfigError(f"the codebook's feature extractor does not fit its description: {exc}") from None
 
     @torch.no_grad()
     def units(self, x: torch.Tensor) -> torch.Tensor:
@@ -196,7 +197,7 @@ class HiddenUnits(nn.Module):
         src, arch = info["tokenizer"], info["trunk"]
         differ = {k: v for k, v in src["features"].items() if getattr(opts, k) != v}
         if differ:
-            raise ValueError(f"the codebook's units come from features with {differ}; this modality's options "
+            raise ConfigError(f"the codebook's units come from features with {differ}; this modality's options "
                              f"say {({k: getattr(opts, k) for k in differ})}")
         prev = dataclasses.replace(opts, num_units=src["num_units"], max_units=src["max_units"], codebook=None)
         self.tokenizer = SpeechUnitTokenizer(prev, arch["width"], source_info=src.get("source"))

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from binder.embed.classify import class_embeddings
+from binder.errors import ConfigError
 from binder.model import BindingModel
 
 
@@ -26,7 +27,7 @@ def label_indices(labels: Sequence[Any], classes: Sequence[str]) -> torch.Tensor
         elif lab in classes:
             out.append(list(classes).index(lab))
         else:
-            raise ValueError(f"label {lab!r} is not one of the classes {list(classes)}")
+            raise ConfigError(f"label {lab!r} is not one of the classes {list(classes)}")
     return torch.tensor(out, dtype=torch.long)
 
 
@@ -74,7 +75,7 @@ def evaluate_manifest(model: BindingModel, manifest: str, root: str | None = Non
         records = read_pairs(path, root)
         names = {r.modality for r in records}
         if len(names) != 1:
-            raise ValueError(f"{path}: one modality per manifest, found {sorted(names)}")
+            raise ConfigError(f"{path}: one modality per manifest, found {sorted(names)}")
         name = names.pop()
         transform = parse_perturbation(spec, name) if spec else None
         prepared = prepare_inputs(model.modality(name), records, workers, progress=False, transform=transform)

@@ -20,6 +20,8 @@ from pytorch_metric_learning.distances import DotProductSimilarity
 from pytorch_metric_learning.losses import CrossBatchMemory, NTXentLoss
 from torch import nn
 
+from binder.errors import CheckpointError, ConfigError
+
 LOSSES = ("infonce", "siglip")
 SIGLIP_SCALE = 10.0  # SigLIP's initial temperature t = exp(t'), t' = log 10
 SIGLIP_BIAS = -10.0  # and its initial bias: most pairs are negatives, so start by calling them so
@@ -62,13 +64,13 @@ class BindingLoss(nn.Module):
     def set_extra_state(self, state: dict[str, torch.Tensor]) -> None:
         if self.memory is None:
             if state:
-                raise ValueError("the saved loss has a memory queue but this one has none")
+                raise CheckpointError("the saved loss has a memory queue but this one has none")
             return
         if not state:
-            raise ValueError("the saved loss has no memory queue but this one has")
+            raise CheckpointError("the saved loss has no memory queue but this one has")
         m = self.memory
         if tuple(state["embeddings"].shape) != tuple(m.embedding_memory.shape):
-            raise ValueError(f"memory queue of shape {tuple(state['embeddings'].shape)}, "
+            raise CheckpointError(f"memory queue of shape {tuple(state['embeddings'].shape)}, "
                              f"expected {tuple(m.embedding_memory.shape)}")
         m.embedding_memory = state["embeddings"].clone()
         m.label_memory = state["labels"].clone()
@@ -104,7 +106,7 @@ class TargetQueue(nn.Module):
 
     def set_extra_state(self, state: dict[str, torch.Tensor]) -> None:
         if tuple(state["embeddings"].shape) != tuple(self.embeddings.shape):
-            raise ValueError(f"memory queue of shape {tuple(state['embeddings'].shape)}, "
+            raise CheckpointError(f"memory queue of shape {tuple(state['embeddings'].shape)}, "
                              f"expected {tuple(self.embeddings.shape)}")
         self.embeddings, self.labels = state["embeddings"].clone(), state["labels"].clone()
         self.index, self.filled = int(state["queue_idx"]), bool(state["filled"])
@@ -147,4 +149,4 @@ def make_loss(name: str, embed_dim: int, memory_size: int = 0) -> nn.Module:
         return BindingLoss(embed_dim, memory_size)
     if name == "siglip":
         return SigmoidLoss(embed_dim, memory_size)
-    raise ValueError(f"train.loss must be one of {', '.join(LOSSES)}, got {name!r}")
+    raise ConfigError(f"train.loss must be one of {', '.join(LOSSES)}, got {name!r}")

@@ -91,6 +91,6 @@ def load_train_state(folder: str | os.PathLike, parts: dict[str, Stateful]) -> d
     for name, part in parts.items():
         try:
             part.load_state_dict(join_state(saved[name], tensors))
-        except (ValueError, KeyError, RuntimeError, TypeError) as exc:
+        except (ValueError, KeyError, RuntimeError, TypeError, CheckpointError) as exc:
             raise CheckpointError(f"{folder}: {name} state does not fit this recipe ({exc})") from None
     return payload["info"]

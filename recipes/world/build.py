@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from binder.errors import ConfigError
 from binder.io import atomic_path
 from recipes.world.config import BUILDER_VERSION, HARD, SPLITS, WorldConfig
 from recipes.world.manifest import MANIFEST_DIR, manifest_path, read_world_manifest, write_manifest
@@ -140,7 +141,7 @@ class WorldInfo:
             return self.manifests[name][split]
         except KeyError:
             have = {n: sorted(s) for n, s in self.manifests.items()}
-            raise KeyError(f"world has no manifest {name}.{split}; it has {have}") from None
+            raise ConfigError(f"world has no manifest {name}.{split}; it has {have}") from None
 
     def rows(self, name: str, split: str) -> list[dict]:
         """The manifest's rows with absolute paths."""

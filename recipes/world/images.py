@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from binder.errors import ConfigError
 from recipes.world.common import progress_bar, relpath, rng_for, save_png
 from recipes.world.config import HARD, SPLITS, WorldConfig
 
@@ -163,7 +164,7 @@ def hard_digits(cfg: WorldConfig, digits: DigitSet) -> list[int]:
     for label in range(len(DIGIT_WORDS)):
         members = digits.members("test", label)
         if len(members) == 0:
-            raise ValueError(f"no test image of digit {label} for the hard split; raise max_images")
+            raise ConfigError(f"no test image of digit {label} for the hard split; raise max_images")
         out.extend(int(members[j % len(members)]) for j in range(cfg.hard_per_class))
     return out
 

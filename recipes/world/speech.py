@@ -68,7 +68,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from binder.errors import AnybindError
+from binder.errors import AnybindError, ConfigError
 from binder.io import atomic_path
 from recipes.world import voices
 from recipes.world.common import pick_conditions, progress_bar, relpath, rng_for
@@ -186,7 +186,7 @@ def _utterances(folder: Path, cfg: WorldConfig, digits: DigitSet, split: str, st
     for label in range(len(DIGIT_WORDS)):
         same_class = digits.members(split, label)
         if len(same_class) == 0:
-            raise ValueError(f"no image of digit {label} in split {split!r}; raise max_images")
+            raise ConfigError(f"no image of digit {label} in split {split!r}; raise max_images")
         for _ in range(cfg.utterances_per_speaker_digit):
             rng = rng_for(cfg.seed, stream, k)
             drawn = draw(rng)
@@ -273,7 +273,7 @@ def out_of_grid(grid: tuple[int, ...], below: tuple[int, int], above: tuple[int,
     ranges = [(max(limits[0], lo - below[1]), lo - below[0]), (hi + above[0], min(limits[1], hi + above[1]))]
     ranges = [r for r in ranges if r[0] <= r[1]]
     if not ranges:
-        raise ValueError(f"no room outside the grid {grid} within {limits} for the hard split")
+        raise ConfigError(f"no room outside the grid {grid} within {limits} for the hard split")
     return ranges
 
 
@@ -439,7 +439,7 @@ def write_speech_hard(folder: Path, cfg: WorldConfig, digits: DigitSet, progress
         for label, word in enumerate(DIGIT_WORDS):
             test_images = digits.members("test", label)
             if len(test_images) == 0:
-                raise ValueError(f"no test image of digit {label} for the hard split; raise max_images")
+                raise ConfigError(f"no test image of digit {label} for the hard split; raise max_images")
             for j in range(cfg.hard_per_class):
                 k = label * cfg.hard_per_class + j
                 rng = rng_for(cfg.seed, "speech-hard", k)

@@ -8,15 +8,20 @@ torch's on a test batch. ``int8`` graphs are ONNX Runtime's dynamic quantization
 graph (weights of every matrix product int8 per output channel, activations quantized on the fly).
 
 Every file is written in a temp folder beside the output and renamed into place, graphs before
-the JSON, so a reader that finds the JSON finds whole graphs.
+the JSON, so a reader that finds the JSON finds whole graphs. Every path the JSON records (the
+model folder, a ``local-dir:`` anchor, a file option such as a codebook) is absolute; the graphs
+are named by file name, beside the JSON. The exporters' own warnings and log lines (torch.onnx,
+onnxscript's optimizer, ONNX Runtime's quantizer) are silenced while they run.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
 import shutil
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +30,7 @@ import torch
 from torch import nn
 
 from binder.anchor import quiet_root_logger
+from binder.config import file_options
 from binder.errors import AnybindError
 from binder.io import atomic_write_json, fsync_dir, fsync_file, temp_name
 from binder.precision import check_precision
@@ -41,6 +47,11 @@ INPUT, OUTPUT = "input", "vectors"  # "embedding" would clash with node names in
 TOLERANCE = {"fp32": 1e-4, "int8": 0.05}  # max |onnx - torch fp32| over a test batch of unit vectors
 EXTERNAL_DATA_BYTES = 1 << 30  # larger graphs keep their weights in NAME.onnx.data (protobuf caps at 2 GiB)
 CHECK_BATCH = 3  # rows of the test batch; the graph is exported at batch 2, so this also tests the dynamic axis
+# Loggers of the exporting libraries, quiet (errors only) during an export: onnxscript's optimizer
+# warns "Skipping constant folding for op Split with multiple outputs" for every attention pooling head.
+EXPORTER_LOGGERS = ("onnxscript", "onnx_ir", "onnx", "onnxruntime", "torch.onnx", "torch.export", "torch._export",
+                    "torch._dynamo", "torch.fx")
+LOCAL_DIR = "local-dir:"
 
 
 class ExportError(AnybindError):
@@ -88,14 +99,31 @@ def example_batch(model: BindingModel, name: str, batch: int = CHECK_BATCH, seed
     return x
 
 
+@contextlib.contextmanager
+def quiet_exporters() -> Iterator[None]:
+    """No warnings and only errors from the exporters' loggers while inside: what they say about
+    their own choices (constant folding, pre-processing advice) is not the user's to act on; a
+    failed export still raises, and anybind reports it."""
+    loggers = [logging.getLogger(name) for name in EXPORTER_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    try:
+        with warnings.catch_warnings(), quiet_root_logger():
+            warnings.simplefilter("ignore")
+            for logger in loggers:
+                logger.setLevel(logging.ERROR)
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
 def export_graph(model: BindingModel, name: str, path: Path, example: torch.Tensor) -> None:
     """Write ``name``'s fp32 encoder to ``path`` (weights to ``path.data`` when they are large)."""
     graph = EncoderGraph(model, name).eval()
     size = sum(p.numel() * p.element_size() for p in graph.parameters())
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
     try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
+        with quiet_exporters(), torch.no_grad():
             torch.onnx.export(graph, (example[:2],), str(path), dynamo=True, opset_version=OPSET,
                               input_names=[INPUT], output_names=[OUTPUT], dynamic_shapes={"x": {0: batch}},
                               external_data=size > EXTERNAL_DATA_BYTES, optimize=True, verbose=False)
@@ -114,7 +142,7 @@ def quantize_graph(src: Path, dst: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     large = src.with_name(src.name + ".data").exists()
-    with quiet_root_logger():  # the quantizer logs advice about static quantization's pre-processing
+    with quiet_exporters():  # the quantizer logs advice about static quantization's pre-processing
         quantize_dynamic(src, dst, op_types_to_quantize=["MatMul", "Gemm"], per_channel=True,
                          weight_type=QuantType.QInt8, use_external_data_format=large,
                          extra_options={"MatMulConstBOnly": True})
@@ -149,9 +177,30 @@ def check_graph(session: Any, reference: torch.Tensor, example: torch.Tensor, na
 
 
 def _json_options(modality: Any) -> dict[str, Any]:
-    """A modality's preprocessing options as plain JSON values."""
+    """A modality's preprocessing options as plain JSON values, a file an option names as an absolute path."""
     options = modality.options
-    return asdict(options) if is_dataclass(options) and not isinstance(options, type) else dict(vars(options))
+    values = asdict(options) if is_dataclass(options) and not isinstance(options, type) else dict(vars(options))
+    for key in file_options(type(options)):
+        if isinstance(values.get(key), (str, os.PathLike)):
+            values[key] = os.path.abspath(values[key])
+    return values
+
+
+def absolute_anchor(model: str) -> str:
+    """An anchor name as it is; a ``local-dir:`` anchor with an absolute path (against the current directory,
+    from which a relative one was opened)."""
+    if not model.startswith(LOCAL_DIR):
+        return model
+    return LOCAL_DIR + os.path.abspath(os.path.expanduser(model[len(LOCAL_DIR):]))
+
+
+def absolute_source(source: str | os.PathLike[str] | None) -> str | None:
+    """The exported model as the JSON records it: a folder as an absolute path, a name (a preset) as it is."""
+    if source is None:
+        return None
+    if isinstance(source, os.PathLike) or os.path.isdir(source):
+        return os.path.abspath(os.fspath(source))
+    return source
 
 
 def _describe(model: BindingModel, name: str, example: torch.Tensor, files: list[str]) -> dict[str, Any]:
@@ -204,14 +253,15 @@ def check_tolerance(tolerance: float | None) -> None:
 
 
 def export_onnx(model: BindingModel, out_dir: str | os.PathLike, precision: str = "fp32",
-                tolerance: float | None = None, source: str | None = None,
+                tolerance: float | None = None, source: str | os.PathLike[str] | None = None,
                 modalities: Sequence[str] | None = None) -> dict[str, Any]:
     """Write one checked ONNX graph per modality of ``model`` (text included) and ``anybind_onnx.json``.
 
     ``precision="int8"`` writes ONNX Runtime's dynamic int8 quantization of each graph. Each graph
     is run by ONNX Runtime on a test batch and compared with the torch fp32 model's output: above
     ``tolerance`` (max abs difference; default ``TOLERANCE[precision]``) it is an ``ExportError``
-    and nothing is written. Returns the manifest.
+    and nothing is written. ``source`` is the model's folder (recorded as an absolute path) or name.
+    Returns the manifest.
     """
     require_onnx()
     check_precision(precision)
@@ -226,12 +276,14 @@ def export_onnx(model: BindingModel, out_dir: str | os.PathLike, precision: str 
     staged = temp_name(out / "export")
     staged.mkdir()
     try:
-        entries = {name: _export_one(model, name, staged, precision, tol) for name in names}
+        with quiet_exporters():
+            entries = {name: _export_one(model, name, staged, precision, tol) for name in names}
         _commit(staged, out)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "precision": precision, "opset": OPSET,
-                "model": source, "embed_dim": model.embed_dim, "anchor": model.config.anchor.model,
+                "model": absolute_source(source), "embed_dim": model.embed_dim,
+                "anchor": absolute_anchor(model.config.anchor.model),
                 "anchor_preprocess": model.anchor.preprocess_cfg,
                 "text_context_length": int(getattr(model.anchor.clip, "context_length", 0)) or None,
                 "modalities": entries}

@@ -153,7 +153,8 @@ def test_accumulation_gives_the_gradient_of_the_whole_batch(world, tmp_path):
 
 def test_cli_train_under_two_ranks_writes_once(world, tmp_path):
     recipe = write_recipe(world, tmp_path / "cli", test=True, steps=2)
-    results = launch([sys.executable, "cli.py", "train", str(recipe), "--quiet"], tmp_path)
+    results = launch([sys.executable, "cli.py", "train", str(recipe), "--quiet", "--format", "json"],
+                     tmp_path)
     (_, out0, err0), (_, out1, err1) = results
     metrics = json.loads(out0)
     assert metrics["depth"]["items"] == 30 and 0 <= metrics["depth"]["zero_shot_top1"] <= 1

@@ -165,3 +165,22 @@ def test_prepare_builds_what_an_exported_graph_takes_from_files(default_model, f
     image, depth = MAKERS["image"](tmp_path, seed=3), MAKERS["depth"](tmp_path, seed=3)
     code, _, err = run_cli(["prepare", str(image), str(depth), "--out", str(tmp_path / "x.npy")], capfd)
     assert code == 2 and "a graph takes one" in err and not (tmp_path / "x.npy").exists()
+
+
+def test_cli_export_records_absolute_paths_and_prints_only_its_own_lines(tmp_path, capfd, monkeypatch):
+    from binder.anchor import save_anchor_dir
+    from binder.config import AnchorConfig, BindConfig, HeadConfig, ModalityConfig
+
+    monkeypatch.chdir(tmp_path)
+    save_anchor_dir(BindingModel.default(["text"]).anchor, "anchor")
+    # an attention-pooling head: onnxscript's optimizer warns about its Split while exporting
+    config = BindConfig(anchor=AnchorConfig(model="local-dir:anchor"),
+                        modalities=(ModalityConfig("imu", {}, HeadConfig(pool="attention")), ModalityConfig("text")))
+    BindingModel(config).save("model")
+    code, out, err = run_cli(["export", "onnx", "model", "onnx", "--modality", "imu"], capfd)
+    assert code == 0, err
+    assert not [line for line in err.splitlines() if "warning" in line.lower()], err
+    assert all(line.startswith(("imu.onnx:", "exported ")) for line in err.splitlines()), err
+    manifest = json.loads((tmp_path / "onnx" / MANIFEST).read_text())
+    assert manifest["model"] == str(tmp_path / "model")
+    assert manifest["anchor"] == f"local-dir:{tmp_path / 'anchor'}"

@@ -1,5 +1,6 @@
 """The binding trainer, its loss, recipes, resumable checkpoints, and the anchor trainer."""
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -287,3 +288,106 @@ def test_recipe_modalities_listed_twice_or_with_bad_options_are_refused(digits_w
     recipe.write_text(text)
     with pytest.raises(ConfigError, match=r"lr must be a finite number"):
         load_recipe(recipe, {"train.lr": float("nan")})
+
+
+# paths in recipes, the end-of-run summary, the resume line ---------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_recipe_paths_resolve_against_the_recipe_folder_and_overrides_against_the_cwd(tmp_path, monkeypatch):
+    folder = tmp_path / "project" / "recipes"
+    folder.mkdir(parents=True)
+    recipe = folder / "r.toml"
+    recipe.write_text("\n".join([
+        "[anchor]", 'model = "local-dir:../anchor"', "[train]", 'out = "../out/run"', 'cache_dir = "~/cache"',
+        "[[modality]]", 'name = "depth"', 'train = "data/depth.train.jsonl"', f'test = "{tmp_path}/abs.jsonl"',
+        "[eval]", 'image_gallery = "data/images.jsonl"']) + "\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    rec = load_recipe(Path("..") / "project" / "recipes" / "r.toml")
+    assert rec.bind.anchor.model == f"local-dir:{tmp_path / 'project' / 'anchor'}"
+    assert rec.train.out == str(tmp_path / "project" / "out" / "run")
+    assert rec.train.cache_dir == str(Path("~/cache").expanduser())
+    assert rec.train.root is None  # no root: manifests follow the recipe's folder too
+    assert rec.modalities[0].train == str(folder / "data" / "depth.train.jsonl")
+    assert rec.modalities[0].test == str(tmp_path / "abs.jsonl")  # absolute stays
+    assert rec.eval.image_gallery == str(folder / "data" / "images.jsonl")
+    # --set values are typed at the current directory, and resolve there
+    rec = load_recipe(recipe, {"train.out": "mine", "anchor.model": "local-dir:a", "train.root": "w",
+                               "eval.image_gallery": "g.jsonl"})
+    assert rec.train.out == str(elsewhere / "mine") and rec.bind.anchor.model == f"local-dir:{elsewhere / 'a'}"
+    assert rec.train.root == str(elsewhere / "w")
+    # under a root, manifests stay relative to it (as the paths inside them)
+    assert rec.modalities[0].train == "data/depth.train.jsonl" and rec.eval.image_gallery == "g.jsonl"
+    assert rec.train.cache_dir == str(Path("~/cache").expanduser())
+    # names are not paths
+    assert load_recipe(recipe, {"anchor.model": "anybind-tiny"}).bind.anchor.model == "anybind-tiny"
+    assert load_recipe(recipe, {"anchor.pretrained": "laion2b_s34b_b79k"}).bind.anchor.pretrained == \
+        "laion2b_s34b_b79k"
+
+
+@pytest.mark.parametrize("name", ["demo.toml", *[f"bind/{p.name}" for p in sorted((ROOT / "recipes" / "bind")
+                                                                                     .glob("*.toml"))]])
+def test_shipped_recipes_name_the_checkout_from_any_directory(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rec = load_recipe(ROOT / "recipes" / name)
+    out = ROOT / "out"
+    assert rec.bind.anchor.model == f"local-dir:{out / 'anchor'}"
+    assert rec.train.root == str(out / "world") and rec.train.cache_dir == str(out / "cache")
+    assert Path(rec.train.out).parent in (out, out / "bind")
+    for m in rec.bind.modalities:
+        if m.options.get("codebook"):
+            assert Path(m.options["codebook"]).is_relative_to(out), m.options
+
+
+def test_the_anchor_recipe_names_the_checkout_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg, _ = load_anchor_recipe(ROOT / "recipes" / "anchor_digits.toml")
+    assert cfg.root == str(ROOT / "out" / "world") and cfg.out == str(ROOT / "out" / "anchor")
+    assert cfg.model == "anybind-digits"  # an architecture name, not a path
+
+
+def test_cli_train_runs_from_another_directory_and_prints_a_summary(digits_world, tmp_path, monkeypatch, capfd):
+    from cli_helpers import run_cli
+
+    folder = tmp_path / "project"
+    folder.mkdir()
+    shutil.copytree(digits_world, folder / "world")
+    recipe = write_recipe(folder / "world", folder / "run")
+    text = (recipe.read_text().replace(f'root = "{folder}/world"', 'root = "world"')  # the recipe's folder
+            .replace(f"{folder}/world/", "").replace(f"{folder}/", ""))  # manifests: relative to the root
+    assert str(tmp_path) not in text
+    recipe.write_text(text)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code, out, err = run_cli(["train", "../project/run.toml", "--quiet", "--set", "train.steps=3"], capfd)
+    assert code == 0, err
+    assert (folder / "run" / "model" / "config.json").is_file() and not any(elsewhere.iterdir())
+    metrics = json.loads((folder / "run" / "metrics.json").read_text())["depth"]
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["modality", "split", "bound"] and "zero-shot top-1" in lines[0]
+    assert "R@1 → image" in lines[0] and "R@10 → image" in lines[0]
+    row = lines[1].split()
+    assert row[:3] == ["depth", "test", "image"] and row[3] == f"{metrics['zero_shot_top1']:.3f}"
+    assert row[4] == f"{metrics['chance_top1']:.3f}" and row[5] == f"{metrics['to_image']['R@1']:.3f}"
+    assert row[6] == f"{metrics['to_image']['R@10']:.3f}" and row[7] == "60"
+    assert not any(len(n) > 5 for n in re.findall(r"\d+\.\d+", out)), out  # rounded: no 0.10000000149011612
+    assert f"model saved to {folder / 'run' / 'model'}" in err
+    code, out, err = run_cli(["train", "../project/run.toml", "--quiet", "--set", "train.steps=3",
+                              "--format", "json"], capfd)
+    assert code == 0, err
+    assert json.loads(out) == json.loads((folder / "run" / "metrics.json").read_text())
+
+
+def test_a_resumed_run_says_so_even_when_quiet(digits_world, tmp_path, capfd):
+    from cli_helpers import run_cli
+
+    recipe = write_recipe(digits_world, tmp_path / "run")
+    assert Trainer(load_recipe(recipe), progress=False).run(stop_after=5) == {"stopped_at": 5}  # checkpoint: step 3
+    code, out, err = run_cli(["train", str(recipe), "--resume", "--quiet"], capfd)
+    assert code == 0, err
+    assert f"anybind: resumed from step 3 of 6 ({tmp_path / 'run' / 'checkpoint'})" in err.splitlines(), err
+    assert "resumed" not in out and "%|" not in err  # on stderr; and no progress bar

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -19,15 +20,18 @@ def register(app: click.Group) -> None:
 @click.argument("recipe", type=click.Path(exists=True, dir_okay=False))
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.")
 @SET_OPTION
-@click.option("--quiet", is_flag=True, help="No progress bars.")
-def train_cmd(recipe: str, resume: bool, sets: tuple[str, ...], quiet: bool) -> None:
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="text: a summary per modality, rounded; json: the metrics as OUT/metrics.json holds them.")
+@click.option("--quiet", is_flag=True, help="No progress bars (a resumed run still says where it resumed).")
+def train_cmd(recipe: str, resume: bool, sets: tuple[str, ...], fmt: str, quiet: bool) -> None:
     """Bind the recipe's modalities to its anchor; writes OUT/model, OUT/metrics.json.
 
-    Under ``torchrun --nproc-per-node N anybind train RECIPE`` the ranks share every step's
-    global batch (train.batch_size) and rank 0 writes and prints.
+    Relative paths in RECIPE resolve against the recipe's folder, those given with --set against
+    the current directory. Under ``torchrun --nproc-per-node N anybind train RECIPE`` the ranks
+    share every step's global batch (train.batch_size) and rank 0 writes and prints.
     """
     from binder.train.recipe import load_recipe
-    from binder.train.trainer import Trainer
+    from binder.train.trainer import Trainer, format_summary
 
     rec = load_recipe(recipe, parse_overrides(sets))
     trainer = Trainer(rec, progress=not quiet)
@@ -36,8 +40,9 @@ def train_cmd(recipe: str, resume: bool, sets: tuple[str, ...], quiet: bool) -> 
     finally:
         trainer.ranks.leave()
     if trainer.ranks.main:
-        click.echo(json.dumps(metrics, indent=2))
-        click.echo(f"model saved to {rec.train.out}/model", err=True)
+        click.echo(json.dumps(metrics, indent=2) if fmt == "json" else format_summary(metrics, rec))
+        out = Path(rec.train.out)
+        click.echo(f"model saved to {out / 'model'} (metrics: {out / 'metrics.json'})", err=True)
 
 
 @click.group("anchor")

@@ -3,6 +3,15 @@
 Every value is checked against its field's annotation (``binder.config.check_fields``) and range
 before anything is built: an unknown key, a value of the wrong type, NaN or infinity, or a
 modality listed twice is a ConfigError that names the recipe, the section and the key.
+
+Paths: a relative path written in a recipe resolves against the recipe file's folder, so a recipe
+works from any working directory; one given as an override (``--set``) resolves against the
+current directory, as typed. ``~`` is expanded and absolute paths are kept. This covers
+``anchor.model`` (``local-dir:PATH``), ``anchor.pretrained`` (when it is a file, not a tag),
+``anchor.cache_dir``, ``train.root``, ``train.out``, ``train.cache_dir`` and each modality's file
+options (a codebook). Manifests (``[[modality]]`` train/val/test/hard, ``eval.image_gallery``, an
+anchor recipe's train/test) are relative to ``train.root`` when one is set, like the paths inside
+them; without a root they follow the same rule. Every resolved path is absolute.
 """
 from __future__ import annotations
 
@@ -14,7 +23,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from binder.config import AnchorConfig, BindConfig, HeadConfig, ModalityConfig, TrunkConfig, check_fields, check_value
+from binder.config import (
+    AnchorConfig,
+    BindConfig,
+    HeadConfig,
+    ModalityConfig,
+    TrunkConfig,
+    check_fields,
+    check_value,
+    file_options,
+)
 from binder.errors import AnybindError, ConfigError, RegistryError
 from binder.registry import get_modality
 from binder.train.amp import PRECISIONS
@@ -129,24 +147,111 @@ class Recipe:
     path: str = ""
 
 
+# Keys that name files or folders (see the module's docstring): relative values resolve against the
+# recipe's folder, or against the current directory when they come from an override.
+PATH_KEYS = {"anchor": ("model", "pretrained", "cache_dir"), "train": ("root", "out", "cache_dir")}
+# Manifests: relative to train.root when a root is set (``binder.train.data.under_root``), else as above.
+MANIFEST_KEYS = {"train": ("train", "val", "test"), "eval": ("image_gallery",)}
+MODALITY_MANIFESTS = ("train", "val", "test", "hard")
+LOCAL_DIR = "local-dir:"
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+
+
+def resolve_path(value: str, base: str | os.PathLike) -> str:
+    """``value`` with ``~`` expanded, absolute as it is, else joined to the absolute folder ``base``."""
+    path = os.path.expanduser(value)
+    return os.path.normpath(path if os.path.isabs(path) else os.path.join(os.path.abspath(base), path))
+
+
+def _resolve_key(section: str, key: str, value: Any, base: Path) -> Any:
+    """A recipe value resolved against ``base`` when ``section.key`` names a path (see PATH_KEYS)."""
+    if not isinstance(value, str) or not value:
+        return value  # a wrong type is reported by the section's check, naming the key
+    if (section, key) == ("anchor", "model"):  # an open_clip name, hf-hub:..., or local-dir:PATH
+        return LOCAL_DIR + resolve_path(value[len(LOCAL_DIR):], base) if value.startswith(LOCAL_DIR) else value
+    if (section, key) == ("anchor", "pretrained") and not _names_a_file(value, base):
+        return value  # an open_clip tag ("laion2b_s34b_b79k")
+    return resolve_path(value, base)
+
+
+def _names_a_file(value: str, base: Path) -> bool:
+    """Whether ``anchor.pretrained`` is a checkpoint file rather than an open_clip tag."""
+    return (os.sep in value or "/" in value or value.startswith(("~", ".")) or value.endswith(CHECKPOINT_SUFFIXES)
+            or os.path.isfile(resolve_path(value, base)))
+
+
+def _path_keys(section: str, with_manifests: bool) -> tuple[str, ...]:
+    return PATH_KEYS.get(section, ()) + (MANIFEST_KEYS.get(section, ()) if with_manifests else ())
+
+
+def _resolve_recipe_paths(data: dict[str, Any], base: Path, with_manifests: bool) -> None:
+    """Resolve, in place, every path a recipe's file writes (see the module's docstring) against ``base``."""
+    for section in (*PATH_KEYS, *MANIFEST_KEYS):
+        table = data.get(section)
+        if isinstance(table, dict):
+            for key in _path_keys(section, with_manifests):
+                if key in table:
+                    table[key] = _resolve_key(section, key, table[key], base)
+    entries = data.get("modality")
+    for entry in entries if isinstance(entries, list) else ():
+        if not isinstance(entry, dict):
+            continue
+        for key in MODALITY_MANIFESTS if with_manifests else ():
+            if isinstance(entry.get(key), str):
+                entry[key] = resolve_path(entry[key], base)
+        options = entry.get("options")
+        if isinstance(options, dict):
+            for key in _file_options(entry.get("name")):
+                if isinstance(options.get(key), str):
+                    options[key] = resolve_path(options[key], base)
+
+
+def _file_options(name: Any) -> tuple[str, ...]:
+    """The options of modality ``name`` that name a file (``binder.config.file_option``)."""
+    try:
+        return file_options(get_modality(name).Options) if isinstance(name, str) else ()
+    except RegistryError:
+        return ()
+
+
 def read_recipe_toml(path: str | os.PathLike, overrides: dict[str, Any] | None = None,
                      sections: tuple[str, ...] = ("anchor", "trunk", "train", "eval")) -> dict[str, Any]:
-    """A recipe's TOML as a dict, with ``SECTION.KEY`` overrides applied to the table ``sections``."""
+    """A recipe's TOML as a dict, with ``SECTION.KEY`` overrides applied to the table ``sections``.
+
+    Paths come back absolute: those of the file resolved against its folder, those of the
+    overrides against the current directory (see the module's docstring).
+    """
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise AnybindError(f"{path}: cannot read recipe ({exc})") from None
+    given: list[tuple[str, str, Any]] = []
     for key, value in (overrides or {}).items():
         section, _, name = key.partition(".")
         if section not in sections or not name:
             allowed = ", ".join(f"[{s}]" for s in sections)
             raise AnybindError(f"cannot override {key!r}: only keys of {allowed} can be set")
-        data.setdefault(section, {})[name] = value
+        given.append((section, name, value))
+    train = data.get("train")
+    root = next((v for s, k, v in given if (s, k) == ("train", "root")),
+                train.get("root") if isinstance(train, dict) else None)
+    with_manifests = root is None  # under a root, manifests stay relative to it
+    _resolve_recipe_paths(data, Path(os.path.abspath(path)).parent, with_manifests)
+    here = Path.cwd()
+    for section, name, value in given:
+        table = data.setdefault(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path} [{section}]: must be a table, got {table!r}")
+        table[name] = (_resolve_key(section, name, value, here) if name in _path_keys(section, with_manifests)
+                       else value)
     return data
 
 
 def load_recipe(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> Recipe:
-    """Parse a binding recipe; unknown keys are errors that name the section."""
+    """Parse a binding recipe; unknown keys are errors that name the section.
+
+    Relative paths in the file resolve against its folder, those in ``overrides`` against the
+    current directory (see the module's docstring); the recipe's paths are absolute."""
     path = Path(path)
     data = read_recipe_toml(path, overrides)
     entries = data.get("modality", [])

@@ -20,6 +20,7 @@ draws the progress bar.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import sys
 import time
@@ -48,7 +49,6 @@ from binder.train.data import (
 from binder.train.distributed import Ranks
 from binder.train.evaluate import evaluate_manifest
 from binder.train.loss import make_loss
-from binder.train.optim import adamw, schedule
 from binder.train.recipe import BindSpec, Recipe
 from binder.train.state import load_train_state, save_train_state
 from binder.train.step import StepBatch, StepRunner
@@ -86,8 +86,8 @@ class Trainer:
         self.losses = torch.nn.ModuleDict({d.spec.name: make_loss(self.cfg.loss, self.model.embed_dim,
                                                                   self.cfg.memory_size) for d in self.data})
         self._to_device()
-        self.optimizer = adamw(self._param_groups(), self.cfg.lr)
-        self.scheduler = schedule(self.optimizer, self.cfg.warmup_steps, self.cfg.steps)
+        self.optimizer = torch.optim.AdamW(self._param_groups(), lr=self.cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.runner = StepRunner(self.model, self.losses, self.ranks, self.precision, self.cfg.accumulate,
                                  self.cfg.token_drop)
         self.step = 0
@@ -139,6 +139,13 @@ class Trainer:
                 no_wd = p.ndim < 2 or any(k in name for k in ("cls", "pos", "embed", "scale"))
                 (no_decay if no_wd else decay).append(p)
         return [{"params": decay, "weight_decay": self.cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+    def _lr_factor(self, step: int) -> float:
+        warm = self.cfg.warmup_steps
+        if step < warm:
+            return (step + 1) / warm
+        progress = (step - warm) / max(1, self.cfg.steps - warm)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     # ------------------------------------------------------------------ batches
     def batch_rows(self, step: int) -> tuple[int, torch.Tensor]:
@@ -227,6 +234,9 @@ class Trainer:
         out = Path(self.cfg.out)
         if resume:
             self.load_checkpoint(out / "checkpoint")
+            if self.ranks.main:  # said even without a progress bar (--quiet): the run did not start at 0
+                tqdm.write(f"anybind: resumed from step {self.step} of {self.cfg.steps} ({out / 'checkpoint'})",
+                           file=sys.stderr)
         self.model.train()
         threads = torch.get_num_threads()
         try:
@@ -319,6 +329,41 @@ class Trainer:
         gallery = self.manifest(ev.image_gallery) if ev.image_gallery else None
         return evaluate_manifest(self.model, self.manifest(manifest), self.cfg.root, ev.classes, ev.templates, gallery,
                                  workers=self.cfg.workers, names=ev.names)
+
+
+def format_summary(metrics: dict[str, Any], recipe: Recipe | None = None) -> str:
+    """The end of a run for a person: one row per modality and split (test, else val; hard) with
+    zero-shot top-1, chance, R@1 and R@10 to the gallery and the items measured, rounded to 3
+    places. ``metrics.json`` (and ``anybind train --format json``) keep the numbers whole."""
+    splits = {s.name: "test" if s.test else "val" for s in recipe.modalities} if recipe is not None else {}
+    rows: list[list[str]] = []
+    galleries: list[str] = []
+    for name, m in metrics.items():
+        if not isinstance(m, dict):
+            continue
+        for split, r in ((splits.get(name, "test"), m), ("hard", m.get("hard"))):
+            if not isinstance(r, dict) or "items" not in r:
+                continue
+            gallery = next((k for k in r if k.startswith("to_") and isinstance(r[k], dict)), None)
+            recall = r[gallery] if gallery else {}
+            if gallery and gallery not in galleries:
+                galleries.append(gallery)
+            items = f"{r['items']}" + (f" ({r['failed']} unreadable)" if r.get("failed") else "")
+            rows.append([name, split, str(m.get("target", "-")), _num(r.get("zero_shot_top1")),
+                         _num(r.get("chance_top1")), _num(recall.get("R@1")), _num(recall.get("R@10")), items])
+    if not rows:
+        return "nothing was evaluated (no [[modality]] has a test, val or hard manifest)"
+    to = f" → {galleries[0].removeprefix('to_')}" if len(galleries) == 1 else ""
+    header = ["modality", "split", "bound to", "zero-shot top-1", "chance", f"R@1{to}", f"R@10{to}", "items"]
+    table = [header, *rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) if i < 3 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+             .rstrip() for row in table]
+    return "\n".join(lines)
+
+
+def _num(x: Any) -> str:
+    return f"{x:.3f}" if isinstance(x, (int, float)) and not isinstance(x, bool) else "-"
 
 
 def too_few(usable: int, wanted: int, failed: list[tuple[str, str]], shown: int = 3) -> str:

@@ -33,9 +33,11 @@ def label_indices(labels: Sequence[Any], classes: Sequence[str]) -> torch.Tensor
 
 @torch.no_grad()
 def embed_tensor(model: BindingModel, name: str, inputs: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """Embeddings of preprocessed inputs, batched, in inference mode."""
+    """Embeddings of preprocessed inputs, batched, in inference mode, on the CPU (where the model's
+    device may not be: after a GPU run, or with ``--device``)."""
     with torch.inference_mode():
-        return torch.cat([model.encode(name, inputs[i:i + batch_size]) for i in range(0, len(inputs), batch_size)])
+        return torch.cat([model.encode(name, inputs[i:i + batch_size]).cpu()
+                          for i in range(0, len(inputs), batch_size)])
 
 
 def zero_shot_accuracy(embeddings: torch.Tensor, labels: torch.Tensor, class_emb: torch.Tensor) -> float:
@@ -87,7 +89,7 @@ def evaluate_manifest(model: BindingModel, manifest: str, root: str | None = Non
         out["perturb"] = perturb
     if classes:
         idx = label_indices([r.label for r in prepared.records], classes)
-        prompts = class_embeddings(model.anchor, names or classes, templates)
+        prompts = class_embeddings(model.anchor, names or classes, templates).cpu()
         out["zero_shot_top1"] = zero_shot_accuracy(emb, idx, prompts)
         out["chance_top1"] = chance_top1(idx, len(classes))
     if gallery:

@@ -7,8 +7,9 @@ compares across modalities:
 
 - ``calibrated``: how many standard deviations the cosine lies above what this query scores
   against that modality on average: ``(s - q·μ_m) / sqrt(qᵀ Σ_m q)``, with the modality's mean
-  ``μ_m`` and covariance ``Σ_m`` estimated once per index generation from its own rows (a z-score
-  per query and modality).
+  ``μ_m`` and covariance ``Σ_m`` estimated once per index generation from its own rows (shrunk toward the whole
+  index's by a few pseudo-rows, so a modality of one row still has a spread): a z-score per query
+  and modality.
 - ``centered``: the cosine less the query's average over that modality, ``s - q·μ_m`` (the mean
   gap only).
 - ``interleave``: rank 1 of every modality, then rank 2, ... (modalities ordered by their best hit).
@@ -28,6 +29,7 @@ from binder.errors import QueryError
 MIXES = ("calibrated", "centered", "interleave", "raw")
 STATS_SAMPLE = 4096  # rows per modality the mean and covariance are estimated from
 MIN_SPREAD = 1e-4  # a modality whose rows barely differ is not blown up into huge z-scores
+PRIOR_ROWS = 4  # pseudo-rows of the whole index's statistics added to each modality's own
 
 
 @dataclass(frozen=True)
@@ -47,17 +49,28 @@ class ModalityStats:
 
 def modality_stats(vectors: np.ndarray, modality_of: np.ndarray,
                    sample: int = STATS_SAMPLE) -> dict[str, ModalityStats]:
-    """Per-modality mean and covariance, each from at most ``sample`` evenly spaced rows."""
+    """Per-modality mean and covariance, each from at most ``sample`` evenly spaced rows, shrunk toward
+    the statistics of all rows by ``PRIOR_ROWS`` pseudo-rows: a modality of one or a few rows (whose
+    own spread is zero or noise) is judged mostly by the index's spread as a whole."""
+    pooled = _mean_cov(vectors[_spaced(np.arange(len(vectors)), sample)])
     out = {}
     for name in sorted(set(modality_of.tolist())):
-        rows = np.flatnonzero(modality_of == name)
-        if len(rows) > sample:
-            rows = rows[np.linspace(0, len(rows) - 1, sample).astype(np.int64)]
-        x = vectors[rows].astype(np.float64)
-        mean = x.mean(axis=0)
-        centred = x - mean
-        out[str(name)] = ModalityStats(mean, centred.T @ centred / max(len(rows), 1), len(rows))
+        rows = _spaced(np.flatnonzero(modality_of == name), sample)
+        mean, cov = _mean_cov(vectors[rows])
+        w = len(rows) / (len(rows) + PRIOR_ROWS)
+        out[str(name)] = ModalityStats(w * mean + (1 - w) * pooled[0], w * cov + (1 - w) * pooled[1], len(rows))
     return out
+
+
+def _spaced(rows: np.ndarray, sample: int) -> np.ndarray:
+    return rows[np.linspace(0, len(rows) - 1, sample).astype(np.int64)] if len(rows) > sample else rows
+
+
+def _mean_cov(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x = x.astype(np.float64)
+    mean = x.mean(axis=0)
+    centred = x - mean
+    return mean, centred.T @ centred / max(len(x), 1)
 
 
 def check_mix(mix: str) -> str:

@@ -94,17 +94,26 @@ def test_file_and_mixed_queries(corpus, model):
 
 
 def test_the_default_mix_ranks_every_modality_by_its_z_score(corpus, model):
-    """calibrated: (cosine - q·mean_m) / sqrt(q' cov_m q) per row's modality, top k over all rows."""
+    """calibrated: (cosine - q·mean_m) / sqrt(q' cov_m q) per row's modality, top k over all rows, with
+    each modality's mean and covariance shrunk toward all rows' by PRIOR_ROWS pseudo-rows."""
+    from binder.index.mix import PRIOR_ROWS
+
     snap = IndexStore.open(corpus / "idx").snapshot()
     q = embed_query(model, "a handwritten seven").astype(np.float64)
     cos = snap.vectors.astype(np.float64) @ q
+
+    def mean_cov(x):
+        centred = x - x.mean(axis=0)
+        return x.mean(axis=0), centred.T @ centred / len(x)
+
+    all_mean, all_cov = mean_cov(snap.vectors.astype(np.float64))
     z = np.empty_like(cos)
     mods = np.array([r["modality"] for r in snap.rows])
     for m in set(mods):
-        x = snap.vectors[mods == m].astype(np.float64)
-        centred = x - x.mean(axis=0)
-        sd = np.sqrt(q @ (centred.T @ centred / len(x)) @ q) + 1e-4
-        z[mods == m] = (cos[mods == m] - q @ x.mean(axis=0)) / sd
+        mean, cov = mean_cov(snap.vectors[mods == m].astype(np.float64))
+        w = (mods == m).sum() / ((mods == m).sum() + PRIOR_ROWS)
+        mean, cov = w * mean + (1 - w) * all_mean, w * cov + (1 - w) * all_cov
+        z[mods == m] = (cos[mods == m] - q @ mean) / (np.sqrt(q @ cov @ q) + 1e-4)
     want = np.argsort(-z, kind="stable")[:6]
     rows = jsonl(run("search", str(corpus / "idx"), "a handwritten seven", "--k", "6", "--format", "jsonl"))
     assert [r["path"] for r in rows] == [snap.rows[i]["path"] for i in want]

@@ -10,8 +10,8 @@ from PIL import Image
 from binder.errors import ConfigError, ModalityError
 from binder.registry import register_modality
 from modalities.augment.raster import DepthAugment, augment_depth
-from modalities.preview import INVALID_RGB, colormap, shrink, stretch
-from modalities.raster import RasterModality, RasterOptions, read_raster
+from modalities.preview import shrink
+from modalities.raster import RasterModality, RasterOptions, read_raster, relief_preview
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,9 @@ class Depth(RasterModality):
         return fit_plane_residual(disp, valid) if opts.detrend == "plane" else disp
 
     def preview(self, path: Path, size: int) -> Image.Image:
-        """Disparity (1/depth, or the file's own disparity) in viridis, near bright; holes (0 or
+        """Disparity (1/depth, or the file's own disparity) less its dominant plane (a tilted wall or
+        table), contrast-stretched, in viridis: what stands out toward the camera bright, so a digit
+        shows rather than the tilt of the wall it stands on (``relief_preview``); holes (0 or
         negative depth) grey."""
         arr, _bits = read_raster(path)
         arr = shrink(arr, size)
@@ -71,9 +73,7 @@ class Depth(RasterModality):
             disp = np.where(valid, arr, 0.0)
         else:
             disp = np.where(valid, 1.0 / np.where(valid, arr, 1.0), 0.0)
-        rgb = colormap(stretch(disp, valid), "viridis")
-        rgb[~valid] = INVALID_RGB
-        return Image.fromarray(rgb, "RGB")
+        return relief_preview(disp, valid, "viridis")
 
 
 def fit_plane_residual(x: np.ndarray, valid: np.ndarray) -> np.ndarray:

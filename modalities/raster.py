@@ -1,4 +1,5 @@
-"""Single-channel rasters (depth, thermal): shared reading, resizing, tokenizing and perturbations."""
+"""Single-channel rasters (depth, thermal): shared reading, resizing, tokenizing, perturbations and
+the picture their previews draw (``relief_preview``: what stands out of the dominant plane)."""
 from __future__ import annotations
 
 import os
@@ -8,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from binder.errors import ModalityError
@@ -24,9 +26,13 @@ from modalities.common import (
     resize_center_crop,
     standardize,
 )
+from modalities.preview import INVALID_RGB, colormap, stretch
 
 # Largest magnitude accepted in float rasters (.npy, float TIFF); integer PNGs are bounded by their bit depth.
 MAX_ABS = 1e6
+PLANE_ROUNDS = 3  # refits of a preview's dominant plane on the pixels nearest the last fit
+PLANE_INLIERS = 0.6  # the share of valid pixels each refit keeps
+PLANE_POINTS = 50_000  # at most this many pixels, evenly spaced, enter a fit
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,53 @@ def read_raster(path: str | os.PathLike, max_abs: float = MAX_ABS,
     if arr.size > max_pixels:
         raise ModalityError(path, f"raster {arr.shape} has more than max_pixels {max_pixels:,} pixels")
     return arr, bits
+
+
+def dominant_plane_residual(values: np.ndarray, valid: np.ndarray, rounds: int = PLANE_ROUNDS,
+                            inliers: float = PLANE_INLIERS, max_points: int = PLANE_POINTS) -> np.ndarray:
+    """``values`` less the plane ``a·u + b·v + c`` most of its valid pixels lie on (float64).
+
+    A least-squares fit to the valid pixels, then ``rounds`` refits to the share ``inliers`` of
+    them nearest the last plane, so a digit standing out of a tilted wall (a minority of pixels)
+    leaves the wall's own plane, not a compromise tilted toward the digit. A pinhole camera sees
+    any plane as a plane in disparity, so for depth this removes a wall's or a table's tilt
+    exactly. Fewer than three valid pixels: the values less their mean.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    v, u = np.nonzero(valid)
+    if u.size < 3:
+        return x - (x[valid].mean() if u.size else 0.0)
+    if u.size > max_points:
+        pick = np.linspace(0, u.size - 1, max_points).astype(np.int64)
+        v, u = v[pick], u[pick]
+    design = np.stack([u, v, np.ones_like(u)], axis=1).astype(np.float64)
+    target = x[v, u]
+    keep = np.ones(u.size, bool)
+    coef = np.zeros(3)
+    for round_ in range(rounds + 1):
+        coef = np.linalg.lstsq(design[keep], target[keep], rcond=None)[0]
+        if round_ == rounds:
+            break
+        error = np.abs(target - design @ coef)
+        nearest = error <= np.quantile(error, inliers)
+        if nearest.sum() < 3 or np.array_equal(nearest, keep):
+            break
+        keep = nearest
+    vv, uu = np.mgrid[0:x.shape[0], 0:x.shape[1]]
+    return x - (coef[0] * uu + coef[1] * vv + coef[2])
+
+
+def relief_preview(values: np.ndarray, valid: np.ndarray, cmap: str) -> Image.Image:
+    """A raster's preview: its dominant plane removed (``dominant_plane_residual``), what is left
+    stretched between its 1st and 99th percentiles over the valid pixels (between its extremes when
+    those two are equal), colour-mapped with ``cmap`` (larger values brighter); invalid pixels grey."""
+    residual = dominant_plane_residual(values, valid)
+    shown = stretch(residual, valid)
+    if valid.any() and np.ptp(shown[valid]) == 0:
+        shown = stretch(residual, valid, 0.0, 100.0)
+    rgb = colormap(shown, cmap)
+    rgb[~valid] = INVALID_RGB
+    return Image.fromarray(rgb, "RGB")
 
 
 def center_box(shape: tuple[int, ...], keep: float) -> tuple[float, float, float, float]:

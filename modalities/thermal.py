@@ -8,8 +8,8 @@ from PIL import Image
 
 from binder.registry import register_modality
 from modalities.augment.raster import ThermalAugment, augment_thermal
-from modalities.preview import colormap, shrink, stretch
-from modalities.raster import RasterModality, read_raster
+from modalities.preview import shrink
+from modalities.raster import RasterModality, read_raster, relief_preview
 
 
 @register_modality
@@ -29,6 +29,8 @@ class Thermal(RasterModality):
         return arr / float(2**bits - 1) if bits else arr
 
     def preview(self, path: Path, size: int) -> Image.Image:
-        """Intensity (raw counts or temperature) stretched between its 1st and 99th percentiles, inferno."""
-        arr, _bits = read_raster(path)
-        return Image.fromarray(colormap(stretch(shrink(arr, size)), "inferno"), "RGB")
+        """Intensity (raw counts or temperature) less its dominant plane (a slab warmer at one end,
+        vignetting), stretched between the 1st and 99th percentiles of what is left, in inferno:
+        what is warmer than its surroundings bright (``relief_preview``)."""
+        arr = shrink(read_raster(path)[0], size)
+        return relief_preview(arr, np.isfinite(arr), "inferno")

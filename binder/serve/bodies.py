@@ -1,8 +1,10 @@
 """Request bodies: JSON objects or multipart forms, and their fields checked with clear messages.
 
-Every route that takes a body takes ``application/json`` (files base64-encoded) or
-``multipart/form-data`` (files as parts); anything else is 415. A field of the wrong type, out of
-range or unknown is a 400 that names the field, never a traceback or a silent default.
+Every route that takes a body takes ``application/json`` (files base64-encoded, as the objects
+``b64_upload`` reads) or ``multipart/form-data`` (files as parts); anything else is 415. A field of
+the wrong type, out of range or unknown is a 400 that names the field, never a traceback or a
+silent default. Types are JSON's own: an integer field takes a JSON integer (``"k": "5"`` is a
+400); a form field, text by nature, takes the integer's decimal text.
 """
 from __future__ import annotations
 
@@ -101,16 +103,19 @@ def check_unicode(value: str, name: str, kind: str = "invalid_text") -> None:
                          kind=kind) from None
 
 
-def as_int(value: Any, name: str, low: int, high: int) -> int:
-    """An integer field (JSON number or form text) in ``[low, high]``."""
+def as_int(value: Any, name: str, low: int, high: int, *, form: bool = False) -> int:
+    """An integer field in ``[low, high]``: a JSON integer (not a string, a float or a boolean), or,
+    for a form field (``form``), its decimal text."""
     number: int | None = None
     if isinstance(value, int) and not isinstance(value, bool):
         number = value
-    elif isinstance(value, str) and _INT.fullmatch(value):
+    elif form and isinstance(value, str) and _INT.fullmatch(value):
         number = int(value)
     if number is None or not low <= number <= high:
         shown = repr(value)[:40] if not isinstance(value, UploadFile) else "a file"
-        raise ServeError(f"{name} must be an integer from {low} to {high} (got {shown})", kind="invalid_request")
+        hint = "; send a JSON number, not a string" if isinstance(value, str) and not form else ""
+        raise ServeError(f"{name} must be an integer from {low} to {high} (got {shown}){hint}",
+                         kind="invalid_request")
     return number
 
 
@@ -153,6 +158,14 @@ async def form_upload(uploads: UploadDir, part: Any, name: str) -> Upload:
         upload.delete()
         raise
     return upload
+
+
+async def file_field(uploads: UploadDir, body: Body, value: Any, name: str) -> Upload:
+    """The file field ``name`` of either kind of body, in the upload folder (the caller deletes it):
+    a JSON file object (``b64_upload``) or a multipart file part (``form_upload``)."""
+    if body.data is not None:
+        return b64_upload(uploads, value, name)
+    return await form_upload(uploads, value, name)
 
 
 def _type(value: Any) -> str:

@@ -57,7 +57,7 @@ async def classify(request: Request, body: Annotated[Body, Depends(request_body)
         form_fields(body.form, ("file", "labels", "template", "top"))
         labels = _labels(body.form.get("labels"))
         templates = _templates(body.form.getlist("template") or None)
-        top = as_int(body.form.get("top", 3), "top", 1, MAX_LABELS)
+        top = as_int(body.form.get("top", 3), "top", 1, MAX_LABELS, form=True)
         check_cost(labels, templates, state.config.max_classify_prompts)
         upload = await form_upload(state.uploads, body.form.get("file"), "file")
     with upload:

@@ -10,6 +10,10 @@ indexed. ``served_file`` lets a file out only if
 * it is a regular file whose size and mtime are those the row records, or, when they changed, whose
   content hash still is (a touched file); anything else is a 409 (``item_changed``).
 
+An item id, on ``/items/{id}`` and ``/thumbs/{id}.png`` alike, is a row number written as one
+(``parse_id``): decimal digits without a sign or a leading zero, so each row has one name and
+anything else (``-1``, ``01``, ``+1``, ``..``) is a 400 (``invalid_id``).
+
 ``open_checked`` then opens that real path without following a link (``O_NOFOLLOW``) and checks the
 open file is the one just checked (device, inode, size, mtime), so a swap between the check and the
 open is a 409 too. ``FileStream`` sends it, whole or one byte range (``parse_range``): a malformed
@@ -32,16 +36,26 @@ import anyio
 from starlette.responses import Response
 
 from binder.embed.shards import file_hash
-from binder.serve.errors import ItemNotFoundError, ServeError
+from binder.serve.errors import ItemNotFoundError, ServeError, one_line
 
 CHUNK = 256 << 10
 _RANGE = re.compile(r"([0-9]{0,19})-([0-9]{0,19})")
+_ID = re.compile(r"0|[1-9][0-9]{0,11}")
 
 
 class ItemChangedError(ServeError):
     """The file of a row is no longer the one that was indexed (409)."""
 
     status, kind = 409, "item_changed"
+
+
+def parse_id(text: str) -> int:
+    """An item id: a row number of the index as written by the server (no sign, no leading zero,
+    at most 12 digits); anything else (``..``, a path, ``-1``, ``01``) is a 400."""
+    if not _ID.fullmatch(text):
+        raise ServeError(f"an item id must be a row number of the index, without a sign or leading zeros, "
+                         f"such as /items/0 (got {one_line(text, 60)!r})", kind="invalid_id")
+    return int(text)
 
 
 def inside(path: str, roots: tuple[str, ...] | list[str]) -> bool:

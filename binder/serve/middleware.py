@@ -6,6 +6,7 @@
   and status, and timed.
 * An exception no handler took becomes a 500 JSON error and one log line, never a traceback on
   the client or the terminal.
+* A HEAD request gets the headers its GET would get and no body (whatever the route or server).
 * A client that goes away before its answer (``ClientDisconnect`` while its body is read) is no
   error: nothing is logged above DEBUG and the request is counted with status 499
   (``CLIENT_CLOSED``, nginx's "client closed request"), never as a 500.
@@ -39,10 +40,13 @@ class ServeMiddleware:
             await self.app(scope, receive, send)
             return
         start, sent = time.perf_counter(), {"status": 500, "started": False}
+        head = scope.get("method") == "HEAD"
 
         async def tracking_send(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 sent["status"], sent["started"] = message["status"], True
+            elif head and message["type"] == "http.response.body" and message.get("body"):
+                message = {**message, "body": b""}
             await send(message)
 
         try:

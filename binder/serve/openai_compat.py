@@ -35,7 +35,7 @@ FIELDS = ("input", "model", "encoding_format", "dimensions", "user")
 Input = str | Upload
 
 
-@router.get("/v1/models")
+@router.api_route("/v1/models", methods=["GET", "HEAD"])
 async def models(request: Request) -> dict[str, Any]:
     """The one served model, as OpenAI lists models."""
     return {"object": "list", "data": [{"id": state_of(request).model_name, "object": "model", "created": 0,
@@ -85,7 +85,7 @@ async def _inputs(state: ServeState, body: Body, stack: ExitStack) -> tuple[list
         raise ServeError("input is empty: give at least one text or file", kind="invalid_request")
     if len(items) > MAX_INPUTS:
         raise ServeError(f"input holds {len(items)} items, more than {MAX_INPUTS}", kind="invalid_request")
-    return items, _options(fields)
+    return items, _options(fields, form=body.data is None)
 
 
 def _input_list(data: dict[str, Any]) -> list[Any]:
@@ -108,7 +108,7 @@ def _json_input(state: ServeState, item: Any, name: str, stack: ExitStack) -> In
                      f"not {type(item).__name__ if item is not None else 'null'}", kind="invalid_request")
 
 
-def _options(fields: Any) -> dict[str, Any]:
+def _options(fields: Any, form: bool) -> dict[str, Any]:
     fmt = fields.get("encoding_format") or "float"
     if fmt not in ("float", "base64"):
         raise ServeError(f"encoding_format must be 'float' or 'base64' (got {str(fmt)[:40]!r})", kind="invalid_request")
@@ -116,7 +116,8 @@ def _options(fields: Any) -> dict[str, Any]:
     if model is not None and not isinstance(model, str):
         raise ServeError("model must be a string", kind="invalid_request")
     dims = fields.get("dimensions")
-    return {"encoding_format": fmt, "dimensions": None if dims is None else as_int(dims, "dimensions", 1, 1 << 20)}
+    return {"encoding_format": fmt,
+            "dimensions": None if dims is None else as_int(dims, "dimensions", 1, 1 << 20, form=form)}
 
 
 async def _embed(state: ServeState, item: Input, lane: str) -> tuple[np.ndarray, int]:

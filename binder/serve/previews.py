@@ -8,8 +8,10 @@ than decoded blindly. What the built-in modalities draw:
 
 - image: the picture itself, EXIF rotation applied (JPEGs are decoded at a reduced scale);
 - audio, speech units: a log-mel spectrogram (librosa) of the first 30 seconds (magma);
-- depth: disparity (near is bright) in viridis, invalid pixels (0 or negative depth) in grey;
-- thermal: intensity in inferno, stretched between the 1st and 99th percentiles;
+- depth: disparity less its dominant plane (a wall's or table's tilt), contrast-stretched, in
+  viridis: what stands out toward the camera bright; invalid pixels (0 or negative depth) grey;
+- thermal: intensity less its dominant plane, stretched between the 1st and 99th percentiles of
+  what is left, in inferno: what is warmer than its surroundings bright;
 - video, two-stream video: the middle frame (the poster of the page's player);
 - IMU, time series: a line plot drawn with Pillow (accelerometer and gyroscope in two lanes);
 - text, a modality with no picture of its own, and a name no modality has: a card with the

@@ -72,10 +72,14 @@ def raw_get(app, path: str) -> tuple[int, bytes]:
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
              "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "headers": [],
              "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
-    out: dict[str, Any] = {"body": b""}
+    out: dict[str, Any] = {"body": b"", "received": False}
 
     async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
+        if not out["received"]:
+            out["received"] = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await anyio.sleep_forever()  # a client that stays: a response that waits for its going away ends anyway
+        raise AssertionError("unreachable")
 
     async def send(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":

@@ -12,7 +12,7 @@ from binder.embed.classify import label_embeddings
 from binder.index.query import embed_query
 from binder.index.search import EmbeddingIndex
 
-RESULT_KEYS = {"id", "score", "modality", "path", "name", "url", "thumb"}
+RESULT_KEYS = {"id", "score", "rank_score", "modality", "path", "name", "url", "thumb"}
 
 
 def test_healthz(client):
@@ -59,11 +59,14 @@ def test_models_lists_the_served_model(client):
 
 
 def test_search_has_the_page_contract_and_the_cli_ranking(client, model, base_index):
-    r = client.post("/search", json={"query": "a photo of a dog", "k": 4, "modality": None})
+    # one file of each modality: no modality's spread can be measured, so the ranking compared is raw
+    # (the mixes over an index that has the rows for them: test_search_forms)
+    r = client.post("/search", json={"query": "a photo of a dog", "k": 4, "modality": None, "mix": "raw"})
     assert r.status_code == 200
     body = r.json()
-    assert set(body) == {"query", "generation", "results"}
+    assert set(body) == {"query", "generation", "mix", "ranked_by", "results"}
     assert body["query"] == "a photo of a dog" and body["generation"] == 1
+    assert body["mix"] == body["ranked_by"] == "raw"
     index = EmbeddingIndex.open(base_index)
     want = index.search(embed_query(model, "a photo of a dog"), 4)
     assert [h["id"] for h in body["results"]] == [h.row for h in want]
@@ -72,7 +75,7 @@ def test_search_has_the_page_contract_and_the_cli_ranking(client, model, base_in
         assert hit["path"] == ref.meta["path"] and hit["modality"] == ref.meta["modality"]
         assert hit["name"] == ref.meta["path"].rsplit("/", 1)[-1]
         assert hit["url"] == f"/items/{hit['id']}" and hit["thumb"] == f"/thumbs/{hit['id']}.png"
-        assert hit["score"] == pytest.approx(ref.score, abs=1e-5)
+        assert hit["score"] == pytest.approx(ref.score, abs=1e-5) and hit["rank_score"] == hit["score"]
 
 
 def test_search_modality_filter_and_k(client):
@@ -84,7 +87,7 @@ def test_search_modality_filter_and_k(client):
 def test_search_by_expression_and_indexed_file_matches_the_cli(client, model, corpus, base_index):
     wav, depth = find(corpus, "audio"), find(corpus, "depth")
     expr = f"{wav} + 0.5*{depth} - the digit two"
-    r = client.post("/search", json={"query": expr, "k": 3})
+    r = client.post("/search", json={"query": expr, "k": 3, "mix": "raw"})
     assert r.status_code == 200, r.text
     want = EmbeddingIndex.open(base_index).search(embed_query(model, expr), 3)
     assert [h["id"] for h in r.json()["results"]] == [h.row for h in want]
@@ -93,7 +96,7 @@ def test_search_by_expression_and_indexed_file_matches_the_cli(client, model, co
 
 def test_search_by_uploaded_file(client, model, corpus, base_index):
     path = find(corpus, "thermal")
-    r = client.post("/search", files={"file": ("mine.thermal.png", path.read_bytes())}, data={"k": "2"})
+    r = client.post("/search", files={"file": ("mine.thermal.png", path.read_bytes())}, data={"k": "2", "mix": "raw"})
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["query"] == "mine.thermal.png" and len(body["results"]) == 2
@@ -135,6 +138,7 @@ def test_info(client, model):
     body = client.get("/info").json()
     assert body["dim"] == model.embed_dim and body["items"] == 10 and body["generation"] == 1
     assert "audio" in body["index_modalities"] and body["token_required"] is False
+    assert body["mixes"] == ["calibrated", "centered", "interleave", "raw"] and body["default_mix"] == "calibrated"
 
 
 def test_metrics_count_routes_statuses_batches_and_generation(client, serve):

@@ -141,6 +141,7 @@ def test_query_terms_outside_the_index_all_get_one_answer(bad, tmp_path):
     ("10", 404, "not_found"), ("999999", 404, "not_found"), ("-1", 400, "invalid_id"), ("..", 400, "invalid_id"),
     ("%2e%2e", 400, "invalid_id"), ("1.0", 400, "invalid_id"), ("abc", 400, "invalid_id"),
     ("..%2F..%2Fetc%2Fpasswd", 404, "not_found"), ("9" * 40, 400, "invalid_id"), ("0%00", 400, "invalid_id"),
+    ("01", 400, "invalid_id"), ("+1", 400, "invalid_id"), ("00", 400, "invalid_id"),
 ])
 def test_item_ids_outside_the_index(bad, item, status, kind):
     code, body = raw_get(bad.app, "/items/" + unquote(item))

@@ -21,6 +21,7 @@ from binder.serve.previews import (
     read_audio_head,
     signal_lanes,
 )
+from modalities.raster import dominant_plane_residual
 
 
 def png(data: bytes) -> Image.Image:
@@ -49,24 +50,38 @@ def test_image_keeps_its_aspect_and_is_shrunk(tmp_path):
     assert np.abs(np.asarray(img)[img.height // 2, img.width // 2].astype(int) - (200, 30, 30)).max() < 12
 
 
-def test_depth_is_colour_mapped_near_bright_and_holes_grey(tmp_path):
-    depth_mm = np.full((64, 64), 2000, np.uint16)
-    depth_mm[:, :32] = 500  # the left half is nearer
-    depth_mm[28:36, 40:48] = 0  # a hole: no reading
-    Image.fromarray(depth_mm).save(tmp_path / "scan.depth.png")
-    arr = np.asarray(png(make_preview(tmp_path / "scan.depth.png", "depth")))
-    near, far, hole = arr[10, 10], arr[10, 60], arr[32, 44]
-    assert luminance(near) > luminance(far) + 50
-    assert tuple(hole) == INVALID_RGB
-    assert len(set(near.tolist())) > 1, "colour-mapped, not grey"
+def _wall(size: int = 96, tilt: float = 0.9, relief_m: float = 0.015) -> tuple[np.ndarray, np.ndarray]:
+    """Depth (m) of a wall tilted sideways (its disparity a plane in the pixels, as a pinhole camera
+    sees any plane) with a digit-like bar standing ``relief_m`` out of it, and the bar's mask."""
+    vv, uu = np.mgrid[0:size, 0:size] / size
+    disparity = 1 / 0.8 + tilt * uu + 0.3 * vv  # 1.25 to 2.4 per metre: the wall recedes to the left
+    stem = (np.abs(uu - 0.55) < 0.08) & (np.abs(vv - 0.5) < 0.3)
+    bar = stem | (np.abs(vv - 0.25) < 0.06) & (np.abs(uu - 0.45) < 0.18)
+    return 1 / disparity - relief_m * bar, bar
+
+
+def test_depth_shows_what_stands_out_of_a_tilted_wall_not_the_tilt_and_holes_grey(tmp_path):
+    depth_m, bar = _wall()
+    depth_mm = np.round(depth_m * 1000).astype(np.uint16)
+    depth_mm[70:80, 10:20] = 0  # a hole: no reading
+    Image.fromarray(depth_mm).save(tmp_path / "wall.depth.png")
+    arr = np.asarray(png(make_preview(tmp_path / "wall.depth.png", "depth"))).astype(float)
+    lum = 0.2126 * arr[..., 0] + 0.7152 * arr[..., 1] + 0.0722 * arr[..., 2]
+    wall = ~bar
+    wall[70:80, 10:20] = False
+    assert lum[bar].mean() > lum[wall].mean() + 80, "the bar, 15 mm nearer than the wall, is bright"
+    left, right = lum[:, :12][wall[:, :12]].mean(), lum[:, -12:][wall[:, -12:]].mean()
+    assert abs(left - right) < 20, f"the wall's tilt is removed (left {left:.0f}, right {right:.0f})"
+    assert tuple(arr[75, 15].astype(int)) == INVALID_RGB
+    assert len(set(arr[bar][0].tolist())) > 1, "colour-mapped, not grey"
 
 
 def test_disparity_files_are_shown_as_they_are(tmp_path):
-    disp = np.full((40, 40), 0.5, np.float32)
-    disp[:, 20:] = 2.0  # larger disparity = nearer = brighter
-    np.save(tmp_path / "scan.disparity.npy", disp)
-    arr = np.asarray(png(make_preview(tmp_path / "scan.disparity.npy", "depth")))
-    assert luminance(arr[20, 35]) > luminance(arr[20, 5]) + 50
+    depth_m, bar = _wall(64)
+    np.save(tmp_path / "wall.disparity.npy", (1 / depth_m).astype(np.float32))  # larger disparity = nearer
+    arr = np.asarray(png(make_preview(tmp_path / "wall.disparity.npy", "depth"))).astype(float)
+    lum = 0.2126 * arr[..., 0] + 0.7152 * arr[..., 1] + 0.0722 * arr[..., 2]
+    assert lum[bar].mean() > lum[~bar].mean() + 80
 
 
 def test_thermal_hot_spot_is_bright_in_a_colour_map(tmp_path):
@@ -76,6 +91,35 @@ def test_thermal_hot_spot_is_bright_in_a_colour_map(tmp_path):
     arr = np.asarray(png(make_preview(tmp_path / "cam.thermal.png", "thermal")))
     assert luminance(arr[24, 24]) > luminance(arr[2, 2]) + 100
     assert len(set(arr[24, 24].tolist())) > 1
+
+
+def test_thermal_shows_the_warm_digit_not_the_slab_s_gradient(tmp_path):
+    vv, uu = np.mgrid[0:64, 0:64] / 64
+    _, bar = _wall(64)
+    heat = 20000 + 12000 * uu + 4000 * vv + 2500 * bar  # a slab warmer to the right, the digit a little warmer
+    Image.fromarray(heat.astype(np.uint16)).save(tmp_path / "slab.thermal.png")
+    arr = np.asarray(png(make_preview(tmp_path / "slab.thermal.png", "thermal"))).astype(float)
+    lum = 0.2126 * arr[..., 0] + 0.7152 * arr[..., 1] + 0.0722 * arr[..., 2]
+    assert lum[bar].mean() > lum[~bar].mean() + 80
+    left, right = lum[:, :8][~bar[:, :8]].mean(), lum[:, -8:][~bar[:, -8:]].mean()
+    assert abs(left - right) < 20, (left, right)
+
+
+def test_the_dominant_plane_is_the_one_most_pixels_lie_on():
+    vv, uu = np.mgrid[0:50, 0:60].astype(float)
+    plane = 3.0 + 0.2 * uu - 0.1 * vv
+    bump = np.zeros_like(plane)
+    bump[10:25, 20:40] = 5.0  # a tenth of the pixels stand out of it
+    valid = np.ones(plane.shape, bool)
+    valid[0:5, 0:5] = False
+    values = plane + bump
+    values[~valid] = -1e3  # what invalid pixels hold does not matter
+    residual = dominant_plane_residual(values, valid)
+    np.testing.assert_allclose(residual[valid], bump[valid], atol=1e-6)
+    flat = dominant_plane_residual(np.full((8, 8), 2.0), np.ones((8, 8), bool))
+    assert np.abs(flat).max() < 1e-9
+    few = dominant_plane_residual(np.arange(64.0).reshape(8, 8), np.eye(8, dtype=bool))  # a line: no plane fixed
+    assert np.isfinite(few).all()
 
 
 def _brightest_row(data: bytes) -> int:

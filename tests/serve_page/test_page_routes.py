@@ -82,9 +82,14 @@ def test_previews_are_cached_and_revalidated(client, monkeypatch):
     assert again.status_code == 304 and again.content == b""
 
 
-@pytest.mark.parametrize("path", ["/thumbs/999.png", "/thumbs/-1.png"])
-def test_an_unknown_item_is_a_typed_404(client, path):
-    assert_error(client.get(path), 404, "not_found")
+def test_an_unknown_item_is_a_typed_404(client):
+    assert_error(client.get("/thumbs/999.png"), 404, "not_found")
+
+
+@pytest.mark.parametrize("item", ["-1", "01", "+1", "1.5", "x", "1.png"])
+def test_an_id_that_is_no_row_number_is_a_400_as_on_items(client, item):
+    assert_error(client.get(f"/thumbs/{item}.png"), 400, "invalid_id")
+    assert_error(client.get(f"/items/{item}"), 400, "invalid_id")
 
 
 def test_a_token_guards_previews_but_not_the_page_shell(page_index, make_app):

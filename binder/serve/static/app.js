@@ -1,13 +1,16 @@
 // The anybind search page: plain JavaScript, no build step, nothing loaded from elsewhere.
 //
 // It calls the server's API: GET /info (the chips: the modalities of the index), POST /search
-// (JSON for a text query or expression, multipart for a file), GET /items/{id} (the indexed file:
-// players, text snippets, "search with this result") and GET /thumbs/{id}.png (previews). A server
-// with a token: the page takes it from ?token= in its address (or asks for it when a request is
-// refused), moves it into the anybind_token cookie (percent-encoded, so any token fits) for the
-// <img>, <audio> and <video> elements, which cannot send headers, and drops it from the address
-// and the history at once (history.replaceState). API calls also send "Authorization: Bearer"
-// when the token is plain ASCII (a header cannot carry other characters as UTF-8; the cookie does).
+// (JSON for a text query or expression, multipart for a file; with the chosen mix), POST /preview
+// (a picture of the file a search was made with), GET /items/{id} (the indexed file: players, text
+// snippets, "search with this result") and GET /thumbs/{id}.png (previews). The address follows the
+// search (q, modality, mix and k as URL parameters, history.replaceState), and an address holding
+// them runs that search when it is opened, so a search can be shared. A server with a token: the
+// page takes it from ?token= in its address (or asks for it, once, when a request is refused),
+// moves it into the anybind_token cookie (percent-encoded, so any token fits) for the <img>,
+// <audio> and <video> elements, which cannot send headers, and drops it from the address and the
+// history at once (history.replaceState). API calls also send "Authorization: Bearer" when the
+// token is plain ASCII (a header cannot carry other characters as UTF-8; the cookie does).
 // Everything a result holds is shown as text, never parsed as HTML.
 "use strict";
 
@@ -18,15 +21,34 @@
   const AUDIO = new Set(["audio", "speech_units"]);
   const VIDEO = new Set(["video", "two_stream"]);
   const PLOTS = new Set(["imu", "timeseries"]);
+  const MIXES = ["calibrated", "centered", "interleave", "raw"];
+  const DEFAULT_MIX = "calibrated";
+  const DEFAULT_K = 24;
+  // What a result's rank_score is, by the mix that ranked the results (the response's ranked_by).
+  const RANKS = {
+    calibrated: { short: "z", title: "z: how many standard deviations this cosine lies above what the query "
+      + "scores on this modality on average (the calibrated mix ranks by it)" },
+    centered: { short: "Δ", title: "Δ: the cosine less the query's average cosine over this modality "
+      + "(the centered mix ranks by it)" },
+  };
+  const RANKED_BY = {
+    calibrated: "calibrated mix (z: cosine in standard deviations above the query's mean on each modality)",
+    centered: "centered mix (Δ: cosine less the query's mean on each modality)",
+    interleave: "interleave (each modality's best, then their second best, …)",
+    raw: "cosine",
+  };
 
   const state = {
     token: null,
+    asked: false,     // the page asked for the token (it asks once)
     query: null,      // {kind: "text", text} or {kind: "file", file, label}
     modality: null,   // the active filter chip, or null for every modality
+    mix: DEFAULT_MIX, // how several modalities are ranked together (the "rank" select)
     modalities: [],   // the modalities the index holds (GET /info): the chips
-    counts: new Map(),  // modality → count among the last unfiltered results
+    counts: new Map(),  // modality → count in the current results (none after an error)
     seq: 0,           // the newest search; older answers are dropped
     objectUrls: [],
+    queryUrls: [],    // object URLs of the query's own preview and player
   };
 
   const $ = (selector) => document.querySelector(selector);
@@ -68,18 +90,26 @@
   }
 
   async function api(url, init = {}, retried = false) {
+    const used = state.token;
     const headers = new Headers(init.headers || {});
     const token = headerToken();
     if (token) headers.set("Authorization", `Bearer ${token}`);
     const resp = await fetch(url, { ...init, headers });
-    if (resp.status === 401 && !retried) {
-      const answer = window.prompt("This server needs its token:");
-      if (answer && answer.trim()) {
-        setToken(answer.trim());
-        return api(url, init, true);
-      }
-    }
+    if (resp.status === 401 && !retried && tokenAgain(used)) return api(url, init, true);
     return resp;
+  }
+
+  function tokenAgain(used) {
+    // Several requests may be refused at once: the first asks, the others retry with its answer.
+    if (state.token !== used) return true;
+    if (state.asked) return false;  // asked once already: the refusal stands (the status says why)
+    state.asked = true;
+    const answer = window.prompt("This server needs its token:");
+    if (answer && answer.trim()) {
+      setToken(answer.trim());
+      return true;
+    }
+    return false;
   }
 
   async function checked(resp) {
@@ -103,39 +133,67 @@
       return {
         method: "POST",
         headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ query: query.text, k, modality: state.modality }),
+        body: JSON.stringify({ query: query.text, k, modality: state.modality, mix: state.mix }),
       };
     }
     const form = new FormData();
     form.append("file", query.file, query.file.name);
     form.append("k", String(k));
+    form.append("mix", state.mix);
     if (state.modality) form.append("modality", state.modality);
     return { method: "POST", body: form };
   }
 
   function wantedK() {
     const k = Math.round(Number($("#k").value));
-    return Number.isFinite(k) && k >= 1 ? Math.min(k, 200) : 24;
+    return Number.isFinite(k) && k >= 1 ? Math.min(k, 200) : DEFAULT_K;
+  }
+
+  // The address holds the search (a file query cannot be put there: its filter and ranking are).
+  function syncAddress() {
+    const params = new URLSearchParams();
+    if (state.query && state.query.kind === "text") params.set("q", state.query.text);
+    if (state.modality) params.set("modality", state.modality);
+    if (state.mix !== DEFAULT_MIX) params.set("mix", state.mix);
+    if (wantedK() !== DEFAULT_K) params.set("k", String(wantedK()));
+    const rest = params.toString();
+    history.replaceState(null, "", location.pathname + (rest ? `?${rest}` : "") + location.hash);
+  }
+
+  function fromAddress() {
+    const params = new URLSearchParams(location.search);
+    const mix = params.get("mix");
+    if (mix && MIXES.includes(mix)) state.mix = mix;
+    $("#mix").value = state.mix;
+    state.modality = params.get("modality") || null;
+    const k = Number(params.get("k"));
+    if (Number.isInteger(k) && k >= 1 && k <= 200) $("#k").value = String(k);
+    return params.get("q");
   }
 
   async function runSearch() {
     if (!state.query) return;
     const seq = ++state.seq;
     const started = performance.now();
+    syncAddress();
     setStatus("Searching…");
     try {
       const resp = await checked(await api("/search", searchRequest(state.query, wantedK())));
       const data = await resp.json();
       if (seq !== state.seq) return;
-      state.counts = state.modality ? new Map() : countModalities(data.results);
+      state.counts = countModalities(data.results);  // the chips count what is shown now
       renderChips();
-      renderResults(data.results);
+      const rankedBy = data.ranked_by in RANKED_BY ? data.ranked_by : "raw";
+      renderResults(data.results, rankedBy);
       const ms = Math.round(performance.now() - started);
       const filter = state.modality ? ` of ${state.modality}` : "";
-      setStatus(`${data.results.length} result(s)${filter} · index generation ${data.generation} · ${ms} ms`);
+      setStatus(`${data.results.length} result(s)${filter} · ranked by ${RANKED_BY[rankedBy]}`
+        + ` · index generation ${data.generation} · ${ms} ms`);
     } catch (err) {
       if (seq !== state.seq) return;
       renderResults([]);  // no results of an earlier query left under this query's error
+      state.counts = new Map();  // nor their counts on the chips
+      renderChips();
       setStatus(err.message, true);
     }
   }
@@ -167,14 +225,43 @@
 
   function showQuery(query) {
     const view = $("#query-view");
+    for (const url of state.queryUrls) URL.revokeObjectURL(url);
+    state.queryUrls = [];
     view.replaceChildren();
     view.hidden = !query;
     if (!query) return;
     const size = query.file.size < 1024 ? `${query.file.size} B` : `${(query.file.size / 1024).toFixed(1)} KiB`;
     const clear = el("button", { type: "button", className: "clear", textContent: "×", title: "Clear" });
-    clear.addEventListener("click", () => { state.query = null; showQuery(null); });
-    view.append(el("span", { textContent: "Searching with " }), el("strong", { textContent: query.label }),
+    clear.addEventListener("click", () => { state.query = null; showQuery(null); syncAddress(); });
+    const picture = el("span", { className: "query-preview" });
+    view.append(picture, el("span", { textContent: "Searching with " }), el("strong", { textContent: query.label }),
       el("span", { textContent: ` · ${size}` }), clear);
+    showQueryPreview(query, picture);
+  }
+
+  // The server draws the query file as it draws results (POST /preview); audio and video get a player.
+  async function showQueryPreview(query, box) {
+    const form = new FormData();
+    form.append("file", query.file, query.file.name);
+    try {
+      const resp = await checked(await api("/preview", { method: "POST", body: form }));
+      const blob = await resp.blob();
+      if (state.query !== query) return;
+      const modality = resp.headers.get("X-Anybind-Modality") || "";
+      const url = URL.createObjectURL(blob);
+      state.queryUrls.push(url);
+      box.append(el("img", { className: `query-thumb m-${modality}`, src: url,
+        alt: `${modality} preview of ${query.file.name}` }));
+      if (AUDIO.has(modality) || VIDEO.has(modality)) {
+        const media = URL.createObjectURL(query.file);
+        state.queryUrls.push(media);
+        box.append(el(AUDIO.has(modality) ? "audio" : "video", { controls: true, preload: "metadata", src: media,
+          muted: VIDEO.has(modality), className: "query-player" }));
+      }
+    } catch (err) {
+      if (state.query !== query) return;
+      box.append(el("span", { className: "no-preview", textContent: `no preview (${err.message})` }));
+    }
   }
 
   // ------------------------------------------------------------------ chips
@@ -197,13 +284,17 @@
       state.modality = modality;
       renderChips();
       if (state.query) runSearch();
-      else setStatus(modality ? `Results will be ${modality} only.` : "Results will be of every modality.");
+      else {
+        syncAddress();
+        setStatus(modality ? `Results will be ${modality} only.` : "Results will be of every modality.");
+      }
     });
     return button;
   }
 
   function renderChips() {
     const names = new Set([...state.modalities, ...state.counts.keys()]);
+    if (state.modality) names.add(state.modality);
     const chips = $("#chips");
     chips.replaceChildren();
     if (!names.size) return;
@@ -223,13 +314,33 @@
 
   // ------------------------------------------------------------------ results
 
-  function renderResults(results) {
+  function renderResults(results, rankedBy = "raw") {
     for (const url of state.objectUrls) URL.revokeObjectURL(url);
     state.objectUrls = [];
-    $("#results").replaceChildren(...results.map(card));
+    $("#results").replaceChildren(...results.map((r) => card(r, rankedBy)));
   }
 
-  function card(result) {
+  // "z +2.31 · cos 0.512": what the results were ranked by, then the cosine; the title says which is which.
+  function scoreLabel(result, rankedBy) {
+    const cosine = Number(result.score);
+    const rank = RANKS[rankedBy];
+    const node = el("span", { className: "score", dataset: { cosine: String(cosine), rankedBy } });
+    let title = "cos: the cosine similarity of the query and this item";
+    if (rank && result.rank_score !== undefined && result.rank_score !== null) {
+      const value = Number(result.rank_score);
+      node.dataset.rankScore = String(value);
+      node.append(el("span", { className: "rank", textContent: `${rank.short} ${value >= 0 ? "+" : ""}${value.toFixed(2)}` }),
+        document.createTextNode(" · "));
+      title = `${rank.title}\n${title}`;
+    } else if (rankedBy === "interleave") {
+      title += "\nranked by interleave: each modality's best, then their second best, …";
+    }
+    node.append(el("span", { className: "cos", textContent: `cos ${cosine.toFixed(3)}` }));
+    node.title = title;
+    return node;
+  }
+
+  function card(result, rankedBy) {
     const preview = el("div", { className: "preview" });
     const render = AUDIO.has(result.modality) ? audioPreview
       : VIDEO.has(result.modality) ? videoPreview
@@ -239,7 +350,7 @@
     const meta = el("div", { className: "meta" }, [
       el("span", { className: "name", textContent: result.name, title: result.path }),
       el("span", { className: `badge m-${result.modality}`, textContent: result.modality }),
-      el("span", { className: "score", textContent: Number(result.score).toFixed(3), title: "cosine similarity" }),
+      scoreLabel(result, rankedBy),
     ]);
     const node = el("article", {
       className: "card", tabIndex: 0, title: `${result.path}\nclick to search with it`,
@@ -337,14 +448,20 @@
       if (text) searchText(text);
       else setStatus("Type a query, or drop a file.", true);
     });
+    $("#mix").addEventListener("change", () => {
+      state.mix = MIXES.includes($("#mix").value) ? $("#mix").value : DEFAULT_MIX;
+      if (state.query) runSearch();
+      else syncAddress();
+    });
   }
 
   function start() {
     tokenFromAddress();
     wireForm();
     wireDropZone();
+    const q = fromAddress();
+    renderChips();
     loadModalities();
-    const q = new URLSearchParams(location.search).get("q");
     if (q) {
       $("#query").value = q;
       searchText(q);

@@ -49,7 +49,7 @@ def shared_model(monkeypatch, model):
     """The CLI's model loaders hand out the session's model and count how often they are asked."""
     calls: list[str | None] = []
 
-    def load(path=None, quiet=False):
+    def load(path=None, *_, **__):  # both loaders' signatures: (path, quiet|modalities, ...)
         calls.append(path)
         return model
 

@@ -20,7 +20,6 @@ draws the progress bar.
 from __future__ import annotations
 
 import itertools
-import math
 import os
 import sys
 import time
@@ -49,6 +48,7 @@ from binder.train.data import (
 from binder.train.distributed import Ranks
 from binder.train.evaluate import evaluate_manifest
 from binder.train.loss import make_loss
+from binder.train.optim import adamw, schedule
 from binder.train.recipe import BindSpec, Recipe
 from binder.train.state import load_train_state, save_train_state
 from binder.train.step import StepBatch, StepRunner
@@ -86,8 +86,8 @@ class Trainer:
         self.losses = torch.nn.ModuleDict({d.spec.name: make_loss(self.cfg.loss, self.model.embed_dim,
                                                                   self.cfg.memory_size) for d in self.data})
         self._to_device()
-        self.optimizer = torch.optim.AdamW(self._param_groups(), lr=self.cfg.lr, betas=(0.9, 0.98), eps=1e-6)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.optimizer = adamw(self._param_groups(), self.cfg.lr)
+        self.scheduler = schedule(self.optimizer, self.cfg.warmup_steps, self.cfg.steps)
         self.runner = StepRunner(self.model, self.losses, self.ranks, self.precision, self.cfg.accumulate,
                                  self.cfg.token_drop)
         self.step = 0
@@ -139,13 +139,6 @@ class Trainer:
                 no_wd = p.ndim < 2 or any(k in name for k in ("cls", "pos", "embed", "scale"))
                 (no_decay if no_wd else decay).append(p)
         return [{"params": decay, "weight_decay": self.cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-    def _lr_factor(self, step: int) -> float:
-        warm = self.cfg.warmup_steps
-        if step < warm:
-            return (step + 1) / warm
-        progress = (step - warm) / max(1, self.cfg.steps - warm)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     # ------------------------------------------------------------------ batches
     def batch_rows(self, step: int) -> tuple[int, torch.Tensor]:

@@ -22,9 +22,12 @@ from binder.errors import ConfigError
 
 FILE_OPTION = "anybind.file"  # dataclass field metadata key of an options field that names a file
 
-# How a loaded model computes (binder.precision): as trained, or int8 (faster on a CPU). Here, not in
-# binder.precision, so that the command line offers the choice without importing torch.
-INFERENCE_PRECISIONS = ("fp32", "int8")
+# How a loaded model computes (binder.precision): as trained (fp32), in half precision on a GPU
+# (fp16, bf16), or int8 (faster on a CPU); "auto" is bf16 on a GPU that has it, else fp16 on a GPU,
+# fp32 on the CPU. Here, not in binder.precision, so that the command line offers the choice
+# without importing torch. An exported graph is fp32 or int8 (EXPORT_PRECISIONS).
+INFERENCE_PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
+EXPORT_PRECISIONS = ("fp32", "int8")
 
 
 @dataclass(frozen=True)

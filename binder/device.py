@@ -2,7 +2,8 @@
 
 ``auto`` takes a CUDA GPU when torch sees one, else Apple's MPS, else the CPU. A device torch cannot
 use is a DeviceError that says what torch sees, before any model is read; so is ``int8``, a CPU
-precision, on any other device.
+precision, on any other device, and ``bf16`` on a GPU without it. ``resolve_precision`` turns the
+precision ``auto`` into the one the device runs best.
 """
 from __future__ import annotations
 
@@ -53,6 +54,35 @@ def resolve_device(spec: str | None = None) -> torch.device:
 
 
 def check_device_precision(device: torch.device, precision: str) -> None:
-    """DeviceError for a precision the device cannot run (int8 is a CPU path)."""
+    """DeviceError for a precision the device cannot run: int8 is a CPU path, and bf16 needs a GPU
+    whose arithmetic has it (CUDA from Ampere on, MPS from macOS 14; every CPU runs it)."""
     if precision == "int8" and device.type != "cpu":
-        raise DeviceError(f"--precision int8 runs on the CPU only; on {device} use fp32")
+        raise DeviceError(f"--precision int8 runs on the CPU only; on {device} use fp16, bf16 or fp32")
+    if precision == "bf16" and not bf16_supported(device):
+        raise DeviceError(f"--precision bf16: {device} has no native bfloat16 arithmetic; use fp16 or fp32")
+
+
+def resolve_precision(device: torch.device, precision: str) -> str:
+    """The precision ``precision`` names on ``device``: ``auto`` is bf16 on a GPU that has it, else
+    fp16 on a GPU, and fp32 on the CPU (half precision on a CPU is slower, int8 is the CPU's fast
+    path and is asked for by name); any other name is checked (``check_device_precision``) and kept."""
+    if precision == "auto":
+        if device.type == "cpu":
+            return "fp32"
+        return "bf16" if bf16_supported(device) else "fp16"
+    check_device_precision(device, precision)
+    return precision
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether ``device`` computes in bfloat16 natively (not emulated)."""
+    import torch
+
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    if device.type == "mps":
+        try:
+            torch.ones(1, dtype=torch.bfloat16, device=device)
+        except (RuntimeError, TypeError):
+            return False
+    return True

@@ -30,10 +30,10 @@ import torch
 from torch import nn
 
 from binder.anchor import quiet_root_logger
-from binder.config import file_options
+from binder.config import EXPORT_PRECISIONS, file_options
 from binder.errors import AnybindError
 from binder.io import atomic_write_json, fsync_dir, fsync_file, temp_name
-from binder.precision import check_precision
+from binder.precision import PrecisionError, check_precision
 
 if TYPE_CHECKING:
     from binder.model import BindingModel
@@ -264,7 +264,8 @@ def export_onnx(model: BindingModel, out_dir: str | os.PathLike, precision: str 
     Returns the manifest.
     """
     require_onnx()
-    check_precision(precision)
+    if check_precision(precision) not in EXPORT_PRECISIONS:
+        raise PrecisionError(f"an exported graph is {' or '.join(EXPORT_PRECISIONS)}, not {precision!r}")
     check_tolerance(tolerance)
     names = list(modalities) if modalities else list(model.modalities)
     for name in names:

@@ -1,6 +1,7 @@
 """BindingModel: tokenizer → shared trunk → head for every modality it holds, in the anchor's space."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import os
@@ -23,6 +24,7 @@ from binder.checkpoint import (
     save_checkpoint,
 )
 from binder.config import BindConfig, ModalityConfig
+from binder.device import resolve_device
 from binder.errors import AnybindError, CheckpointError, ModalityError
 from binder.heads import Head
 from binder.lazy import UnfilledPartError, load_parts
@@ -84,6 +86,9 @@ class BindingModel(nn.Module):
         self.partial: tuple[str, ...] | None = None  # the modalities a partial load holds (``load``)
         self.stored = tuple(m.name for m in config.modalities)  # the modalities its folder holds
         self.input_device = torch.device("cpu")  # where inference inputs go (``place``)
+        self.precision = "fp32"  # how inference computes (``binder.precision.apply_precision``)
+        self.compute_dtype: torch.dtype | None = None  # fp16/bf16: inference runs under autocast to it
+        self.int8_encoders: tuple[str, ...] = ()  # int8: the encoders it quantized
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             self.anchor = anchor if anchor is not None else load_anchor(config.anchor, anchor_arch)
@@ -148,10 +153,12 @@ class BindingModel(nn.Module):
         """
         modality = self.modality(name)
         batch = self._to_input_device(batch)
-        if modality.tower is None:
-            z = self._encode_tokens(name, batch, modality.has_clips, token_drop, generator, scaled, window)
-        else:
-            z = self.encode_raw(name, batch)
+        with self._computing():
+            if modality.tower is None:
+                z = self._encode_tokens(name, batch, modality.has_clips, token_drop, generator, scaled, window)
+            else:
+                z = self.encode_raw(name, batch)
+        z = self._as_fp32(z, unit=not scaled)
         scale = self.config.modality(name).output_scale if scaled else None
         z = z * scale if scale else z
         if not torch.is_grad_enabled():  # inference: nothing non-finite leaves the model
@@ -166,9 +173,24 @@ class BindingModel(nn.Module):
         Unlike ``encode`` it does not raise on bad rows, so a batch keeps its good items. The batch
         goes to the model's device (``place``) and the embeddings come back to the CPU.
         """
-        with torch.inference_mode():
+        with torch.inference_mode(), self._computing():
             z = self.encode_raw(name, self._to_input_device(batch))
+        z = self._as_fp32(z, unit=True)
         return z.cpu(), bad_rows(z)
+
+    def _computing(self) -> contextlib.AbstractContextManager:
+        """Autocast to the model's half precision (``apply_precision``) on its device, else nothing."""
+        if self.compute_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.input_device.type, dtype=self.compute_dtype)
+
+    def _as_fp32(self, z: torch.Tensor, unit: bool) -> torch.Tensor:
+        """Embeddings computed in half precision back in fp32, unit ones normalized again there (a
+        half-precision norm is 1 only to about 1e-3); NaN stays NaN for the checks."""
+        if z.dtype == torch.float32:
+            return z
+        z = z.float()
+        return F.normalize(z, dim=-1) if unit else z
 
     def _to_input_device(self, batch: torch.Tensor) -> torch.Tensor:
         """A placed model's (``place``) input on its device; otherwise as given (training moves its own)."""
@@ -265,13 +287,16 @@ class BindingModel(nn.Module):
         return save_checkpoint(folder, self, payload)
 
     @classmethod
-    def load(cls, folder: str | os.PathLike, modalities: Iterable[str] | None = None) -> BindingModel:
+    def load(cls, folder: str | os.PathLike, modalities: Iterable[str] | None = None,
+             device: str | torch.device | None = None) -> BindingModel:
         """Rebuild from ``config.json`` and load the safetensors weights (bit-exact).
 
         ``modalities`` loads only what encoding those modalities needs (``binder.lazy``): the
         other modalities are left out, and the anchor's image and text towers are read only for
         ``"image"`` and ``"text"`` (or a trunk shared with the image tower). Such a partial
-        model embeds exactly as the whole one does, and refuses to be saved.
+        model embeds exactly as the whole one does, and refuses to be saved. ``device`` (a
+        ``binder.device`` spec such as ``"auto"`` or ``"cuda:1"``, or a torch device) places the
+        model there for inference (``place``); None leaves it on the CPU.
         """
         payload = read_config(folder)
         version = payload.get("format_version")
@@ -287,12 +312,14 @@ class BindingModel(nn.Module):
             raise CheckpointError(f"{folder}: bad config ({type(exc).__name__}: {exc})") from None
         config, cleared = resolve_option_files(folder, config, legacy=version == 1)
         check_buildable(folder, payload)
+        where = None if device is None else resolve_device(device if isinstance(device, str) else str(device))
         try:
-            return cls._load_checked(folder, config, payload.get("anchor_arch"), modalities)
+            model = cls._load_checked(folder, config, payload.get("anchor_arch"), modalities)
         except CheckpointError as exc:
             if cleared:  # a format-1 folder whose option file was left unopened: say so first
                 raise CheckpointError(f"{cleared[0].explain(folder)} ({exc})") from None
             raise
+        return model if where is None else model.place(where)
 
     @classmethod
     def _load_checked(cls, folder: str | os.PathLike, config: BindConfig, arch: dict | None,

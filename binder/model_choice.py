@@ -29,22 +29,23 @@ def model_spec(spec: str | os.PathLike | None) -> str | None:
 
 
 def load_model(spec: str | os.PathLike | None = None, *, modalities: Iterable[str] | None = None,
-               precision: str = "fp32", progress: bool = True, notify: Notify | None = None,
+               precision: str = "auto", progress: bool = True, notify: Notify | None = None,
                device: str | None = "cpu") -> BindingModel:
     """The model ``spec`` names (see ``model_spec``), in eval mode, on ``device``.
 
     ``modalities`` names what the job will encode ("text" for text queries or labels): only those
-    parts are read (``BindingModel.load``); None reads the whole model. ``precision`` "int8" quantizes
-    the encoders (``binder.precision``). ``device`` is a ``binder.device`` spec (None: ``$ANYBIND_DEVICE``,
-    else auto), checked before anything is read. ``notify`` hears the untrained default's warning.
+    parts are read (``BindingModel.load``); None reads the whole model. ``precision`` is one of
+    ``INFERENCE_PRECISIONS`` (``binder.precision``; ``auto``: half precision on a GPU, fp32 on the CPU).
+    ``device`` is a ``binder.device`` spec (None: ``$ANYBIND_DEVICE``, else auto); both are checked
+    before anything is read. ``notify`` hears the untrained default's warning.
     """
-    from binder.device import check_device_precision, resolve_device
+    from binder.device import resolve_device, resolve_precision
     from binder.hub import resolve_model
     from binder.model import BindingModel  # imported here so that command-line help stays fast
-    from binder.precision import apply_precision
+    from binder.precision import INT8_MIN_WIDTH, apply_precision, check_precision
 
     where = resolve_device(device)
-    check_device_precision(where, precision)
+    precision = resolve_precision(where, check_precision(precision))
     spec = model_spec(spec)
     if spec:
         model = BindingModel.load(resolve_model(spec, progress=progress), modalities)
@@ -53,6 +54,9 @@ def load_model(spec: str | os.PathLike | None = None, *, modalities: Iterable[st
             notify(UNTRAINED_NOTE)
         model = BindingModel.default()
     model = apply_precision(model.eval(), precision)
+    if precision == "int8" and not model.int8_encoders and notify is not None:
+        notify(f"note: --precision int8: no encoder of this model is {INT8_MIN_WIDTH} or more wide, where int8 "
+               f"gains on a CPU (docs/guides/performance.md); it runs at fp32")
     return model.place(where) if where.type != "cpu" else model
 
 

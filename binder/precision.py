@@ -1,4 +1,5 @@
-"""Inference precision of a BindingModel: ``fp32`` (as trained) or ``int8`` (faster on CPU).
+"""Inference precision of a BindingModel: ``fp32`` (as trained), ``fp16``/``bf16`` (on a GPU) or
+``int8`` (faster on CPU); ``auto`` picks by device (``binder.device.resolve_precision``).
 
 ``int8`` is torch's dynamic quantization (``torch.ao.quantization.quantize_dynamic``, onednn
 backend): every ``nn.Linear`` weight is stored as int8 with one scale per output channel, and
@@ -38,6 +39,11 @@ if TYPE_CHECKING:
 # products on AMX / VNNI where the CPU has them; the first one this torch build has is used.
 ENGINES = ("onednn", "x86", "fbgemm", "qnnpack")
 CHUNK_ROWS = 1024  # rows an int8 layer quantizes and multiplies at a time (its buffers stay in cache)
+# int8 is used for an encoder only from this width on: the narrowest width at which int8 measured at
+# least INT8_MIN_SPEEDUP × fp32 (benchmarks/int8_width.py; docs/guides/performance.md). Narrower
+# encoders stay fp32: their matrices are too small for int8 products to repay quantizing activations.
+INT8_MIN_WIDTH = 256
+INT8_MIN_SPEEDUP = 1.5
 
 
 class PrecisionError(AnybindError):
@@ -141,8 +147,9 @@ def _additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return mask.to(dtype)
 
 
-def project_attention(module: nn.Module) -> int:
-    """Swap every ``nn.MultiheadAttention`` under ``module`` for a ``ProjectedAttention`` in place.
+def project_attention(module: nn.Module, within: set[int] | None = None) -> int:
+    """Swap every ``nn.MultiheadAttention`` under ``module`` (whose id is in ``within``, when given;
+    the new modules' ids join it) for a ``ProjectedAttention`` in place.
 
     A module reached along several paths (the anchor's blocks reused as the shared trunk) is
     swapped once and stays shared. Returns how many attention modules were swapped.
@@ -150,9 +157,13 @@ def project_attention(module: nn.Module) -> int:
     done: dict[int, ProjectedAttention] = {}
     for parent in list(module.modules()):
         for name, child in list(parent.named_children()):
+            if within is not None and id(child) not in within:
+                continue
             if isinstance(child, nn.MultiheadAttention) and not _unloaded(child):
                 if id(child) not in done:
                     done[id(child)] = ProjectedAttention.from_mha(child)
+                    if within is not None:  # the new projections belong to the part being converted
+                        within.update(id(m) for m in done[id(child)].modules())
                 setattr(parent, name, done[id(child)])
     return len(done)
 
@@ -272,17 +283,18 @@ def default_engine() -> str:
     raise PrecisionError(f"int8 needs a quantized backend of torch; this build has none of {', '.join(ENGINES)}")
 
 
-def quantize_int8(module: nn.Module, engine: str | None = None) -> nn.Module:
+def quantize_int8(module: nn.Module, engine: str | None = None, within: set[int] | None = None) -> nn.Module:
     """Dynamic int8 quantization of every loaded ``nn.Linear`` under ``module`` (attention included), in place.
 
     Weights get one scale per output channel; ``engine`` is the torch quantized backend whose
-    kernels the packed weights are made for (default: ``default_engine()``).
+    kernels the packed weights are made for (default: ``default_engine()``). ``within`` (ids of
+    modules) limits it to those layers: the encoders ``int8_encoders`` picks.
     """
     engine = engine or default_engine()
     if engine not in torch.backends.quantized.supported_engines:
         raise PrecisionError(f"int8 needs torch's {engine!r} quantized backend, which this torch build lacks "
                              f"(it has: {', '.join(torch.backends.quantized.supported_engines)})")
-    project_attention(module)
+    project_attention(module, within)
     _strip_parametrizations(module)
     previous = torch.backends.quantized.engine
     with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao
@@ -292,7 +304,7 @@ def quantize_int8(module: nn.Module, engine: str | None = None) -> nn.Module:
         torch.backends.quantized.engine = engine
         try:
             loaded = {name: per_channel_dynamic_qconfig for name, sub in module.named_modules()
-                      if isinstance(sub, nn.Linear) and not _unloaded(sub)}
+                      if isinstance(sub, nn.Linear) and not _unloaded(sub) and (within is None or id(sub) in within)}
             quantize_dynamic(module, loaded, dtype=torch.qint8,
                              mapping={nn.Linear: ItemwiseInt8Linear}, inplace=True)
             # torch.cpu._is_vnni_supported is private torch API, the only way to ask whether fbgemm's int8
@@ -308,17 +320,70 @@ def is_quantized_linear(module: nn.Module) -> bool:
     return isinstance(module, ItemwiseInt8Linear)
 
 
-def apply_precision(model: BindingModel, precision: str) -> BindingModel:
-    """``model`` set up for inference at ``precision``: ``fp32`` returns it unchanged.
+HALF_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
-    ``int8`` converts the model in place (its fp32 weights are dropped: a model of ImageBind-Huge
-    size would not fit twice in memory) and returns it in eval mode, for inference only. Every
-    encoder is quantized: the anchor's image and text towers, the shared trunk, and each modality's
-    tokenizer, trunk and head. ``encode`` still checks that every embedding is a finite unit vector.
+
+def apply_precision(model: BindingModel, precision: str, int8_min_width: int = INT8_MIN_WIDTH) -> BindingModel:
+    """``model`` set up for inference at ``precision``; ``model.precision`` says which it got.
+
+    ``fp32`` returns it unchanged. ``auto`` is resolved for the device the model is placed on
+    (``binder.device.resolve_precision``: fp32 on the CPU). ``fp16``/``bf16`` cast the weights of
+    every loaded part to that type (half the memory) and run inference under autocast to it, so
+    that layer norms, softmax and the final normalization still compute in fp32
+    (``BindingModel._computing``). ``int8`` converts the model in place (its fp32 weights are
+    dropped: a model of ImageBind-Huge size would not fit twice in memory) and returns it in eval
+    mode, for inference only. Each encoder at least ``int8_min_width`` wide is quantized
+    (``int8_encoders``; ``model.int8_encoders`` names them): the anchor's image and text towers, and
+    each modality's tokenizer, trunk (its own or the shared one) and head; narrower ones stay fp32,
+    where they run faster. ``encode`` still checks that every embedding is a finite unit vector.
     """
     check_precision(precision)
+    if precision == "auto":
+        from binder.device import resolve_precision
+
+        precision = resolve_precision(model.input_device, precision)
     if precision == "fp32":
         return model
     model.eval().requires_grad_(False)
-    quantize_int8(model)
+    if precision in HALF_DTYPES:
+        cast_half(model, HALF_DTYPES[precision])
+    else:
+        chosen = int8_encoders(model, int8_min_width)
+        quantize_int8(model, within={id(m) for name in chosen for part in encoder_parts(model)[name][1]
+                                     for m in part.modules()})
+        model.int8_encoders = tuple(chosen)
+    model.precision = precision
     return model
+
+
+def encoder_parts(model: BindingModel) -> dict[str, tuple[int, list[nn.Module]]]:
+    """Each encoder of ``model`` by the modality it encodes: (width, the modules that make it).
+
+    ``image`` and ``text`` are the anchor's towers; every other modality is its tokenizer, the
+    trunk it runs through (its own, or the shared one) and its head.
+    """
+    clip = model.anchor.clip
+    visual_width = getattr(getattr(clip.visual, "transformer", None), "width", model.anchor.embed_dim)
+    text_width = getattr(getattr(clip, "transformer", None), "width", model.anchor.embed_dim)
+    parts: dict[str, tuple[int, list[nn.Module]]] = {"image": (int(visual_width), [clip.visual])}
+    if hasattr(clip, "transformer"):
+        parts["text"] = (int(text_width), [clip.transformer])
+    for name in model.tokenizers:
+        trunk = model.trunk_for(name)
+        parts[name] = (int(trunk.width), [model.tokenizers[name], trunk, model.heads[name]])
+    return parts
+
+
+def int8_encoders(model: BindingModel, min_width: int = INT8_MIN_WIDTH) -> list[str]:
+    """The encoders int8 is used for: those at least ``min_width`` wide (``INT8_MIN_WIDTH``: the
+    narrowest width at which int8 measured faster enough than fp32 to pay); the others stay fp32."""
+    return [name for name, (width, _) in encoder_parts(model).items() if width >= min_width]
+
+
+def cast_half(model: BindingModel, dtype: torch.dtype) -> None:
+    """Every loaded floating-point parameter of ``model`` in ``dtype``, in place; buffers (filter
+    banks, fixed position tables) stay fp32 and autocast meets them where they are used."""
+    for param in model.parameters():
+        if param.is_floating_point() and not param.is_meta:
+            param.data = param.data.to(dtype)
+    model.compute_dtype = dtype

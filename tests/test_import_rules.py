@@ -3,6 +3,8 @@
 serve and the CLI both stand on the library (serve never imports binder.cli; of the CLI only the
 ``serve`` command module imports binder.serve, to start it); index and serve never import train;
 no module imports another module's private (``_``-prefixed) name. Imports inside functions count.
+And the command line starts light: no command's --help, no listing, imports numpy or torch, and the
+index commands that load no model never import torch (run in a fresh interpreter).
 """
 from __future__ import annotations
 
@@ -94,3 +96,91 @@ def test_the_command_line_loads_without_torch():
 
     code = "import sys, binder.cli; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+# One fresh interpreter runs `anybind ARGS` for each ARGS in argv[1] (JSON; "*" = `--help` of every
+# command and subcommand) through the console entry point, and prints, per run, the arguments, the
+# exit code and which of the modules in argv[2] were imported by then.
+RUN_FRESH = """
+import contextlib, io, json, sys
+
+from binder.cli import app, main
+
+def every_command(cmd, path):
+    yield path
+    for name, sub in getattr(cmd, "commands", {}).items():
+        yield from every_command(sub, [*path, name])
+
+runs = json.loads(sys.argv[1])
+if runs == "*":
+    runs = [[*path, "--help"] for path in every_command(app, [])]
+heavy = json.loads(sys.argv[2])
+report = []
+for args in runs:
+    sys.argv, code = ["anybind", *args], 0
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            main()
+        except SystemExit as exc:
+            code = exc.code
+    report.append([" ".join(args), code, [m for m in heavy if m in sys.modules]])
+print(json.dumps(report))
+"""
+
+
+def run_fresh(runs, heavy: tuple[str, ...], env: dict[str, str] | None = None) -> list[tuple[str, int, list[str]]]:
+    """[(args, exit code, the ``heavy`` modules imported by then)] of ``anybind ARGS`` run in order
+    in one fresh interpreter; ``runs`` is a list of argument lists, or "*" for every command's --help."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", RUN_FRESH, json.dumps(runs), json.dumps(heavy)], cwd=ROOT,
+                          env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return [tuple(r) for r in json.loads(done.stdout)]
+
+
+def test_help_of_every_command_imports_neither_torch_nor_numpy():
+    """`anybind --help` and `anybind CMD [SUB] --help` stay fast: no command module imports numpy
+    (or torch) at load, and listing a command's options needs neither."""
+    report = run_fresh("*", ("torch", "numpy"))
+    assert len(report) > 20 and {"--help", "index verify --help", "search --help"} <= {r[0] for r in report}
+    assert [r for r in report if r[1:] != (0, [])] == []
+
+
+@pytest.mark.parametrize("args", [["models"], ["presets"], ["--version"], ["pull", "--help"]])
+def test_listing_commands_import_neither_torch_nor_numpy(args, tmp_path):
+    report = run_fresh([args], ("torch", "numpy"), env={"ANYBIND_HOME": str(tmp_path)})
+    assert report == [(" ".join(args), 0, [])]
+
+
+@pytest.fixture
+def small_index(tmp_path) -> Path:
+    """An index of three text rows written with IndexWriter: no model involved."""
+    import numpy as np
+
+    from binder.embed.shards import file_hash
+    from binder.index.writer import IndexWriter
+
+    rows = []
+    for i in range(3):
+        path = tmp_path / f"note{i}.txt"
+        path.write_text(f"note {i}")
+        st = path.stat()
+        rows.append({"path": str(path), "modality": "text", "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                     "mtime": st.st_mtime, "hash": file_hash(path), "shape": [1]})
+    (tmp_path / "note0.txt").unlink()  # a row for `index rm --missing` to remove
+    with IndexWriter(tmp_path / "idx", dim=4) as writer:
+        writer.append(np.eye(4, dtype=np.float32)[:3], rows)
+        writer.flush()
+    return tmp_path / "idx"
+
+
+@pytest.mark.parametrize("command", ["info", "verify", "rm --missing", "compact", "repair"])
+def test_index_commands_that_embed_nothing_do_not_import_torch(command, small_index):
+    """The index commands that load no model leave torch out (reading shards needs numpy)."""
+    name, *options = command.split()
+    report = run_fresh([["index", name, str(small_index), *options]], ("torch",))
+    assert report == [(f"index {name} {small_index} {' '.join(options)}".strip(), 0, [])]

@@ -1,4 +1,5 @@
-"""binder.precision: fp32 leaves a model alone; int8 quantizes every encoder, attention projections included."""
+"""binder.precision: fp32 leaves a model alone; int8 quantizes every encoder wide enough to gain from it,
+attention projections included."""
 from __future__ import annotations
 
 import copy
@@ -13,10 +14,14 @@ from binder.config import INFERENCE_PRECISIONS, TrunkConfig
 from binder.errors import AnybindError, ModalityError
 from binder.export import example_batch
 from binder.model import BindingModel
+from binder.model_choice import load_model
 from binder.precision import (
+    INT8_MIN_WIDTH,
     PrecisionError,
     ProjectedAttention,
     apply_precision,
+    encoder_parts,
+    int8_encoders,
     is_quantized_linear,
     project_attention,
 )
@@ -38,7 +43,7 @@ def models() -> dict[str, BindingModel]:
 
 @pytest.fixture(scope="module")
 def int8_models(models) -> dict[str, BindingModel]:
-    return {key: apply_precision(copy.deepcopy(m), "int8") for key, m in models.items()}
+    return {key: apply_precision(copy.deepcopy(m), "int8", int8_min_width=0) for key, m in models.items()}
 
 
 def _attention_cases():
@@ -132,7 +137,7 @@ def test_fp32_returns_the_model_unchanged(models):
     assert any(isinstance(m, nn.MultiheadAttention) for m in model.modules())
 
 
-@pytest.mark.parametrize("bad", ["int4", "FP32", "", "bf16"])
+@pytest.mark.parametrize("bad", ["int4", "FP32", "", "float16"])
 def test_unknown_precision_is_a_typed_error_listing_the_choices(models, bad):
     with pytest.raises(PrecisionError) as info:
         apply_precision(models["imagebind-test"], bad)
@@ -162,7 +167,7 @@ def test_int8_twice_is_int8_once(int8_models):
     x = example_batch(model, "audio")
     with torch.inference_mode():
         before = model.encode("audio", x)
-        assert torch.equal(apply_precision(model, "int8").encode("audio", x), before)
+        assert torch.equal(apply_precision(model, "int8", int8_min_width=0).encode("audio", x), before)
 
 
 def test_int8_keeps_the_shared_trunk_shared(int8_models):
@@ -251,7 +256,7 @@ def test_int8_of_a_lora_trunk_folds_the_update_in():
     x = example_batch(lora, "imu", batch=4)
     with torch.inference_mode():
         want = lora.encode("imu", x)
-    int8 = apply_precision(lora, "int8")
+    int8 = apply_precision(lora, "int8", int8_min_width=0)
     assert not any(parametrize.is_parametrized(m) for m in int8.modules())
     with torch.inference_mode():
         assert (int8.encode("imu", x) * want).sum(-1).min() >= SMALL_MODEL_COSINE
@@ -291,11 +296,44 @@ def test_int8_of_a_partial_load_equals_int8_of_the_whole_model(tmp_path, preset)
     names = ["audio", "imu", "image", "text"]
     source = BindingModel.from_preset(preset) if preset != "default" else BindingModel.default(names)
     source.save(tmp_path / "m")
-    whole = apply_precision(BindingModel.load(tmp_path / "m"), "int8")
-    part = apply_precision(BindingModel.load(tmp_path / "m", ["audio", "text"]), "int8")
+    whole = apply_precision(BindingModel.load(tmp_path / "m"), "int8", int8_min_width=0)
+    part = apply_precision(BindingModel.load(tmp_path / "m", ["audio", "text"]), "int8", int8_min_width=0)
     assert any(p.is_meta for p in part.parameters())  # the image tower stayed unloaded
     for name in ("audio", "text"):
         x = example_batch(whole, name, 3)
         with torch.no_grad():
             assert torch.equal(whole.encode(name, x), part.encode(name, x)), name
     assert any(is_quantized_linear(m) for m in part.heads["audio"].modules())
+
+
+def test_int8_leaves_encoders_narrower_than_the_rule_in_fp32(models):
+    """imagebind-test's depth encoder is 24 wide, the others 32: a 32 rule quantizes all but depth."""
+    fp32 = models["imagebind-test"]
+    int8 = apply_precision(copy.deepcopy(fp32), "int8", int8_min_width=32)
+    assert set(int8.int8_encoders) == set(fp32.modalities) - {"depth"}
+    depth_parts = encoder_parts(int8)["depth"][1]
+    assert not any(is_quantized_linear(m) for part in depth_parts for m in part.modules())
+    assert any(isinstance(m, nn.MultiheadAttention) for m in int8.trunk_for("depth").modules())
+    assert any(is_quantized_linear(m) for m in int8.trunk_for("audio").modules())
+    x = example_batch(fp32, "depth", batch=2)
+    assert torch.equal(int8.encode("depth", x), fp32.encode("depth", x))
+    x = example_batch(fp32, "audio", batch=2)
+    assert not torch.equal(int8.encode("audio", x), fp32.encode("audio", x))
+
+
+def test_the_int8_rule_keeps_imagebind_huge_encoders_by_width():
+    with torch.device("meta"):
+        huge = BindingModel.from_preset("imagebind-huge", pretrained=None)
+    widths = {name: width for name, (width, _) in encoder_parts(huge).items()}
+    assert widths == {"image": 1280, "text": 1024, "audio": 768, "depth": 384, "thermal": 768, "imu": 512}
+    assert set(int8_encoders(huge)) == {n for n, w in widths.items() if w >= INT8_MIN_WIDTH}
+    assert int8_encoders(huge, 600) == ["image", "text", "audio", "thermal"]
+
+
+def test_a_model_too_narrow_for_int8_says_it_runs_at_fp32(tmp_path):
+    BindingModel.default().save(tmp_path / "m")
+    notes: list[str] = []
+    model = load_model(tmp_path / "m", modalities=["audio"], precision="int8", progress=False, notify=notes.append,
+                       device="cpu")
+    assert model.precision == "int8" and model.int8_encoders == ()
+    assert any("runs at fp32" in n for n in notes), notes

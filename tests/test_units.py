@@ -273,3 +273,29 @@ def test_units_fit_errors_name_the_model_and_the_files(speech, tmp_path, capfd):
     assert code == 2 and last.startswith("anybind: error: no speech file could be read (5 tried:"), err
     assert "bad0.speech.wav: " in last and "bad2.speech.wav: " in last and "and 2 more" in last
     assert not (tmp_path / "y.safetensors").exists()
+
+
+def test_units_fit_computes_hidden_features_on_the_device_it_is_given(speech, first, tmp_path, capfd, monkeypatch):
+    import binder.train.units
+
+    folder, _ = speech
+    first.save(tmp_path / "model")
+    args = ["units", "fit", str(folder / "train.jsonl"), "--out", str(tmp_path / "i2.safetensors"), "--model",
+            str(tmp_path / "model"), "--layer", "1", "--k", "8", "--quiet"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, out, err = run_cli([*args, "--device", "cuda"], capfd)
+    assert code == 2 and not out and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("anybind: error: --device cuda: torch sees no CUDA device") and "Traceback" not in err
+    assert not (tmp_path / "i2.safetensors").exists()
+    code, _, err = run_cli(["units", "fit", str(folder / "train.jsonl"), "--out", str(tmp_path / "i1.safetensors"),
+                            "--device", "cuda", "--quiet"], capfd)
+    assert code == 2 and "torch sees no CUDA device" in err and not (tmp_path / "i1.safetensors").exists()
+
+    seen = []
+    fit = binder.train.units.fit_next_codebook
+    monkeypatch.setattr(binder.train.units, "fit_next_codebook",
+                        lambda *a, **kw: seen.append(kw["device"]) or fit(*a, **kw))
+    code, out, err = run_cli([*args, "--device", "cpu"], capfd)
+    assert code == 0 and "iteration 2" in out, err
+    assert seen == [torch.device("cpu")]
+

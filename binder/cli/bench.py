@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from binder.cli import common
+from binder.cli.embed import PRECISION_OPTION
 from binder.model_choice import UNTRAINED, model_spec
 from recipes.bench import BENCHMARKS
 
@@ -40,8 +41,9 @@ def _layouts() -> str:
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Threads decoding files.")
 @click.option("--quiet", is_flag=True, help="No progress bars or notes.")
 @common.DEVICE_OPTION
+@PRECISION_OPTION
 def bench_cmd(name: str, data_dir: str, model_dir: str | None, out_file: str | None, work_dir: str | None,
-              batch_size: int, workers: int, quiet: bool, device: str | None) -> None:
+              batch_size: int, workers: int, quiet: bool, device: str | None, precision: str) -> None:
     """Zero-shot benchmark NAME on the data set in --data; prints anybind's figure and the paper's.
 
     Files of the data set that cannot be read are listed on stderr and left out of the figure.
@@ -50,11 +52,12 @@ def bench_cmd(name: str, data_dir: str, model_dir: str | None, out_file: str | N
     from recipes.bench.run import format_table, run_benchmark
 
     bench = BENCHMARKS[name]
-    model = common.load_model(model_dir, quiet, device=device)
+    model = common.load_model(model_dir, quiet, device=device, precision=precision)
     with ExitStack() as stack:
         work = work_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix=f"anybind-bench-{name}-"))
         result = run_benchmark(model, bench, data_dir, work, batch_size, workers, progress=not quiet)
     result["model"] = model_spec(model_dir) or UNTRAINED
+    result["device"], result["precision"] = str(model.input_device), model.precision
     _report_left_out(result)
     for line in format_table([result]):
         click.echo(line)

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from binder.model import BindingModel
 
 def load_model(path: str | None, quiet: bool = False, *, modalities: Iterable[str] | None = None,
-               precision: str = "fp32", device: str | None = None) -> BindingModel:
+               precision: str = "auto", device: str | None = None) -> BindingModel:
     """``binder.model_choice.load_model`` with its notes on stderr unless ``quiet``; ``device`` None
     is ``$ANYBIND_DEVICE``, else auto."""
     from binder.model_choice import load_model as choose

@@ -11,8 +11,9 @@ from binder.config import INFERENCE_PRECISIONS
 from binder.model_choice import UNTRAINED, model_spec
 
 PRECISION_OPTION = click.option(
-    "--precision", type=click.Choice(INFERENCE_PRECISIONS), default="fp32", show_default=True,
-    help="int8: dynamic int8 quantization of every encoder, faster on CPU (docs/guides/performance.md).")
+    "--precision", type=click.Choice(INFERENCE_PRECISIONS), default="auto", show_default=True,
+    help="auto: bf16 on a GPU that has it, else fp16 on a GPU, fp32 on the CPU. int8: dynamic int8 "
+         "quantization of the encoders, faster on the CPU (docs/guides/performance.md).")
 
 
 def register(app: click.Group) -> None:
@@ -65,8 +66,9 @@ def embed_cmd(paths, modality, model_dir, out_dir, fmt, batch_size, workers, qui
 
         if fmt != "npy":
             raise click.UsageError("--ray writes npy shards; use --format npy")
-        if precision != "fp32":
-            raise click.UsageError("--ray embeds at fp32; leave out --precision")
+        if precision != "auto" or device:
+            raise click.UsageError("--ray places its actors itself (a GPU each when the cluster has them, at auto "
+                                   "precision: fp32 on CPUs, bf16/fp16 on GPUs); leave out --device and --precision")
         opts = BuildOptions(modality, batch_size, workers, progress=False)
         done, failures = embed_ray(paths, out_dir, ray_address, model_spec(model_dir), opts)
         for f in failures:

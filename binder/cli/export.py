@@ -6,7 +6,7 @@ import math
 import click
 
 from binder.cli import common
-from binder.config import INFERENCE_PRECISIONS
+from binder.config import EXPORT_PRECISIONS
 
 
 def register(app: click.Group) -> None:
@@ -29,7 +29,7 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
 @export_group.command("onnx")
 @click.argument("model_dir", metavar="MODEL", type=click.Path(exists=True, file_okay=False))
 @click.argument("out_dir", metavar="OUT", type=click.Path(file_okay=False))
-@click.option("--precision", type=click.Choice(INFERENCE_PRECISIONS), default="fp32", show_default=True,
+@click.option("--precision", type=click.Choice(EXPORT_PRECISIONS), default="fp32", show_default=True,
               help="int8: ONNX Runtime's dynamic int8 quantization of every graph.")
 @click.option("--modality", "modalities", multiple=True, help="Export only this modality (repeatable).")
 @click.option("--tolerance", type=click.FloatRange(min=0), default=None, callback=_finite,

@@ -10,6 +10,7 @@ from typing import TextIO
 import click
 
 from binder.cli import common
+from binder.cli.embed import PRECISION_OPTION
 from binder.model_choice import UNTRAINED_NOTE, model_spec
 
 
@@ -42,6 +43,7 @@ def _embed_options(fn: Callable) -> Callable:
                      help="Run as a Ray Data job: 'local' starts Ray here, else a cluster address."),
         click.option("--quiet", is_flag=True, help="No progress bar."),
         common.DEVICE_OPTION,
+        PRECISION_OPTION,
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -63,7 +65,7 @@ def add_cmd(**kw) -> None:
 
 
 def _run_build(index_dir, paths, modality, model_dir, batch_size, workers, shard_size, log_file,
-               ray_address, quiet, device, create) -> None:
+               ray_address, quiet, device, precision, create) -> None:
     from binder.index.build import BuildOptions, build_index, resolve_model
     from binder.index.store import read_index_manifest
     from binder.registry import get_modality
@@ -75,10 +77,19 @@ def _run_build(index_dir, paths, modality, model_dir, batch_size, workers, shard
     model_dir = model_spec(model_dir)
     if resolve_model(index_dir, model_dir) is None and not quiet:
         click.echo(UNTRAINED_NOTE, err=True)
-    from binder.device import resolve_device
+    from binder.device import resolve_device, resolve_precision
+    from binder.precision import check_precision
 
-    where = str(resolve_device(device)) if not ray_address else "cpu"  # a missing GPU: one line, before any work
-    opts = BuildOptions(modality, batch_size, workers, shard_size, progress=not quiet, device=where)
+    if ray_address and (device or precision != "auto"):
+        raise click.UsageError("--ray places its actors itself (a GPU each when the cluster has them, at auto "
+                               "precision); leave out --device and --precision")
+    where = "cpu"
+    if not ray_address:  # a missing GPU or a precision it cannot run: one line, before any work
+        placed = resolve_device(device)
+        resolve_precision(placed, check_precision(precision))
+        where = str(placed)
+    opts = BuildOptions(modality, batch_size, workers, shard_size, progress=not quiet, device=where,
+                        precision=precision)
     with _log(log_file) as log:
         if ray_address:
             from binder.index.ray_job import build_index_ray
@@ -125,7 +136,7 @@ class _log:
 @click.option("--missing", is_flag=True, help="Also remove rows whose file no longer exists.")
 def rm_cmd(index_dir: str, paths: tuple[str, ...], missing: bool) -> None:
     """Remove the rows of PATHS (files, or every row under a folder)."""
-    from binder.index.build import remove_from_index
+    from binder.index.maintenance import remove_from_index
 
     if not paths and not missing:
         raise click.UsageError("give PATHS to remove, or --missing")
@@ -150,7 +161,7 @@ def info_cmd(index_dir: str) -> None:
 @click.option("--shard-size", type=click.IntRange(min=1), default=1024, show_default=True)
 def compact_cmd(index_dir: str, shard_size: int) -> None:
     """Rewrite live rows into fresh shards, dropping removed rows and unused shard files."""
-    from binder.index.build import compact_index
+    from binder.index.maintenance import compact_index
 
     n = compact_index(index_dir, shard_size)
     click.echo(f"index {index_dir}: compacted into {n} shard(s)", err=True)

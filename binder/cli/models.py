@@ -28,7 +28,7 @@ def models_cmd() -> None:
         elif state.partial is not None:
             where = f"{state.partial} ({human_size(state.partial_bytes)} so far; the next pull resumes it)"
         else:
-            where = f"`anybind models pull {name}` fetches it"
+            where = f"`anybind pull {name}` fetches it"
         click.echo(f"{name:20s} {human_size(entry.size):>10s}  {state.label:14s} {where}")
         source = "" if entry.source == "built-in" else f"; from {entry.source}"
         license_ = f"license {entry.license}" if entry.license else "license not stated"

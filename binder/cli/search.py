@@ -9,8 +9,7 @@ import click
 
 from binder.cli import common
 from binder.cli.embed import PRECISION_OPTION
-from binder.index.backends import AUTO_APPROX, AUTO_EXACT_MAX_ROWS, BACKENDS
-from binder.index.mix import MIXES
+from binder.index.choices import AUTO_APPROX, AUTO_EXACT_MAX_ROWS, BACKENDS, MIXES
 
 FORMATS = ("table", "jsonl")
 
@@ -110,7 +109,7 @@ def search_cmd(index_dir, query, query_opt, k, modality, mix, backend, fmt, mode
 
 
 def _search_lance(lance_dir: str, table: str, terms, k: int, modality: str | None, model_dir: str | None,
-                  quiet: bool, precision: str = "fp32", device: str | None = None) -> list:
+                  quiet: bool, precision: str = "auto", device: str | None = None) -> list:
     """Search an exported LanceDB table on disk; its rows come back as index hits."""
     from binder.index.lance import lance_table_info, search_lance
     from binder.index.query import embed_terms, query_modalities
@@ -131,7 +130,7 @@ def _check_dim(model, dim: int, where: str) -> None:
 
 
 def _query_model(recorded: str | None, model_dir: str | None, index_dir: str, quiet: bool,
-                 modalities: set[str] | None = None, precision: str = "fp32", device: str | None = None):
+                 modalities: set[str] | None = None, precision: str = "auto", device: str | None = None):
     """The model ``binder.model_choice`` picks for this index; only the parts that embed the query's
     ``modalities`` are loaded."""
     from binder.model_choice import index_model_spec

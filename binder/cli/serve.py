@@ -7,8 +7,9 @@ import socket
 
 import click
 
+from binder.cli.common import DEVICE_OPTION
 from binder.cli.embed import PRECISION_OPTION
-from binder.index.backends import BACKENDS
+from binder.index.choices import BACKENDS
 
 TOKEN_ENV = "ANYBIND_TOKEN"
 
@@ -45,34 +46,39 @@ def register(app: click.Group) -> None:
               help="Most labels x templates one /classify may ask for; more: 413.")
 @click.option("--quiet", is_flag=True, help="No notes and no access log.")
 @PRECISION_OPTION
+@DEVICE_OPTION
 def serve_cmd(index_dir, model_dir, host, port, token, batch_window_ms, max_batch, no_batching, max_upload_mb,
               decode_workers, encode_threads, backend, request_timeout_s, max_classify_prompts, quiet,
-              precision) -> None:
+              precision, device) -> None:
     """Serve INDEX_DIR over HTTP: embeddings (OpenAI-compatible), search, classify, items, the page.
 
     \b
       anybind serve idx/ --model out/demo/model
       curl -s localhost:8000/search -H 'content-type: application/json' -d '{"query": "the digit two"}'
       curl -s localhost:8000/search -F file=@rain.wav -F k=5
+      anybind serve idx/ --device cuda:1 --precision fp16
     """
     import uvicorn
 
     from binder.serve import ServeConfig, create_app
+    from binder.serve.loading import serve_device
 
     try:
         config = ServeConfig(index_dir, model=model_dir, host=host, port=port, token=token or None,
                              batching=not no_batching, batch_window_ms=batch_window_ms, max_batch=max_batch,
                              max_upload_mb=max_upload_mb, decode_workers=decode_workers, threads=encode_threads,
-                             backend=backend, precision=precision, quiet=quiet,
+                             backend=backend, precision=precision, device=device, quiet=quiet,
                              request_timeout_s=request_timeout_s, max_classify_prompts=max_classify_prompts)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    serve_device(config)  # a device torch cannot use: one line (DeviceError), before listening or reading
     sock = _listen(host, port)
     app = create_app(config)
     state = app.state.anybind
     url = f"http://{_url_host(host)}:{sock.getsockname()[1]}/"
     click.echo(f"anybind serve: {url} (index {index_dir}, generation {state.generation}, {len(state.index)} items; "
-               f"model {state.model_name}; batching {'on' if config.batching else 'off'}"
+               f"model {state.model_name} on {state.model.input_device} at {state.model.precision}; "
+               f"batching {'on' if config.batching else 'off'}"
                f"{'; token required' if token else ''})", err=True)
     if not token and not _is_loopback(host) and not quiet:
         click.echo(f"note: listening on {host} without --token: anyone who can reach this port can search the "

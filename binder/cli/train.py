@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from binder.cli.common import DEVICE_OPTION, SET_OPTION, load_model, parse_overrides
+from binder.cli.embed import PRECISION_OPTION
 
 
 def register(app: click.Group) -> None:
@@ -80,11 +81,12 @@ def anchor_train_cmd(recipe: str, sets: tuple[str, ...], quiet: bool) -> None:
               help="Evaluate under named perturbations, e.g. 'snr=10,silence=1.5' (audio), 'rotate=15' (depth); "
                    "an unknown name lists the known ones.")
 @DEVICE_OPTION
-def eval_cmd(manifest, model_dir, root, classes, templates, gallery, by, perturb, device) -> None:
+@PRECISION_OPTION
+def eval_cmd(manifest, model_dir, root, classes, templates, gallery, by, perturb, device, precision) -> None:
     """Zero-shot classification and cross-modal retrieval of a manifest's items."""
     from binder.train.evaluate import evaluate_manifest
 
     names = tuple(c.strip() for c in classes.split(",") if c.strip())
-    model = load_model(model_dir, quiet=True, device=device)
+    model = load_model(model_dir, quiet=True, device=device, precision=precision)
     result = evaluate_manifest(model, manifest, root, names, templates, gallery, by, perturb=perturb)
     click.echo(json.dumps(result, indent=2))

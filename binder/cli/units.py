@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import click
 
+from binder.cli.common import DEVICE_OPTION
+
 
 def register(app: click.Group) -> None:
     """Attach this module's commands to the top-level ``anybind`` group."""
@@ -29,29 +31,34 @@ def units_group() -> None:
 @click.option("--root", type=click.Path(exists=True, file_okay=False), default=None,
               help="Folder that relative manifest paths start from (default: the manifest's folder).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@DEVICE_OPTION
 def fit_cmd(manifest: str, out: str, model_dir: str | None, layer: int | None, k: int, seed: int, max_rows: int,
-            root: str | None, quiet: bool) -> None:
+            root: str | None, quiet: bool, device: str | None) -> None:
     """Fit a codebook on the speech files of MANIFEST (use training speech only) and save it to OUT.
 
-    The codebook goes into a recipe as the speech_units option ``codebook = "OUT"``.
+    The codebook goes into a recipe as the speech_units option ``codebook = "OUT"``. With --model the
+    hidden features are computed on --device; k-means (and the first iteration's MFCC) run on the CPU.
     """
     from binder.cli.common import load_model
+    from binder.device import resolve_device
     from binder.errors import AnybindError
     from binder.train.data import read_pairs
     from binder.train.units import MODALITY, fit_first_codebook, fit_next_codebook
 
+    where = resolve_device(device)  # a device torch cannot use: one line, before anything is read
     paths = [r.path for r in read_pairs(manifest, root) if r.modality == MODALITY]
     if not paths:
         raise click.UsageError(f"{manifest}: no {MODALITY} records")
     if model_dir is None:
         book, failed = fit_first_codebook(paths, k, seed, progress=not quiet)
     else:
-        model = load_model(model_dir, quiet=True, modalities=[MODALITY], device="cpu")
+        # read on the CPU at fp32: its weights are copied into the feature extractor, which then moves to --device
+        model = load_model(model_dir, quiet=True, modalities=[MODALITY], precision="fp32", device="cpu")
         if MODALITY not in model.stored:
             raise AnybindError(f"{model_dir}: holds no {MODALITY} binding (it holds: "
                                f"{', '.join(model.stored) or 'no modality'}); --model must be a trained "
                                f"{MODALITY} binding, or leave it out to fit a first-iteration (MFCC) codebook")
-        book, failed = fit_next_codebook(model, paths, layer, k, seed, max_rows, progress=not quiet)
+        book, failed = fit_next_codebook(model, paths, layer, k, seed, max_rows, progress=not quiet, device=where)
     for path, reason in failed:
         click.echo(f"anybind: skipped {path}: {reason}", err=True)
     book.save(out)

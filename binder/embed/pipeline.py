@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from binder.embed.feed import BAD_ROW, BatchLimit, Decoded, decode_chunk, encode_halving, stack, wants_pinned
 from binder.embed.workers import decode_pool
 from binder.errors import ModalityError
 from binder.model import NON_FINITE, BindingModel
@@ -114,22 +115,23 @@ def embed_items(model: BindingModel, items: list[Item], batch_size: int = 8, wor
                 progress: bool = True, failures: list[Failure] | None = None) -> Iterator[Batch]:
     """Yield embedded batches, grouped by modality; bad files go to ``failures`` and are skipped.
 
-    Files of the next batch are decoded by ``workers`` threads while the current batch is encoded.
-    Each decode thread runs torch ops on one thread of its own (``binder.embed.workers``).
+    Files of the next batch are decoded by ``workers`` threads while the current batch is encoded;
+    the same threads stack them into batches by input shape, pinned for a GPU (``binder.embed.feed``).
+    Each decode thread runs torch ops on one thread of its own (``binder.embed.workers``). On a
+    device out-of-memory error the batch is encoded in halves, and later batches at the size that fitted.
     """
     failures = failures if failures is not None else []
     chunks = _chunks(items, batch_size)
+    pin, limit = wants_pinned(model.input_device), BatchLimit()
     bar = tqdm(total=len(items), unit="file", disable=not progress, desc="embedding", dynamic_ncols=True)
     with decode_pool(workers) as pool:
-        pending = _submit(model, chunks[0], pool) if chunks else None
+        pending = _submit(model, chunks[0], pool, pin) if chunks else None
         for i, chunk in enumerate(chunks):
             current = pending
-            pending = _submit(model, chunks[i + 1], pool) if i + 1 < len(chunks) else None
+            pending = _submit(model, chunks[i + 1], pool, pin) if i + 1 < len(chunks) else None
             # pending is None only past the last chunk, so every chunk has its submission
-            batch = _encode_chunk(model, chunk, cast("list[Future] | ModalityError", current), failures)
+            yield from _encode_chunk(model, chunk, cast("Future[Decoded] | ModalityError", current), failures, limit)
             bar.update(len(chunk))
-            if batch is not None:
-                yield batch
     bar.close()
 
 
@@ -141,65 +143,71 @@ def _chunks(items: list[Item], batch_size: int) -> list[list[Item]]:
     return [group[s:s + batch_size] for group in by_modality.values() for s in range(0, len(group), batch_size)]
 
 
-def _submit(model: BindingModel, chunk: list[Item], pool: ThreadPoolExecutor) -> list[Future] | ModalityError:
+def _submit(model: BindingModel, chunk: list[Item], pool: ThreadPoolExecutor,
+            pin: bool) -> Future[Decoded] | ModalityError:
     try:
         modality = model.modality(chunk[0].modality)
     except ModalityError as exc:
         return exc
-    return [pool.submit(_prepare, modality, item.path) for item in chunk]
+    files = [pool.submit(_prepare, modality, item.path) for item in chunk]
+    return pool.submit(decode_chunk, modality, files, pin)
 
 
-def _encode_chunk(model: BindingModel, chunk: list[Item], futures: list[Future] | ModalityError,
-                  failures: list[Failure]) -> Batch | None:
-    """Encode the decoded items of one chunk; bad files and bad output rows go to ``failures``."""
-    if isinstance(futures, ModalityError):
-        failures.extend(Failure(i.path, futures.reason) for i in chunk)
-        return None
-    tensors, good = [], []
-    for item, future in zip(chunk, futures):
-        result = future.result()
-        if isinstance(result, ModalityError):
-            failures.append(Failure(item.path, result.reason))
-        else:
-            tensors.append(result)
-            good.append(item)
-    if not good:
-        return None
-    rows = _encode_rows(model, good, tensors, failures)
-    if not rows:
-        return None
-    keep = [i for i, _ in rows]
-    return Batch([good[i] for i in keep], np.stack([e for _, e in rows]), tuple(tensors[0].shape))
+def _encode_chunk(model: BindingModel, chunk: list[Item], decoded: Future[Decoded] | ModalityError,
+                  failures: list[Failure], limit: BatchLimit) -> list[Batch]:
+    """Encode the decoded items of one chunk, a batch per input shape; bad files and bad output
+    rows go to ``failures``."""
+    if isinstance(decoded, ModalityError):
+        failures.extend(Failure(i.path, decoded.reason) for i in chunk)
+        return []
+    result = decoded.result()
+    failures.extend(Failure(chunk[row].path, reason) for row, reason in result.errors)
+    out = []
+    for bucket in result.buckets:
+        items = [chunk[row] for row in bucket.rows]
+        rows = _encode_rows(model, items, bucket.tensors, bucket.batch, failures, limit)
+        if rows:
+            keep = [i for i, _ in rows]
+            out.append(Batch([items[i] for i in keep], np.stack([e for _, e in rows]),
+                             tuple(bucket.tensors[0].shape)))
+    return out
 
 
 def _encode_rows(model: BindingModel, items: list[Item], tensors: list[torch.Tensor],
-                 failures: list[Failure]) -> list[tuple[int, np.ndarray]]:
+                 batch: torch.Tensor | None, failures: list[Failure],
+                 limit: BatchLimit) -> list[tuple[int, np.ndarray]]:
     """(index, embedding) of every item whose output is a finite unit vector.
 
-    The batch is encoded at once; if that fails as a whole (an input the encoder cannot take),
-    each item is encoded alone so the error lands on the file that caused it.
+    The batch is encoded at once (in halves on out-of-memory); if that fails otherwise (an input
+    the encoder cannot take), each item is encoded alone so the error lands on the file that caused it.
     """
     name = items[0].modality
     try:
-        z, bad = model.encode_rows(name, model.modality(name).collate(tensors))
+        if batch is None:
+            raise ValueError("the decoded files do not stack into one batch")
+        rows = encode_halving(lambda b: model.encode_rows(name, b), batch, limit, model.input_device)
     except (RuntimeError, ValueError, IndexError) as exc:
         if len(items) == 1:
             failures.append(Failure(items[0].path, f"cannot encode: {type(exc).__name__}: {exc}"[:500]))
             return []
         out: list[tuple[int, np.ndarray]] = []
         for i, (item, tensor) in enumerate(zip(items, tensors)):
-            out += [(i, e) for _, e in _encode_rows(model, [item], [tensor], failures)]
+            one = stack(model.modality(name), [tensor], pin=False)
+            out += [(i, e) for _, e in _encode_rows(model, [item], [tensor], one, failures, limit)]
         return out
-    return _good_rows(items, z, bad, failures)
+    return _good_rows(items, rows, failures)
 
 
-def _good_rows(items: list[Item], z: torch.Tensor, bad: list[int],
+def _good_rows(items: list[Item], rows: list[tuple[int, torch.Tensor | str]],
                failures: list[Failure]) -> list[tuple[int, np.ndarray]]:
     """Rows that passed the output check; the others become failures naming their files."""
-    emb = z.float().cpu().numpy()
-    failures.extend(Failure(items[i].path, NON_FINITE) for i in bad)
-    dropped = set(bad)
-    return [(i, emb[i]) for i in range(len(items)) if i not in dropped]
+    out = []
+    for i, row in rows:
+        if isinstance(row, str):
+            failures.append(Failure(items[i].path, NON_FINITE if row == BAD_ROW else row))
+        else:
+            out.append((i, row.float().cpu().numpy()))
+    return out
 
 
 def _prepare(modality, path: str):

@@ -18,6 +18,7 @@ import numpy as np
 from binder.embed.pipeline import EmbedOptions, Failure, Item, discover, embed_items
 from binder.embed.shards import HASH_CHUNK, MANIFEST, file_hash
 from binder.errors import IndexStoreError
+from binder.index.maintenance import compact_index, remove_from_index
 from binder.index.store import read_index_manifest
 from binder.index.writer import IndexWriter
 from binder.model_choice import UNTRAINED
@@ -29,11 +30,12 @@ __all__ = ["HASH_CHUNK", "BuildOptions", "BuildReport", "build_index", "compact_
 
 @dataclass(frozen=True)
 class BuildOptions(EmbedOptions):
-    """How to embed, how big each committed shard is, how long to wait for the writer lock, and where
-    the model runs (a ``binder.device`` spec; the Ray job keeps its actors on the CPU)."""
+    """How to embed, how big each committed shard is, how long to wait for the writer lock, where
+    the model runs (a ``binder.device`` spec) and at which precision (``binder.precision``)."""
 
     wait_lock: float = 0.0
     device: str = "cpu"
+    precision: str = "auto"
 
 
 @dataclass
@@ -76,14 +78,18 @@ def resolve_model(folder: str | os.PathLike, model_dir: str | os.PathLike | None
     return recorded
 
 
-def load_model_for(model_dir: str | None, modalities: Iterable[str] | None = None, device: str = "cpu"):
+def load_model_for(model_dir: str | None, modalities: Iterable[str] | None = None, device: str = "cpu",
+                   precision: str = "auto"):
     """The model in ``model_dir`` (only the parts encoding ``modalities``, when given), else the untrained
-    default, on ``device``."""
-    from binder.device import resolve_device
+    default, on ``device`` at ``precision`` (``binder.precision``)."""
+    from binder.device import resolve_device, resolve_precision
     from binder.model import BindingModel
+    from binder.precision import apply_precision, check_precision
 
     where = resolve_device(device)
+    precision = resolve_precision(where, check_precision(precision))
     model = BindingModel.default().eval() if not model_dir else BindingModel.load(model_dir, modalities)
+    model = apply_precision(model.eval(), precision)
     return model.place(where) if where.type != "cpu" else model
 
 
@@ -164,10 +170,12 @@ def build_index(folder: str | os.PathLike, paths: Iterable[str | os.PathLike], m
     opts = options or BuildOptions()
     model_id, items, report = start_build(folder, paths, model_dir, opts, create)
     if model is None and not (Path(folder) / MANIFEST).exists():
-        model = load_model_for(model_id, {i.modality for i in items}, opts.device)  # a new index takes its dim
+        model = load_model_for(model_id, {i.modality for i in items}, opts.device,
+                               opts.precision)  # a new index takes its dim
     dim = None if model is None else model.embed_dim
     with IndexWriter(folder, dim, model_id, create, opts.shard_size, opts.wait_lock) as writer:
-        model = model if model is not None else load_model_for(model_id, {i.modality for i in items}, opts.device)
+        if model is None:
+            model = load_model_for(model_id, {i.modality for i in items}, opts.device, opts.precision)
         check_dim(writer, model.embed_dim)
         todo = plan(writer, items, report)
         _embed_into(writer, model, todo, opts, report, on_done)
@@ -229,45 +237,3 @@ def count_committed(rows: list[dict[str, Any]], replacing: set[str], report: Bui
             report.added += 1
         if on_done is not None:
             on_done(row["path"])
-
-
-def _under(path: str, roots: list[str]) -> bool:
-    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
-
-
-def remove_from_index(folder: str | os.PathLike, paths: Iterable[str | os.PathLike] = (),
-                      missing: bool = False, wait_lock: float = 0.0) -> int:
-    """Remove the rows of ``paths`` (files, or folders: every row under them) and, with
-    ``missing``, of every file that no longer exists. Returns the number of rows removed."""
-    roots = [os.path.abspath(p) for p in paths]
-    with IndexWriter(folder, create=False, wait=wait_lock) as writer:
-        gone = [p for p in writer.live if _under(p, roots) or (missing and not os.path.exists(p))]
-        return writer.remove(gone)
-
-
-def compact_index(folder: str | os.PathLike, shard_size: int | None = None, wait_lock: float = 0.0) -> int:
-    """Rewrite the live rows into fresh full shards and drop every old shard (and tombstone).
-
-    Readers holding an older manifest retry with the new one. Returns the number of shards.
-    """
-    from binder.embed.shards import write_shard
-    from binder.index.integrity import load_checked_shard
-
-    with IndexWriter(folder, create=False, wait=wait_lock) as writer:
-        size = shard_size or writer.shard_size
-        vecs: list[np.ndarray] = []
-        metas: list[dict[str, Any]] = []
-        for entry in writer.manifest["shards"]:
-            emb, meta = load_checked_shard(Path(folder), entry, int(writer.manifest["dim"]))
-            keep = [i for i in range(len(meta)) if i not in set(entry["dead"])]
-            vecs.append(emb[keep])
-            metas.extend(meta[i] for i in keep)
-        vectors = np.concatenate(vecs) if vecs else np.zeros((0, writer.manifest["dim"]), np.float32)
-        shards = []
-        for s in range(0, len(metas), size):
-            sid = writer.new_shard_id()
-            shards.append((sid, write_shard(folder, sid, vectors[s:s + size], metas[s:s + size]), metas[s:s + size]))
-        writer.replace_all(shards)
-        for path in writer.unlisted_files():
-            path.unlink(missing_ok=True)
-        return len(shards)

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from binder.errors import QueryError
+from binder.index.choices import MIXES
 
-MIXES = ("calibrated", "centered", "interleave", "raw")
 STATS_SAMPLE = 4096  # rows per modality the mean and covariance are estimated from
 MIN_SPREAD = 1e-4  # a modality whose rows barely differ is not blown up into huge z-scores
 PRIOR_ROWS = 4  # pseudo-rows of the whole index's statistics added to each modality's own

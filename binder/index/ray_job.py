@@ -5,17 +5,19 @@ Each shard's name is a digest of its files (path, size, mtime) and the model, so
 same shards and any shard already on disk is not embedded again: the job is re-runnable per
 shard. Ray Data actors (one model each) embed a shard's files and write the shard atomically in
 the same format as the single-process build; the driver commits each finished shard to the
-manifest as it streams in, so every file reported done is durable.
+manifest as it streams in, so every file reported done is durable. On a cluster with GPUs every
+actor holds one GPU and runs its model there at ``auto`` precision; without, one CPU at fp32
+(``actor_resources``).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -49,6 +51,31 @@ class ShardTask:
 
     shard_id: str
     files: list[Pending]
+
+
+class ActorPlan(NamedTuple):
+    """How a Ray job's actors run: how many at most, what each asks Ray for, where its model runs."""
+
+    actors: int
+    options: dict[str, float]  # Ray resources of one actor (``map_batches``' ray_remote_args)
+    device: str  # a ``binder.device`` spec
+
+
+def actor_resources(cluster: Mapping[str, float], requested: int,
+                    available: Mapping[str, float] | None = None) -> ActorPlan:
+    """The actors of a job of ``requested`` shards on a cluster of ``cluster`` resources
+    (``ray.cluster_resources()``; ``available``: ``ray.available_resources()``, else the cluster's).
+
+    With GPUs in the cluster: one GPU per actor (``num_gpus=1``: one model per GPU), at most as many
+    actors as GPUs, and device ``cuda`` (Ray sets ``CUDA_VISIBLE_DEVICES`` for each actor, so ``cuda``
+    is the actor's own GPU). Without: one CPU per actor, at most as many as the free CPUs, device ``cpu``.
+    Never more actors than shards, never fewer than one.
+    """
+    gpus = int(cluster.get("GPU", 0))
+    if gpus >= 1:
+        return ActorPlan(max(1, min(requested, gpus)), {"num_gpus": 1}, "cuda")
+    cpus = int((cluster if available is None else available).get("CPU", 1))
+    return ActorPlan(max(1, min(requested, cpus)), {"num_cpus": 1}, "cpu")
 
 
 def require_ray():
@@ -88,11 +115,14 @@ def _failures_name(shard_id: str) -> str:
 
 
 class ShardEmbedder:
-    """Ray Data actor: loads the model once, then embeds and writes whole shards."""
+    """Ray Data actor: loads the model once, then embeds and writes whole shards.
 
-    def __init__(self, folder: str, model_dir: str | None, batch_size: int, workers: int):
+    The model runs on ``device`` (``actor_resources``) at the precision ``auto`` gives there: half
+    precision on a GPU (``binder.device.resolve_precision``), fp32 on the CPU."""
+
+    def __init__(self, folder: str, model_dir: str | None, batch_size: int, workers: int, device: str = "cpu"):
         self.folder, self.batch_size, self.workers = Path(folder), batch_size, workers
-        self.model = load_model_for(model_dir)
+        self.model = load_model_for(model_dir, device=device, precision="auto")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ids, failures = [], []
@@ -134,18 +164,20 @@ class ShardEmbedder:
 
 def run_shards(folder: str | os.PathLike, tasks: list[ShardTask], model_dir: str | None,
                opts: EmbedOptions) -> Iterator[tuple[str, list[Failure]]]:
-    """Embed ``tasks`` with Ray Data; yields (shard_id, failures) as each shard is on disk."""
+    """Embed ``tasks`` with Ray Data; yields (shard_id, failures) as each shard is on disk.
+
+    The actors take the cluster's GPUs when it has any, else its CPUs (``actor_resources``)."""
     if not tasks:
         return
     ray = require_ray()
     rows = [{"shard_id": t.shard_id, "files": json.dumps([{**asdict(p.item), "size": p.size, "mtime_ns": p.mtime_ns,
                                                            "hash": p.hash} for p in t.files])} for t in tasks]
     ray.data.DataContext.get_current().enable_progress_bars = opts.progress
-    actors = max(1, min(len(tasks), int(ray.available_resources().get("CPU", 1))))
+    actors = actor_resources(ray.cluster_resources(), len(tasks), ray.available_resources())
     ds = ray.data.from_items(rows).map_batches(
-        ShardEmbedder, batch_size=1, concurrency=(1, actors), num_cpus=1,
+        ShardEmbedder, batch_size=1, concurrency=(1, actors.actors), **actors.options,
         fn_constructor_kwargs={"folder": str(Path(folder).resolve()), "model_dir": model_dir,
-                               "batch_size": opts.batch_size, "workers": opts.workers})
+                               "batch_size": opts.batch_size, "workers": opts.workers, "device": actors.device})
     for row in ds.iter_rows():
         yield str(row["shard_id"]), [Failure(p, r) for p, r in json.loads(row["failures"])]
 

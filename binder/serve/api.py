@@ -62,10 +62,12 @@ async def metrics(request: Request) -> Response:
 
 @api_router.api_route("/info", methods=GET)
 async def info(request: Request) -> dict[str, Any]:
-    """What is served: model, dimension, index generation and size, modalities, mixes, limits."""
+    """What is served: model, dimension, the device and precision the model runs at, index generation
+    and size, modalities, mixes, limits."""
     state = state_of(request)
     view = await state.current()
-    return {"model": state.model_name, "dim": state.model.embed_dim, "generation": view.generation,
+    return {"model": state.model_name, "dim": state.model.embed_dim, "device": str(state.model.input_device),
+            "precision": state.model.precision, "generation": view.generation,
             "items": len(view.index), "index_modalities": view.index.modalities(),
             "model_modalities": sorted(state.model.modalities), "mixes": list(MIXES), "default_mix": DEFAULT_MIX,
             "batching": state.config.batching,

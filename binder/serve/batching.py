@@ -5,7 +5,10 @@ Request handlers decode their inputs elsewhere (``ServeState.decode``) and ``sub
 preprocessed tensor each, getting a ``Future`` of its unit vector. The worker takes the first job
 that arrives, waits up to the batching window for more (at most ``max_batch`` in all), groups them
 by modality and runs one ``encode_rows`` per group: a batch of B costs far less than B single
-encodes, so throughput under load rises while a lone request waits at most the window.
+encodes, so throughput under load rises while a lone request waits at most the window. The model
+stays on the device it was placed on (``anybind serve --device``): the batches are collated on
+the CPU, ``encode_rows`` sends each one to ``model.input_device`` and hands the embeddings back
+on the CPU, so only the worker thread ever touches the device.
 
 Jobs come in two lanes. ``LIGHT`` (the default) holds what one interactive request needs: a
 query, an upload, a few inputs. ``BULK`` holds the parts of heavy requests (the label sets of

@@ -5,6 +5,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from binder.config import INFERENCE_PRECISIONS
+
 DEFAULT_HOST = "127.0.0.1"  # loopback: nothing outside the machine reaches the server unless asked
 DEFAULT_PORT = 8000
 
@@ -24,6 +26,10 @@ class ServeConfig:
     The work of one request (decoding and encoding its inputs) may take at most
     ``request_timeout_s``; past that it is stopped and answered 503 (``timeout``). ``/classify``
     takes at most ``max_classify_prompts`` prompts (labels × templates); more is a 413.
+    The model runs on ``device`` (a ``binder.device`` spec; None: ``$ANYBIND_DEVICE``, else auto: a
+    GPU when torch sees one) at ``precision`` (one of ``INFERENCE_PRECISIONS``; ``auto``: half
+    precision on a GPU, fp32 on the CPU); both are checked before the server starts
+    (``binder.serve.loading.serve_device``).
     """
 
     index: Path
@@ -39,7 +45,8 @@ class ServeConfig:
     threads: int | None = None  # torch threads of the encode worker; None: every core but one (at least 1)
     backend: str = "auto"
     max_k: int = 1000
-    precision: str = "fp32"
+    precision: str = "auto"
+    device: str | None = None  # a binder.device spec; None: $ANYBIND_DEVICE, else auto
     quiet: bool = False
     request_timeout_s: float = 30.0
     max_classify_prompts: int = 4096
@@ -60,6 +67,8 @@ class ServeConfig:
                 raise ValueError(f"{name}: must be at least 1 (got {count})")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port: {self.port} is not a TCP port")
+        if self.precision not in INFERENCE_PRECISIONS:
+            raise ValueError(f"precision: {self.precision!r} is not one of {', '.join(INFERENCE_PRECISIONS)}")
 
     @property
     def max_upload_bytes(self) -> int:

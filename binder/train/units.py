@@ -7,7 +7,9 @@ of its trunk give each unit token a contextual feature. ``fit_next_codebook`` cl
 features; the codebook it returns carries that extractor (frozen weights and a description),
 so a binding trained on the new units needs only the codebook file (``modalities.speech_codebook``).
 ``fit_first_codebook`` fits the first iteration on MFCC frames. The result is a pure function of
-(model, files, layer, k, seed). When no file can be read the error names the first few and why.
+(model, files, layer, k, seed). The hidden features may be computed on a GPU (``device``; the
+extractor is built and checked on the CPU, k-means runs there too, in sklearn). When no file can be
+read the error names the first few and why.
 """
 from __future__ import annotations
 
@@ -103,9 +105,15 @@ def _check_same_features(extractor: HiddenUnits, tokenizer: nn.Module, trunk: Tr
 
 
 def hidden_rows(extractor: HiddenUnits, model: BindingModel, paths: Sequence[str | os.PathLike],
-                batch_size: int = 32, progress: bool = True) -> tuple[np.ndarray, list[tuple[str, str]]]:
-    """The hidden feature of every unit token of every file (float32 rows), and the files that failed."""
+                batch_size: int = 32, progress: bool = True,
+                device: torch.device | str | None = None) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """The hidden feature of every unit token of every file (float32 rows, on the CPU), and the files
+    that failed. ``device`` (None: where the extractor is) computes them there: the extractor moves
+    there and so does each batch."""
     modality = model.modality(MODALITY)
+    if device is not None:
+        extractor = extractor.to(device)
+    where = next(extractor.parameters()).device
     rows: list[np.ndarray] = []
     failed: list[tuple[str, str]] = []
     for start in tqdm(range(0, len(paths), batch_size), desc="hidden features", unit="batch", disable=not progress):
@@ -116,19 +124,22 @@ def hidden_rows(extractor: HiddenUnits, model: BindingModel, paths: Sequence[str
             except ModalityError as exc:
                 failed.append((os.fspath(path), exc.reason))
         if items:
-            hidden, valid = extractor(modality.collate(items))
-            rows.append(hidden[valid].float().numpy())
+            hidden, valid = extractor(modality.collate(items).to(where))
+            rows.append(hidden[valid].float().cpu().numpy())
     if not rows:
         raise nothing_read(failed)
     return np.concatenate(rows), failed
 
 
 def fit_next_codebook(model: BindingModel, paths: Sequence[str | os.PathLike], layer: int | None = None,
-                      k: int = 100, seed: int = 0, max_rows: int = 200_000,
-                      progress: bool = True) -> tuple[Codebook, list[tuple[str, str]]]:
-    """The next iteration's codebook from ``model``'s hidden features on ``paths`` (train speech only)."""
+                      k: int = 100, seed: int = 0, max_rows: int = 200_000, progress: bool = True,
+                      device: torch.device | str = "cpu") -> tuple[Codebook, list[tuple[str, str]]]:
+    """The next iteration's codebook from ``model``'s hidden features on ``paths`` (train speech only).
+
+    ``model`` is read on the CPU (its weights are copied into the extractor); the features are
+    computed on ``device`` and clustered on the CPU."""
     extractor = hidden_extractor(model, layer)
-    rows, failed = hidden_rows(extractor, model, paths, progress=progress)
+    rows, failed = hidden_rows(extractor, model, paths, progress=progress, device=device)
     if len(rows) > max_rows:  # a seeded sample keeps k-means affordable
         rows = rows[np.sort(np.random.default_rng(seed).choice(len(rows), max_rows, replace=False))]
     try:

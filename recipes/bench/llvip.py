@@ -18,13 +18,14 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 import zlib
 from pathlib import Path
-
-import numpy as np
-from PIL import Image
-from tqdm import tqdm
+from typing import TYPE_CHECKING
 
 from binder.errors import ModalityError
 from recipes.bench.base import Benchmark, BuiltSet, DatasetLayoutError, PaperFigure, require_dir, write_manifest
+
+if TYPE_CHECKING:  # numpy, PIL and tqdm are imported where used: `anybind --help` lists this benchmark
+    import numpy as np
+    from PIL import Image
 
 CLASSES = ("background", "person")
 TEMPLATES = ("a thermal photo of a {}.", "an infrared photo of a {}.", "a thermal image of the {}.",
@@ -89,6 +90,8 @@ def background_box(side: int, persons: list[Box], width: int, height: int, rng: 
 
 def frame_crops(image_path: Path, xml_path: Path, out_dir: Path) -> tuple[list[dict], list[tuple[str, str]]]:
     """Write one frame's person and background crops; returns their records and what was left out."""
+    import numpy as np
+
     from modalities.common import open_image  # the bounded image reader (importing modalities is slow)
 
     persons = person_boxes(xml_path)
@@ -121,6 +124,8 @@ def _save(grey: Image.Image, box: Box, path: Path, label: int) -> dict:
 
 def build_manifest(data_dir: Path, out_dir: Path, progress: bool = False) -> BuiltSet:
     """Crop every annotated test frame into person and background crops; unreadable frames are skipped."""
+    from tqdm import tqdm
+
     frames_dir = require_dir(data_dir / "infrared" / "test", "the infrared test frames, *.jpg")
     notes_dir = require_dir(data_dir / "Annotations", "Pascal VOC annotations, <name>.xml")
     frames = sorted(p for p in frames_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))

@@ -7,6 +7,7 @@ import os
 
 import pytest
 import ray
+import torch
 from click.testing import CliRunner
 from index_helpers import QUIET, assert_same_index, make_corpus, state
 
@@ -75,3 +76,73 @@ def test_without_ray_the_error_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(AnybindError, match=r"pip install 'anybind\[ray\]'"):
         require_ray()
+
+
+def test_actors_take_one_gpu_each_on_a_gpu_cluster_else_one_cpu_each():
+    from binder.index.ray_job import actor_resources
+
+    assert actor_resources({"CPU": 32.0, "GPU": 4.0}, 10) == (4, {"num_gpus": 1}, "cuda")  # one model per GPU
+    assert actor_resources({"CPU": 32.0, "GPU": 4.0}, 2, {"CPU": 1.0, "GPU": 0.0}) == (2, {"num_gpus": 1}, "cuda")
+    assert actor_resources({"CPU": 8.0}, 20) == (8, {"num_cpus": 1}, "cpu")
+    assert actor_resources({"CPU": 8.0, "GPU": 0.0}, 20, {"CPU": 3.0}) == (3, {"num_cpus": 1}, "cpu")  # free CPUs
+    assert actor_resources({"CPU": 8.0}, 2) == (2, {"num_cpus": 1}, "cpu")
+    assert actor_resources({}, 5) == (1, {"num_cpus": 1}, "cpu")
+
+
+def test_a_gpu_cluster_gets_gpu_actors_that_load_on_cuda(tmp_path, monkeypatch):
+    """The job's wiring on a (pretend) cluster of 2 GPUs: each actor asks for a GPU and is told "cuda"."""
+    import binder.index.ray_job as ray_job
+    from binder.embed.pipeline import EmbedOptions
+    from binder.index.ray_job import ShardTask, run_shards
+
+    asked: dict = {}
+
+    class Dataset:
+        def map_batches(self, fn, **kwargs):
+            asked.update(kwargs, fn=fn)
+            return self
+
+        def iter_rows(self):
+            return iter([{"shard_id": "r1", "failures": "[]"}])
+
+    class FakeRay:
+        class data:  # noqa: N801 (ray.data)
+            class DataContext:
+                @staticmethod
+                def get_current():
+                    return type("Context", (), {})()
+
+            @staticmethod
+            def from_items(rows):
+                asked["rows"] = rows
+                return Dataset()
+
+        @staticmethod
+        def cluster_resources():
+            return {"CPU": 16.0, "GPU": 2.0}
+
+        @staticmethod
+        def available_resources():
+            return {"CPU": 16.0, "GPU": 2.0}
+
+    monkeypatch.setattr(ray_job, "require_ray", lambda: FakeRay)
+    tasks = [ShardTask(f"r{i}", []) for i in range(3)]
+    assert list(run_shards(tmp_path, tasks, None, EmbedOptions(progress=False))) == [("r1", [])]
+    assert asked["fn"] is ShardEmbedder and asked["num_gpus"] == 1 and "num_cpus" not in asked
+    assert asked["concurrency"] == (1, 2) and asked["fn_constructor_kwargs"]["device"] == "cuda"
+    assert len(asked["rows"]) == 3
+
+
+def test_an_actor_loads_its_model_on_its_device_at_auto_precision(tmp_path, monkeypatch):
+    import binder.index.ray_job as ray_job
+    from binder.device import DeviceError
+
+    cpu = ShardEmbedder(str(tmp_path), None, 4, 1).model
+    assert cpu.precision == "fp32" and cpu.input_device == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DeviceError, match="torch sees no CUDA device"):
+        ShardEmbedder(str(tmp_path), None, 4, 1, device="cuda")
+    loads = []
+    monkeypatch.setattr(ray_job, "load_model_for", lambda model_dir, **kw: loads.append((model_dir, kw)))
+    ShardEmbedder(str(tmp_path), "m", 4, 1, device="cuda")
+    assert loads == [("m", {"device": "cuda", "precision": "auto"})]  # auto: half precision on a GPU

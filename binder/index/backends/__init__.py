@@ -1,7 +1,8 @@
 """Nearest-neighbour search backends behind one name → class table.
 
 ``exact`` is numpy only; ``flat``, ``hnsw`` and ``ivfpq`` use faiss-cpu, an optional extra, and are
-imported only when asked for. ``auto`` is not a backend but a choice by row count.
+imported only when asked for. ``auto`` is not a backend but a choice by row count. The names and the
+table live in ``binder.index.choices`` (no numpy there: the CLI lists them at load).
 """
 from __future__ import annotations
 
@@ -11,23 +12,10 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 
 from binder.index.backends.base import Backend, BackendError, Results, recall_at_k, unit_rows
+from binder.index.choices import AUTO_APPROX, AUTO_EXACT_MAX_ROWS, BACKEND_CLASSES, BACKENDS
 
 if TYPE_CHECKING:
     from binder.index.backends.faiss import FaissBackend
-
-# ``auto`` uses exact search up to this many rows (one query over 1M x 512 float32 is ~2 GB of
-# reads; batched queries stay BLAS-bound) and the default approximate index above it.
-AUTO_EXACT_MAX_ROWS = 1_000_000
-AUTO_APPROX = "hnsw"
-
-# The one table of backends: name → "module:Class", imported on first use.
-BACKEND_CLASSES: dict[str, str] = {
-    "exact": "binder.index.backends.exact:ExactBackend",
-    "flat": "binder.index.backends.faiss:FlatBackend",
-    "hnsw": "binder.index.backends.faiss:HNSWBackend",
-    "ivfpq": "binder.index.backends.faiss:IVFPQBackend",
-}
-BACKENDS: tuple[str, ...] = ("auto", *BACKEND_CLASSES)
 
 __all__ = ["AUTO_APPROX", "AUTO_EXACT_MAX_ROWS", "BACKENDS", "BACKEND_CLASSES", "Backend", "BackendError", "Results",
            "backend_class", "make_backend", "recall_at_k", "resolve_name", "unit_rows"]

@@ -30,6 +30,7 @@ from modalities.augment.audio import AudioAugment, augment_wave, babble_pool, ma
 from modalities.base import Modality, Perturber, PerturbFn
 from modalities.common import check_file, check_finite, check_range, quiet_native_stderr
 from modalities.preview import colormap
+from modalities.resample import resample
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -117,12 +118,14 @@ def load_waveform(path: str | os.PathLike, sample_rate: int, min_duration: float
     By default the same result as ``librosa.load(path, sr=sample_rate, mono=True)`` (decode,
     average channels, soxr_hq resample). ``channel="first"`` keeps every channel for ImageBind's
     reading (fbank of the first channel after removing the mean of all of them) and
-    ``resampler="torchaudio"`` is ImageBind's ``torchaudio.functional.resample``. It is done step
-    by step so NaN/inf samples, samples beyond ``max_abs`` and too-short files get a clear
-    ModalityError (librosa's own check would raise a bare ParameterError). Duration and channel
-    count are probed from the header first (``probe_audio``) so an absurd file is refused before
-    it is decoded. librosa's audioread-fallback warnings are silenced: a file neither backend can
-    read becomes one clean error naming the file.
+    ``resampler="torchaudio"`` is ImageBind's ``torchaudio.functional.resample`` (its filter on its
+    nonzero taps, ``modalities.resample``: equal to float rounding). libsndfile formats are read
+    with soundfile directly, integer PCM as integers (``INTEGER_PCM``: the same floats, 7x faster),
+    anything else by librosa. It is done step by step so NaN/inf samples, samples beyond
+    ``max_abs`` and too-short files get a clear ModalityError (librosa's own check would raise a
+    bare ParameterError). Duration and channel count are probed from the header first
+    (``probe_audio``) so an absurd file is refused before it is decoded. librosa's audioread-fallback
+    warnings are silenced: a file neither backend can read becomes one clean error naming the file.
     """
     import librosa
 
@@ -132,7 +135,11 @@ def load_waveform(path: str | os.PathLike, sample_rate: int, min_duration: float
         with warnings.catch_warnings(), quiet_native_stderr():
             for category in (FutureWarning, UserWarning, DeprecationWarning):  # audioread fallback/import noise
                 warnings.simplefilter("ignore", category)
-            wave, native_sr = librosa.load(os.fspath(path), sr=None, mono=False)
+            decoded = _read_soundfile(path)
+            if decoded is None:  # not a libsndfile format: librosa's audioread fallback
+                fallback, fallback_sr = librosa.load(os.fspath(path), sr=None, mono=False)
+                decoded = (fallback, fallback_sr, False)
+            wave, native_sr, integer = decoded
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # soundfile, audioread and ffmpeg all raise their own types
@@ -140,7 +147,10 @@ def load_waveform(path: str | os.PathLike, sample_rate: int, min_duration: float
         raise ModalityError(path, f"cannot decode audio (truncated or not an audio file): {reason}") from None
     if wave.size == 0:
         raise ModalityError(path, "audio file holds no samples")
-    wave = check_range(path, check_finite(path, wave), max_abs)
+    if not integer:  # integer PCM is finite and within [-1, 1] by construction
+        wave = check_finite(path, wave)
+    if not (integer and max_abs >= 1.0):
+        wave = check_range(path, wave, max_abs)
     if channel == "mean":
         wave = librosa.to_mono(wave)
     duration = wave.shape[-1] / native_sr
@@ -197,12 +207,34 @@ def trim_silence(wave: np.ndarray, sample_rate: int, top_db: float,
     return np.ascontiguousarray(wave[..., start:end])
 
 
-def _resample(wave: np.ndarray, orig_sr: float, target_sr: int, resampler: str) -> np.ndarray:
-    if resampler == "torchaudio":
-        import torchaudio
+# Integer PCM subtypes read as integers and scaled here: libsndfile's own conversion to float is
+# 7x slower (1.8 ms against 0.25 for 10 s of 44.1 kHz stereo) and gives the same float32 values
+# (an int16 or a 24-bit sample times a power of two is exact in float32).
+INTEGER_PCM = {"PCM_16": ("int16", 2.0 ** -15), "PCM_24": ("int32", 2.0 ** -31)}
 
-        src = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
-        return torchaudio.functional.resample(src, orig_freq=orig_sr, new_freq=target_sr).numpy()
+
+def _read_soundfile(path: str | os.PathLike) -> tuple[np.ndarray, float, bool] | None:
+    """``(wave, sample_rate, integer)`` as ``librosa.load(path, sr=None, mono=False)`` decodes it
+    (float32, (samples,) or (channels, samples)), or None where libsndfile cannot read the format
+    (librosa would then try audioread). ``integer``: decoded from integer PCM."""
+    import soundfile
+
+    try:
+        with soundfile.SoundFile(os.fspath(path)) as fh:
+            sample_rate = fh.samplerate
+            dtype, scale = INTEGER_PCM.get(fh.subtype, ("float32", None))
+            data = fh.read(dtype=dtype, always_2d=False)
+    except soundfile.SoundFileRuntimeError:
+        return None
+    if scale is not None:
+        data = np.multiply(data, np.float32(scale), dtype=np.float32)
+    return data.T, sample_rate, scale is not None
+
+
+def _resample(wave: np.ndarray, orig_sr: float, target_sr: int, resampler: str) -> np.ndarray:
+    if resampler == "torchaudio":  # torchaudio's filter, on its live taps only (modalities.resample)
+        src = torch.from_numpy(np.asarray(wave, dtype=np.float32))  # (channels, samples) may be a strided view
+        return resample(src, int(orig_sr), target_sr).numpy()
     import librosa
 
     return librosa.resample(wave, orig_sr=orig_sr, target_sr=target_sr, res_type="soxr_hq")
@@ -340,7 +372,10 @@ def fbank_clips(waveform: torch.Tensor, opts: AudioOptions) -> torch.Tensor:
     frames = frames - frames.mean(dim=-1, keepdim=True)  # kaldi remove_dc_offset
     previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)
     frames = (frames - PREEMPHASIS * previous) * _window(size).to(wave.device)
-    power = torch.fft.rfft(frames, n=n_fft).abs().pow(2.0)
+    # |X|² as re² + im²: the complex abs (a hypot) then squared is 2.4x slower, same to 2.4e-7 relative
+    spectrum = torch.view_as_real(torch.fft.rfft(frames, n=n_fft))
+    spectrum = spectrum * spectrum
+    power = spectrum[..., 0] + spectrum[..., 1]
     mel = torch.matmul(power, _mel_matrix(opts.num_mel_bins, n_fft, opts.sample_rate).to(wave.device))
     if opts.normalize == "pcen":
         return pcen_normalized(mel, valid, opts.sample_rate, shift).transpose(1, 2).unsqueeze(1).contiguous()

@@ -236,3 +236,44 @@ def test_pcen_is_near_blind_to_level_where_the_log_mel_is_not():
 def test_normalize_is_validated():
     with pytest.raises(ValueError, match="normalize"):
         Audio(normalize="per-speaker")
+
+
+# --- the fast paths of load: integer PCM read as integers, torchaudio's filter on its live taps ----------
+
+@pytest.mark.parametrize("fmt, subtype", [("WAV", "PCM_16"), ("WAV", "PCM_24"), ("FLAC", "PCM_16"),
+                                          ("FLAC", "PCM_24"), ("WAV", "FLOAT"), ("WAV", "PCM_U8")])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_decoding_gives_the_floats_librosa_load_gives(tmp_path, fmt, subtype, channels):
+    import librosa
+    import soundfile
+
+    rng = np.random.default_rng(channels)
+    samples = np.clip(rng.standard_normal((3000, channels)) * 0.4, -1.0, 1.0)
+    samples[0], samples[1] = -1.0, 0.99997  # full scale both ways
+    path = tmp_path / f"x.{fmt.lower()}"
+    soundfile.write(path, samples, 22050, subtype=subtype, format=fmt)
+    expected, _ = librosa.load(path, sr=None, mono=False)  # what load decoded before (libsndfile's floats)
+    wave = Audio(sample_rate=22050, channel="first").load(path)  # native rate: nothing resampled
+    assert wave.dtype == np.float32 and wave.flags.c_contiguous
+    np.testing.assert_array_equal(wave, expected)
+
+
+def test_integer_pcm_is_still_range_checked_below_full_scale(tmp_path):
+    path = write_wav(tmp_path / "loud.wav", 0.9 * np.sin(np.linspace(0, 200, SR)), SR)
+    assert Audio(max_abs=1.0).load(path).shape == (SR,)
+    with pytest.raises(ModalityError, match="out of range"):
+        Audio(max_abs=0.5).load(path)
+
+
+@pytest.mark.parametrize("orig", [44100, 22050, 11025, 88200, 48000, 8000])
+@pytest.mark.parametrize("n", [1, 441, 4417, 3 * 44100 + 123])
+def test_resample_equals_torchaudio_resample(orig, n):
+    """Phase groups (44.1, 22.05, 11.025, 88.2 kHz) and the dense convolution (48, 8 kHz) alike."""
+    from modalities.resample import resample
+
+    wave = 0.5 * torch.randn(2, n, generator=torch.Generator().manual_seed(n))
+    expected = torchaudio.functional.resample(wave, orig, SR)
+    out = resample(wave, orig, SR)
+    assert out.shape == expected.shape
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(resample(wave[0], orig, SR), expected[0], atol=1e-6, rtol=0)

@@ -7,7 +7,10 @@ loaders + forward, against anybind's ``embed_items`` pipeline). Prints items/s, 
 outputs agree. ``--precision int8`` adds anybind int8 columns (``binder.precision``): its items/s,
 the ratio to anybind fp32, the lowest per-item cosine to fp32, and the mean top-10 overlap of
 fp32 and int8 searches of a mixed gallery (``--gallery`` items across the six modalities,
-``--queries`` fresh queries per modality, each precision searching its own gallery). Usage:
+``--queries`` fresh queries per modality, each precision searching its own gallery). A speed
+guard closes the run: a WARNING line names each (tensor) row where anybind fp32 runs below 0.95×
+the reference (the same model must never be slower), applied only when the load average at the
+start and at the end of the run is at most the thread count + 0.5; otherwise it says why not. Usage:
 
     python benchmarks/vs_imagebind.py [--preset imagebind-huge|imagebind-test] [--batch 4] [--repeats 2]
     python benchmarks/vs_imagebind.py --preset imagebind-test --precision int8 [--gallery 1000]
@@ -21,6 +24,7 @@ import copy
 import ctypes
 import gc
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -44,6 +48,9 @@ from binder.precision import apply_precision  # noqa: E402
 
 KWARGS = {"imagebind-huge": HUGE_KWARGS, "imagebind-test": TEST_KWARGS}
 REF_KEY = {"image": "vision"}
+THREADS = 2
+GUARD_RATIO = 0.95  # a (tensor) row whose anybind fp32 / ImageBind ratio is below this is a speed regression
+GUARD_SLACK = 0.5  # the guard applies when the load average stays within THREADS + this at start and end
 
 
 def release_free_memory() -> None:
@@ -169,7 +176,7 @@ def preprocessing(ours, files: dict[str, list[Path]]):
 
 def run(preset: str, batch: int, repeats: int, precision: str = "fp32", gallery: int = 1000,
         queries: int = 10) -> list[dict]:
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
     ref = random_reference(KWARGS[preset], seed=0, noise=0.002 if preset == "imagebind-huge" else 0.02)
     ours = convert_state_dict(ref.state_dict(), preset)
     ours8 = apply_precision(copy.deepcopy(ours), precision) if precision != "fp32" else None
@@ -276,6 +283,39 @@ def print_table(rows: list[dict], preset: str, batch: int) -> None:
               f"{r['ref_peak_mb']:.0f} | {r['anybind_peak_mb']:.0f} | {r['max_abs_diff']:.1e} |")
 
 
+def guard_skipped(load_start: float, load_end: float) -> str | None:
+    """Why the speed guard cannot judge this run (a busy machine skews the ratios), or None."""
+    limit = THREADS + GUARD_SLACK
+    if max(load_start, load_end) <= limit:
+        return None
+    return (f"load average {load_start:.1f} at the start and {load_end:.1f} at the end of the run, "
+            f"above {limit:.1f} ({THREADS} threads + {GUARD_SLACK}): other work shared the CPU")
+
+
+def slow_rows(rows: list[dict]) -> list[dict]:
+    """The model rows (ready tensors, fp32) where anybind runs below ``GUARD_RATIO``× ImageBind's speed."""
+    return [r for r in rows if r["what"].endswith("(tensor)") and r["ratio"] < GUARD_RATIO]
+
+
+def speed_guard(rows: list[dict], load_start: float, load_end: float) -> dict:
+    """Print a WARNING line per slow (tensor) row, or why the guard was not applied; returns the verdict."""
+    skipped = guard_skipped(load_start, load_end)
+    verdict = {"applied": skipped is None, "load_start": load_start, "load_end": load_end, "slow": []}
+    if skipped:
+        print(f"\nspeed guard not applied: {skipped}; rerun on an idle machine to check the ratios")
+        return verdict
+    slow = slow_rows(rows)
+    verdict["slow"] = [r["what"] for r in slow]
+    print()
+    for r in slow:
+        print(f"WARNING: {r['what']}: anybind fp32 runs at {r['ratio']:.2f}× ImageBind's speed, "
+              f"below the {GUARD_RATIO}× floor (same weights and inputs: a speed regression)")
+    if not verdict["slow"]:
+        print(f"speed guard: every (tensor) row at or above {GUARD_RATIO}× ImageBind "
+              f"(load average {load_start:.1f} → {load_end:.1f})")
+    return verdict
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(KWARGS), default="imagebind-huge")
@@ -287,13 +327,17 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=10, help="int8: queries per modality.")
     parser.add_argument("--json", type=Path, default=None, help="Also write the rows here.")
     args = parser.parse_args()
+    load_start = os.getloadavg()[0]
     rows = run(args.preset, args.batch, args.repeats, args.precision, args.gallery, args.queries)
+    load_end = os.getloadavg()[0]
     print_table(rows, args.preset, args.batch)
     if args.precision != "fp32":
         print_low_precision(rows, args.gallery)
+    guard = speed_guard(rows, load_start, load_end)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"preset": args.preset, "batch": args.batch, "precision": args.precision, "rows": rows}
+        payload = {"preset": args.preset, "batch": args.batch, "precision": args.precision, "rows": rows,
+                   "speed_guard": guard}
         if args.precision != "fp32":
             payload.update(gallery=args.gallery, queries=args.queries)
         args.json.write_text(json.dumps(payload, indent=2))

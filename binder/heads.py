@@ -42,6 +42,8 @@ class Head(nn.Module):
         return True
 
     def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.pool == "cls":  # LayerNorm acts per token: normalizing the CLS token alone is the same
+            return F.normalize(self.proj(self.norm(x[:, 0])), dim=-1)
         return F.normalize(self.proj(self._pool(self.norm(x), pad_mask)), dim=-1)
 
     def _pool(self, x: torch.Tensor, pad_mask: torch.Tensor | None) -> torch.Tensor:

@@ -12,6 +12,7 @@ import math
 from typing import cast
 
 import torch
+import torch.nn.functional as F
 from open_clip.transformer import LayerNorm, Transformer
 from torch import nn
 from torch.nn.utils import parametrize
@@ -31,6 +32,73 @@ class LoRA(nn.Module):
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         return weight + (self.B @ self.A) * self.scale
+
+
+class BiasKVAttention(nn.MultiheadAttention):
+    """``nn.MultiheadAttention(add_bias_kv=True, batch_first=True)`` (ImageBind's attention) with a leaner
+    self-attention path: same parameters, same state dict, same result (up to float rounding; it is
+    bit for bit the reference ImageBind's, whose sequence-first layout fuses the in-projection bias too).
+
+    torch's own fast path does not take a learned extra key/value, and its general path
+    transposes a batch-first input to (N, B, width) and back, which costs a layout copy, a matrix
+    product without fused bias, and a copy of q/k/v and of the heads' output each block. Here q/k/v
+    stay views of the one in-projection, only k and v are copied (to append the extra key/value),
+    and the heads' output is already (B, N, width) for the out-projection. Cross-attention, key
+    padding masks, causal masks and attention weights take torch's path.
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int):
+        super().__init__(embed_dim, num_heads, add_bias_kv=True, batch_first=True)
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                key_padding_mask: torch.Tensor | None = None, need_weights: bool = True,
+                attn_mask: torch.Tensor | None = None, average_attn_weights: bool = True,
+                is_causal: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if (need_weights or is_causal or key_padding_mask is not None or query.dim() != 3
+                or not (query is key and key is value)):
+            return super().forward(query, key, value, key_padding_mask, need_weights, attn_mask,
+                                   average_attn_weights, is_causal)
+        return self._self_attention(query, attn_mask), None
+
+    def _self_attention(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        b, n, width = x.shape
+        heads = self.num_heads
+        qkv = F.linear(x, cast(torch.Tensor, self.in_proj_weight), self.in_proj_bias)
+        q, k, v = qkv.view(b, n, 3, heads, width // heads).permute(2, 0, 3, 1, 4).unbind(0)  # B, heads, N, d
+        k = torch.cat([k, self._per_head(cast(torch.Tensor, self.bias_k), b)], dim=2)
+        v = torch.cat([v, self._per_head(cast(torch.Tensor, self.bias_v), b)], dim=2)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=self._mask(attn_mask, b, n, x.dtype),
+                                             dropout_p=self.dropout if self.training else 0.0)
+        return self.out_proj(out.transpose(1, 2).reshape(b, n, width))
+
+    def _per_head(self, bias: torch.Tensor, b: int) -> torch.Tensor:
+        """The learned (1, 1, width) extra key or value as one more position of every head: (B, heads, 1, d)."""
+        return bias.view(1, 1, self.num_heads, -1).transpose(1, 2).expand(b, -1, -1, -1)
+
+    def _mask(self, attn_mask: torch.Tensor | None, b: int, n: int, dtype: torch.dtype) -> torch.Tensor | None:
+        """``attn_mask`` ((N, N) or (B·heads, N, N), boolean True = hidden or additive) as an additive
+        (1 | B, 1 | heads, N, N + 1) mask; the extra key is never hidden."""
+        if attn_mask is None:
+            return None
+        if attn_mask.dtype == torch.bool:
+            attn_mask = torch.zeros(attn_mask.shape, dtype=dtype, device=attn_mask.device).masked_fill(
+                attn_mask, float("-inf"))
+        mask = attn_mask.to(dtype).reshape(-1, self.num_heads if attn_mask.dim() == 3 else 1, n, n)
+        return F.pad(mask, (0, 1))
+
+
+class InplaceGELU(nn.GELU):
+    """``nn.GELU`` that overwrites its input when no gradient is wanted.
+
+    In a transformer MLP its input is the fresh (tokens, 4·width) output of the first linear layer,
+    read by nothing else; computing in place saves allocating (and page-faulting) the largest
+    tensor of the block again. With autograd on, it is plain ``nn.GELU``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            return super().forward(x)
+        return torch.ops.aten.gelu_(x, approximate=self.approximate)  # aten's op: torch.nn has no in-place GELU
 
 
 class Trunk(nn.Module):
@@ -87,11 +155,12 @@ def standalone_trunk(cfg: TrunkConfig, act_layer: type[nn.Module] = nn.GELU) -> 
 
     ``act_layer`` is the MLP activation (a copy of CLIP blocks that use QuickGELU passes it)."""
     norm = functools.partial(LayerNorm, eps=cfg.norm_eps)
+    act_layer = InplaceGELU if act_layer is nn.GELU else act_layer
     blocks = Transformer(cfg.width, cfg.layers, cfg.heads, cfg.mlp_ratio, act_layer=act_layer,
                          norm_layer=norm).resblocks
     if cfg.add_bias_kv:
         for block in blocks:
-            block.attn = nn.MultiheadAttention(cfg.width, cfg.heads, add_bias_kv=True, batch_first=True)
+            block.attn = BiasKVAttention(cfg.width, cfg.heads)
     ln_pre = norm(cfg.width) if cfg.pre_norm else nn.Identity()
     trunk = Trunk(ln_pre, blocks, cfg.width, shared=False)
     _add_lora(trunk, cfg)

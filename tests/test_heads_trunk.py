@@ -218,3 +218,53 @@ def test_frozen_and_lora_only_trunks_train_nothing_else():
     trainable = {k for k, p in lora.trunk.named_parameters() if p.requires_grad}
     assert trainable and all(k.endswith((".A", ".B")) for k in trainable)
     assert len(trainable) == 2 * 2 * 2  # 2 blocks x (in_proj, out_proj) x (A, B)
+
+
+def _bias_kv_trunks(seed: int = 5):
+    """An ImageBind-style trunk (learned extra key/value) and a copy running torch's own attention and GELU."""
+    from torch import nn
+
+    from binder.trunk import standalone_trunk
+
+    torch.manual_seed(seed)
+    lean = standalone_trunk(TrunkConfig(kind="standalone", width=32, layers=2, heads=4, norm_eps=1e-6,
+                                        pre_norm=False, add_bias_kv=True))
+    with torch.no_grad():
+        for p in lean.parameters():  # bias_k/bias_v start at zero: make every tensor count
+            p.add_(0.1 * torch.randn(p.shape))
+    plain = copy.deepcopy(lean)
+    for block in plain.blocks:
+        attn = nn.MultiheadAttention(32, 4, add_bias_kv=True, batch_first=True)
+        attn.load_state_dict(block.attn.state_dict())
+        block.attn, block.mlp.gelu = attn, nn.GELU()
+    return lean, plain
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_bias_kv_trunk_equals_torch_attention(train):
+    """The lean self-attention and in-place GELU give torch's result, padding mask and gradients too."""
+    lean, plain = (t.train(train) for t in _bias_kv_trunks())
+    x = torch.randn(3, 9, 32, requires_grad=True)
+    mask = torch.zeros(3, 9, dtype=torch.bool)
+    mask[0, 5:] = True
+    for pad in (None, mask):
+        ours, theirs = lean(x, pad), plain(x, pad)
+        torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+        grads = [torch.autograd.grad(out.square().sum(), x)[0] for out in (ours, theirs)]
+        torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=0)
+    with torch.inference_mode():
+        torch.testing.assert_close(lean(x.detach(), mask), plain(x.detach(), mask), atol=1e-5, rtol=0)
+        assert lean.blocks[0].attn(x, x, x, need_weights=True)[1].shape == (3, 9, 10)  # weights: torch's path
+
+
+def test_inplace_gelu_overwrites_only_without_autograd():
+    from binder.trunk import InplaceGELU
+
+    x = torch.randn(4, 8, requires_grad=True)
+    y = InplaceGELU()(x)  # autograd on: a new tensor, the input untouched
+    assert y.data_ptr() != x.data_ptr()
+    torch.testing.assert_close(y, F.gelu(x))
+    with torch.inference_mode():
+        h = x.detach().clone()
+        assert InplaceGELU()(h).data_ptr() == h.data_ptr()
+        torch.testing.assert_close(h, F.gelu(x.detach()))

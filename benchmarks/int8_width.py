@@ -3,8 +3,9 @@
 For each width a standalone trunk of ``--layers`` blocks (heads of 64 channels, MLP ratio 4, the
 shape of every ImageBind and open_clip encoder) encodes the same ``--batch`` × ``--tokens`` input
 in fp32 and at int8 (``binder.precision.quantize_int8``), alternating, best of ``--repeats``.
-Printed: ms per batch and the speed-up of int8. ``binder.precision.INT8_MIN_WIDTH`` (the
-narrowest encoder int8 is used for) is chosen from this table, by the rule written there.
+Printed: ms per batch and the speed-up of int8: how int8's gain grows with width, which with
+``benchmarks/vs_imagebind.py --precision int8`` at full size sets ``binder.precision.INT8_MIN_WIDTH``
+(the narrowest encoder int8 is used for; docs/guides/performance.md).
 
     python benchmarks/int8_width.py [--widths 64,128,192,256,384,512,768,1024,1280] [--tokens 197]
 """
@@ -69,8 +70,8 @@ def main() -> None:
     print("|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['width']} | {r['fp32_ms']:.1f} | {r['int8_ms']:.1f} | {r['speedup']:.2f}× |")
-    print(f"rule in use: int8 for encoders of width >= {INT8_MIN_WIDTH} "
-          f"(the narrowest width from which int8 measured >= {INT8_MIN_SPEEDUP}× fp32)")
+    print(f"rule in use: int8 for encoders of width >= {INT8_MIN_WIDTH} (the narrowest width at which int8 "
+          f"measured >= {INT8_MIN_SPEEDUP}× the fp32 reference at ImageBind-Huge size)")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"layers": args.layers, "batch": args.batch, "tokens": args.tokens,
                                      "threads": args.threads, "rows": rows}, indent=2))

@@ -44,7 +44,7 @@ from reference_imagebind import HUGE_KWARGS, TEST_KWARGS, random_reference, refe
 
 from binder.embed.pipeline import Item, embed_items  # noqa: E402
 from binder.imagebind import convert_state_dict  # noqa: E402
-from binder.precision import apply_precision  # noqa: E402
+from binder.precision import INT8_MIN_WIDTH, apply_precision  # noqa: E402
 
 KWARGS = {"imagebind-huge": HUGE_KWARGS, "imagebind-test": TEST_KWARGS}
 REF_KEY = {"image": "vision"}
@@ -175,11 +175,15 @@ def preprocessing(ours, files: dict[str, list[Path]]):
 
 
 def run(preset: str, batch: int, repeats: int, precision: str = "fp32", gallery: int = 1000,
-        queries: int = 10) -> list[dict]:
+        queries: int = 10, int8_min_width: int = INT8_MIN_WIDTH) -> list[dict]:
     torch.set_num_threads(THREADS)
     ref = random_reference(KWARGS[preset], seed=0, noise=0.002 if preset == "imagebind-huge" else 0.02)
     ours = convert_state_dict(ref.state_dict(), preset)
-    ours8 = apply_precision(copy.deepcopy(ours), precision) if precision != "fp32" else None
+    ours8 = None
+    if precision != "fp32":
+        ours8 = apply_precision(copy.deepcopy(ours), precision, int8_min_width)
+        print(f"int8 encoders (width >= {int8_min_width}): {', '.join(ours8.int8_encoders) or 'none'}; "
+              f"the others run at fp32", flush=True)
     rows = []
     inputs = tensor_inputs(ours, batch)
     for name, x in inputs.items():
@@ -325,10 +329,14 @@ def main() -> None:
                         help="int8: also time anybind at int8 and compare it with anybind fp32.")
     parser.add_argument("--gallery", type=int, default=1000, help="int8: gallery size of the top-10 overlap.")
     parser.add_argument("--queries", type=int, default=10, help="int8: queries per modality.")
+    parser.add_argument("--int8-min-width", type=int, default=INT8_MIN_WIDTH,
+                        help="int8: quantize encoders at least this wide (default: the library's rule; "
+                             "0 quantizes every encoder).")
     parser.add_argument("--json", type=Path, default=None, help="Also write the rows here.")
     args = parser.parse_args()
     load_start = os.getloadavg()[0]
-    rows = run(args.preset, args.batch, args.repeats, args.precision, args.gallery, args.queries)
+    rows = run(args.preset, args.batch, args.repeats, args.precision, args.gallery, args.queries,
+               args.int8_min_width)
     load_end = os.getloadavg()[0]
     print_table(rows, args.preset, args.batch)
     if args.precision != "fp32":
@@ -339,7 +347,7 @@ def main() -> None:
         payload = {"preset": args.preset, "batch": args.batch, "precision": args.precision, "rows": rows,
                    "speed_guard": guard}
         if args.precision != "fp32":
-            payload.update(gallery=args.gallery, queries=args.queries)
+            payload.update(gallery=args.gallery, queries=args.queries, int8_min_width=args.int8_min_width)
         args.json.write_text(json.dumps(payload, indent=2))
 
 

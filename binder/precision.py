@@ -39,11 +39,12 @@ if TYPE_CHECKING:
 # products on AMX / VNNI where the CPU has them; the first one this torch build has is used.
 ENGINES = ("onednn", "x86", "fbgemm", "qnnpack")
 CHUNK_ROWS = 1024  # rows an int8 layer quantizes and multiplies at a time (its buffers stay in cache)
-# int8 is used for an encoder only from this width on: the narrowest width at which int8 measured at
-# least INT8_MIN_SPEEDUP × fp32 (benchmarks/int8_width.py; docs/guides/performance.md). Narrower
-# encoders stay fp32: their matrices are too small for int8 products to repay quantizing activations.
-INT8_MIN_WIDTH = 256
-INT8_MIN_SPEEDUP = 1.5
+# int8 is used for an encoder only from this width on (docs/guides/performance.md, "Which encoders
+# int8 is used for"): at ImageBind-Huge size every encoder from 512 wide ran at >= INT8_MIN_SPEEDUP x
+# the fp32 reference with int8 (benchmarks/vs_imagebind.py), the 384-wide depth encoder did not, and
+# below 256 int8 gains little or loses (benchmarks/int8_width.py). Narrower encoders stay fp32.
+INT8_MIN_WIDTH = 512
+INT8_MIN_SPEEDUP = 2.0
 
 
 class PrecisionError(AnybindError):

@@ -24,13 +24,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.append(str(ROOT / "tests"))
 
-from binder.embed.shards import file_hash  # noqa: E402
-from binder.index.writer import IndexWriter  # noqa: E402
+from samplegen import text_index  # noqa: E402
 
 INDEX = "{index}"  # replaced by the small index's folder
 COMMANDS = (
@@ -62,21 +60,6 @@ def entry_point() -> list[str]:
     """``anybind`` as a shell runs it: the console script of this environment, else ``python cli.py``."""
     script = Path(sys.executable).with_name("anybind")
     return [str(script)] if script.is_file() else [sys.executable, str(ROOT / "cli.py")]
-
-
-def small_index(folder: Path) -> Path:
-    """Three text rows of dim 4 written with IndexWriter (no model): what ``index info/verify`` read."""
-    rows = []
-    for i in range(3):
-        path = folder / f"note{i}.txt"
-        path.write_text(f"note {i}")
-        st = path.stat()
-        rows.append({"path": str(path), "modality": "text", "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                     "mtime": st.st_mtime, "hash": file_hash(path), "shape": [1]})
-    with IndexWriter(folder / "idx", dim=4) as writer:
-        writer.append(np.eye(4, dtype=np.float32)[:3], rows)
-        writer.flush()
-    return folder / "idx"
 
 
 def wall_times(argv: list[str], runs: int, env: dict[str, str]) -> list[float]:
@@ -114,7 +97,7 @@ def main() -> int:
     args = ap.parse_args()
     rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="anybind-cli-startup-") as tmp:
-        index = str(small_index(Path(tmp)))
+        index = str(text_index(Path(tmp)))
         env = {**os.environ, "ANYBIND_HOME": str(Path(tmp) / "home")}
         for command in COMMANDS:
             argv = [index if a == INDEX else a for a in command]

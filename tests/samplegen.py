@@ -108,3 +108,25 @@ def _gather() -> None:
 
 
 _gather()
+
+
+def text_index(folder: Path, missing: int | None = None) -> Path:
+    """``folder/idx``: an index of three text rows of dim 4 written with IndexWriter, no model involved
+    (what the index commands that embed nothing read). ``missing``: the row whose file is deleted
+    afterwards, for ``index rm --missing`` to find."""
+    from binder.embed.shards import file_hash
+    from binder.index.writer import IndexWriter
+
+    rows = []
+    for i in range(3):
+        path = folder / f"note{i}.txt"
+        path.write_text(f"note {i}")
+        st = path.stat()
+        rows.append({"path": str(path), "modality": "text", "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                     "mtime": st.st_mtime, "hash": file_hash(path), "shape": [1]})
+    if missing is not None:
+        (folder / f"note{missing}.txt").unlink()
+    with IndexWriter(folder / "idx", dim=4) as writer:
+        writer.append(np.eye(4, dtype=np.float32)[:3], rows)
+        writer.flush()
+    return folder / "idx"

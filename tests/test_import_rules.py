@@ -12,6 +12,7 @@ import ast
 from pathlib import Path
 
 import pytest
+from samplegen import text_index
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("binder", "modalities", "recipes")
@@ -158,24 +159,8 @@ def test_listing_commands_import_neither_torch_nor_numpy(args, tmp_path):
 
 @pytest.fixture
 def small_index(tmp_path) -> Path:
-    """An index of three text rows written with IndexWriter: no model involved."""
-    import numpy as np
-
-    from binder.embed.shards import file_hash
-    from binder.index.writer import IndexWriter
-
-    rows = []
-    for i in range(3):
-        path = tmp_path / f"note{i}.txt"
-        path.write_text(f"note {i}")
-        st = path.stat()
-        rows.append({"path": str(path), "modality": "text", "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                     "mtime": st.st_mtime, "hash": file_hash(path), "shape": [1]})
-    (tmp_path / "note0.txt").unlink()  # a row for `index rm --missing` to remove
-    with IndexWriter(tmp_path / "idx", dim=4) as writer:
-        writer.append(np.eye(4, dtype=np.float32)[:3], rows)
-        writer.flush()
-    return tmp_path / "idx"
+    """An index of three text rows written with IndexWriter (no model); one row's file is gone."""
+    return text_index(tmp_path, missing=0)
 
 
 @pytest.mark.parametrize("command", ["info", "verify", "rm --missing", "compact", "repair"])

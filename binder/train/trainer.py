@@ -242,8 +242,9 @@ class Trainer:
         if not self.ranks.main:
             return {}
         self.model.eval()
-        self.model.to("cpu")  # evaluation and the saved model run on the CPU
+        self.model.place(self.ranks.device)  # evaluation runs where training ran: on a GPU, there
         metrics = self.evaluate()
+        self.model.place("cpu")  # the saved model, and the one the caller keeps, live on the CPU
         self.model.save(out / "model")
         atomic_write_json(out / "metrics.json", metrics)
         return metrics

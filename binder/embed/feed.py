@@ -13,10 +13,9 @@ that does not fit alone is an error, and it names its file.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import cast
 
 import torch
 
@@ -86,10 +85,14 @@ class BatchLimit:
     def __init__(self) -> None:
         self.size: int | None = None
 
-    def pieces(self, n: int) -> list[range]:
-        """Row ranges of ``n`` rows cut to the limit."""
-        step = n if self.size is None else max(1, min(n, self.size))
-        return [range(s, min(n, s + step)) for s in range(0, n, step)]
+    def pieces(self, n: int) -> Iterator[range]:
+        """Row ranges covering ``n`` rows, each cut to the limit as it stands when the range is taken
+        (a halving inside one piece shortens the next)."""
+        start = 0
+        while start < n:
+            stop = n if self.size is None else min(n, start + self.size)
+            yield range(start, stop)
+            start = stop
 
     def halve(self, tried: int) -> int:
         """Record that ``tried`` rows did not fit; returns the new limit (at least 1)."""
@@ -139,11 +142,9 @@ def _encode_piece(encode: Encode, batch: torch.Tensor, rows: range, limit: Batch
                                  f"use a smaller input or --device cpu")]
         limit.halve(len(rows))
         out: list[tuple[int, torch.Tensor | str]] = []
-        start = rows.start
-        while start < rows.stop:  # the limit may fall again inside a piece: the next one takes it
-            stop = min(rows.stop, start + cast(int, limit.size))
-            out += _encode_piece(encode, batch, range(start, stop), limit, device)
-            start = stop
+        for piece in limit.pieces(len(rows)):
+            out += _encode_piece(encode, batch, range(rows.start + piece.start, rows.start + piece.stop), limit,
+                                 device)
         return out
     dropped = set(bad)
     return [(rows.start + i, BAD_ROW if i in dropped else z[i]) for i in range(len(rows))]

@@ -22,7 +22,9 @@ Anything else that must touch the model (label embeddings for classification) go
 ``call`` so the model is never used from two threads at once. A job whose future was cancelled
 before the worker reached it (its request timed out or went away) is skipped.
 
-A batch the encoder refuses as a whole is retried one item at a time, so the error lands on the
+A batch the device has no memory for is encoded in halves, and later batches are cut to the size
+that fitted (``binder.embed.feed.BatchLimit``); only an item that does not fit alone fails. A batch
+the encoder refuses otherwise is retried one item at a time, so the error lands on the
 request that caused it; a row the model turns into NaN/Inf fails only its own request. The worker
 never dies of a request: unexpected errors are set on the futures and it goes on.
 """
@@ -39,6 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from binder.embed.feed import BatchLimit, is_out_of_memory, release_cached
 from binder.errors import AnybindError, ModalityError
 from binder.model import NON_FINITE
 from binder.serve.errors import ServeError
@@ -74,6 +77,7 @@ class Batcher:
         self.model = model
         self.window_s = max(0.0, window_s)
         self.max_batch = max(1, max_batch)
+        self.limit = BatchLimit()  # the largest batch the device took since an out-of-memory error
         self.metrics = metrics or Metrics()
         self._threads = threads
         self._cond = threading.Condition()
@@ -161,28 +165,48 @@ class Batcher:
             self._encode(name, group)
 
     def _encode(self, name: str, jobs: list[EncodeJob]) -> None:
-        """One encode of ``jobs`` (all of modality ``name``); results or errors on their futures."""
+        """Encode ``jobs`` (all of modality ``name``) in batches no larger than the device has shown
+        it can take (``BatchLimit``); results or errors on their futures."""
         self.metrics.encoded(name, len(jobs))
+        for piece in self.limit.pieces(len(jobs)):
+            self._encode_batch(name, jobs[piece.start:piece.stop])
+
+    def _encode_batch(self, name: str, jobs: list[EncodeJob]) -> None:
+        """One encode of ``jobs``; on a device out-of-memory error, halves (``binder.embed.feed``)."""
         try:
             batch = self.model.modality(name).collate([j.tensor for j in jobs])
             z, bad = self.model.encode_rows(name, batch)
             emb = z.float().cpu().numpy()
-        except ENCODE_ERRORS as exc:
-            if len(jobs) > 1:
-                for job in jobs:
-                    self._encode(name, [job])
+        except Exception as exc:  # out-of-memory halves; the rest is sorted below
+            if not is_out_of_memory(exc):
+                self._failed(name, jobs, exc)
                 return
-            jobs[0].future.set_exception(_encode_error(exc))
-            return
-        except Exception as exc:  # a bug: every request of the batch gets it, the worker goes on
-            for job in jobs:
-                job.future.set_exception(exc)
+            release_cached(self.model.input_device)
+            if len(jobs) == 1:
+                jobs[0].future.set_exception(ModalityError(None, f"does not fit in {self.model.input_device} "
+                                                                 f"memory even alone ({type(exc).__name__})"))
+                return
+            self.limit.halve(len(jobs))
+            for piece in self.limit.pieces(len(jobs)):
+                self._encode_batch(name, jobs[piece.start:piece.stop])
             return
         for i, job in enumerate(jobs):
             if i in bad:
                 job.future.set_exception(ModalityError(None, NON_FINITE))
             else:
                 job.future.set_result(np.array(emb[i], dtype=np.float32))
+
+    def _failed(self, name: str, jobs: list[EncodeJob], exc: Exception) -> None:
+        """A batch the encoder refused: each item alone, so the error lands on its own request."""
+        if isinstance(exc, ENCODE_ERRORS):
+            if len(jobs) > 1:
+                for job in jobs:
+                    self._encode_batch(name, [job])
+                return
+            jobs[0].future.set_exception(_encode_error(exc))
+            return
+        for job in jobs:  # a bug: every request of the batch gets it, the worker goes on
+            job.future.set_exception(exc)
 
 
 def _settle(future: Future, fn: Callable[[Any], Any], model: Any) -> None:

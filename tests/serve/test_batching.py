@@ -102,3 +102,39 @@ def test_max_batch_one_never_batches():
         assert model.calls == [1] * 5
     finally:
         batcher.close()
+
+
+class Tight(Doubling):
+    """A stand-in model on a device that runs out of memory above ``fits`` rows, and for any row holding
+    a value above 4 (an item too big even alone)."""
+
+    input_device = torch.device("cpu")
+
+    def __init__(self, fits: int):
+        super().__init__()
+        self.fits = fits
+
+    def encode_rows(self, name, batch):
+        if len(batch) > self.fits or (batch > 4).any():
+            self.calls.append(len(batch))
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().encode_rows(name, batch)
+
+
+def test_out_of_memory_halves_the_batch_and_later_batches_keep_the_size_that_fitted():
+    model = Tight(fits=2)
+    batcher = Batcher(model, window_s=0.3, max_batch=8, metrics=Metrics())
+    try:
+        inputs = [torch.tensor([1.0, float(i)]) for i in range(4)] + [torch.tensor([9.0, 0.0])]
+        futures = [batcher.submit("x", t) for t in inputs]
+        for f, t in zip(futures[:4], inputs):
+            assert np.allclose(f.result(5), torch.nn.functional.normalize(t, dim=0).numpy())
+        with pytest.raises(ModalityError, match="does not fit in cpu memory even alone"):
+            futures[4].result(5)
+        assert model.calls == [5, 2, 2, 1] and batcher.limit.size == 2  # one item too big alone leaves it
+        model.calls.clear()
+        futures = [batcher.submit("x", torch.tensor([1.0, float(i)])) for i in range(3)]
+        [f.result(5) for f in futures]
+        assert model.calls == [2, 1]
+    finally:
+        batcher.close()

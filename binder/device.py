@@ -74,6 +74,16 @@ def resolve_precision(device: torch.device, precision: str) -> str:
     return precision
 
 
+def placement(spec: str | None, precision: str) -> tuple[torch.device, str]:
+    """(device, precision) an inference job runs at: ``spec`` resolved (``resolve_device``) and
+    ``precision``, checked against ``INFERENCE_PRECISIONS``, resolved for that device
+    (``resolve_precision``). Every refusal is an error of one line, raised before any model is read."""
+    from binder.precision import check_precision
+
+    where = resolve_device(spec)
+    return where, resolve_precision(where, check_precision(precision))
+
+
 def bf16_supported(device: torch.device) -> bool:
     """Whether ``device`` computes in bfloat16 natively (not emulated)."""
     import torch

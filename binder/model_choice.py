@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 from binder.errors import IndexStoreError
 
 if TYPE_CHECKING:
+    import torch
+
     from binder.model import BindingModel
 
 MODEL_ENV = "ANYBIND_MODEL"
@@ -39,13 +41,12 @@ def load_model(spec: str | os.PathLike | None = None, *, modalities: Iterable[st
     ``device`` is a ``binder.device`` spec (None: ``$ANYBIND_DEVICE``, else auto); both are checked
     before anything is read. ``notify`` hears the untrained default's warning.
     """
-    from binder.device import resolve_device, resolve_precision
+    from binder.device import placement
     from binder.hub import resolve_model
     from binder.model import BindingModel  # imported here so that command-line help stays fast
-    from binder.precision import INT8_MIN_WIDTH, apply_precision, check_precision
+    from binder.precision import INT8_MIN_WIDTH
 
-    where = resolve_device(device)
-    precision = resolve_precision(where, check_precision(precision))
+    where, precision = placement(device, precision)
     spec = model_spec(spec)
     if spec:
         model = BindingModel.load(resolve_model(spec, progress=progress), modalities)
@@ -53,10 +54,19 @@ def load_model(spec: str | os.PathLike | None = None, *, modalities: Iterable[st
         if notify is not None:
             notify(UNTRAINED_NOTE)
         model = BindingModel.default()
-    model = apply_precision(model.eval(), precision)
+    model = ready_for_inference(model, where, precision)
     if precision == "int8" and not model.int8_encoders and notify is not None:
         notify(f"note: --precision int8: no encoder of this model is {INT8_MIN_WIDTH} or more wide, where int8 "
                f"gains on a CPU (docs/guides/performance.md); it runs at fp32")
+    return model
+
+
+def ready_for_inference(model: BindingModel, where: torch.device, precision: str) -> BindingModel:
+    """``model`` in eval mode at ``precision`` (``binder.precision.apply_precision``) and placed on
+    ``where``: the last step of every job that loads a model to encode (``placement`` gives both)."""
+    from binder.precision import apply_precision
+
+    model = apply_precision(model.eval(), precision)
     return model.place(where) if where.type != "cpu" else model
 
 

@@ -77,17 +77,14 @@ def _run_build(index_dir, paths, modality, model_dir, batch_size, workers, shard
     model_dir = model_spec(model_dir)
     if resolve_model(index_dir, model_dir) is None and not quiet:
         click.echo(UNTRAINED_NOTE, err=True)
-    from binder.device import resolve_device, resolve_precision
-    from binder.precision import check_precision
+    from binder.device import placement
 
     if ray_address and (device or precision != "auto"):
         raise click.UsageError("--ray places its actors itself (a GPU each when the cluster has them, at auto "
                                "precision); leave out --device and --precision")
     where = "cpu"
     if not ray_address:  # a missing GPU or a precision it cannot run: one line, before any work
-        placed = resolve_device(device)
-        resolve_precision(placed, check_precision(precision))
-        where = str(placed)
+        where = str(placement(device, precision)[0])
     opts = BuildOptions(modality, batch_size, workers, shard_size, progress=not quiet, device=where,
                         precision=precision)
     with _log(log_file) as log:

@@ -82,15 +82,13 @@ def load_model_for(model_dir: str | None, modalities: Iterable[str] | None = Non
                    precision: str = "auto"):
     """The model in ``model_dir`` (only the parts encoding ``modalities``, when given), else the untrained
     default, on ``device`` at ``precision`` (``binder.precision``)."""
-    from binder.device import resolve_device, resolve_precision
+    from binder.device import placement
     from binder.model import BindingModel
-    from binder.precision import apply_precision, check_precision
+    from binder.model_choice import ready_for_inference
 
-    where = resolve_device(device)
-    precision = resolve_precision(where, check_precision(precision))
-    model = BindingModel.default().eval() if not model_dir else BindingModel.load(model_dir, modalities)
-    model = apply_precision(model.eval(), precision)
-    return model.place(where) if where.type != "cpu" else model
+    where, precision = placement(device, precision)
+    model = BindingModel.default() if not model_dir else BindingModel.load(model_dir, modalities)
+    return ready_for_inference(model, where, precision)
 
 
 def plan(writer: IndexWriter, items: list[Item], report: BuildReport) -> list[Pending]:

@@ -21,10 +21,9 @@ def serve_device(config: ServeConfig) -> tuple[torch.device, str]:
     A DeviceError (one line) when torch cannot use the device or the device cannot run the
     precision; ``anybind serve`` calls this before it listens and before the index or model is read.
     """
-    from binder.device import resolve_device, resolve_precision
+    from binder.device import placement
 
-    where = resolve_device(config.device)
-    return where, resolve_precision(where, config.precision)
+    return placement(config.device, config.precision)
 
 
 def load_serve_model(config: ServeConfig) -> tuple[Any, str]:

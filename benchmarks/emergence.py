@@ -7,7 +7,9 @@ then measure on held-out test data
 4. chance (the most frequent test class),
 
 and BasicMotions (real IMU data) bound to its text labels, beside ROCKET and 1-NN DTW run on the
-same official split in the same process. Usage (about 30 minutes on 2 cores):
+same official split in the same process. two_stream's RGB stream starts from this run's video
+bindings (image-bound from image-bound, text-bound from text-bound), so video runs first; each
+stream's own figure and the fusion weights are printed below the table. Usage:
 
     python benchmarks/emergence.py [--world out/world] [--anchor out/anchor] [--modalities audio,depth]
 """
@@ -60,10 +62,19 @@ def recipe_for(name: str, world: Path, anchor: Path, out: Path, target: str, ste
     if steps:
         overrides["train.steps"] = steps
     recipe = load_recipe(ROOT / "recipes" / "bind" / f"{name}.toml", overrides)
-    specs = tuple(dataclasses.replace(s, target=target) for s in recipe.modalities)
+    specs = tuple(dataclasses.replace(s, target=target, init=_warm_start_here(s.init, out.parent, target))
+                  for s in recipe.modalities)
     mods = tuple(dataclasses.replace(m, options={**m.options, "codebook": str(world / CODEBOOK)})
                  if m.options.get("codebook") else m for m in recipe.bind.modalities)  # the --world's own
     return dataclasses.replace(recipe, modalities=specs, bind=dataclasses.replace(recipe.bind, modalities=mods))
+
+
+def _warm_start_here(init: dict, runs: Path, target: str) -> dict:
+    """A recipe's warm start pointed at this benchmark's own binding of that modality to the same
+    target (two_stream's RGB stream starts from the video row's model: image from image, text from text)."""
+    if not init:
+        return init
+    return {**init, "model": str(runs / f"{init.get('modality') or 'video'}-{target}" / "model")}
 
 
 def bind(recipe: Recipe) -> tuple[dict, float]:
@@ -82,6 +93,11 @@ def emergence_row(name: str, args) -> dict:
            "to_image_R@1": by_image["to_image"]["R@1"],
            "to_image_R@10": by_image["to_image"]["R@10"], "text_bound_top1": by_text["zero_shot_top1"],
            "chance": by_image["chance_top1"], "test_items": by_image["items"], "minutes": (t_img + t_txt) / 60}
+    for stream, figures in by_image.get("streams", {}).items():  # a multi-stream modality: each stream alone
+        row[f"{stream}_stream_top1"] = figures["zero_shot_top1"]
+        row[f"{stream}_stream_hard_top1"] = figures.get("hard", {}).get("zero_shot_top1")
+    if "fusion_weights" in by_image:
+        row["fusion_weights"] = by_image["fusion_weights"]
     print(f"  {name:<13} emergent {row['emergent_top1']:.3f}  hard {_num(row['emergent_hard_top1'])}  "
           f"R@1 {row['to_image_R@1']:.3f}  text-bound {row['text_bound_top1']:.3f}  chance {row['chance']:.3f}  "
           f"({row['minutes']:.1f} min)", flush=True)
@@ -124,7 +140,18 @@ def table(rows: list[dict]) -> str:
         out.append(f"| {r['modality']} | **{r['emergent_top1']:.3f}** | {_num(hard)} | {gap} | "
                    f"{r['to_image_R@1']:.3f} | {r['to_image_R@10']:.3f} | {r['text_bound_top1']:.3f} | {share:.2f} | "
                    f"{r['chance']:.3f} | {r['test_items']} / {r.get('hard_items') or '-'} | {r.get('steps', '')} |\n")
-    return head + "".join(out)
+    return head + "".join(out) + "".join(_streams_note(r) for r in rows)
+
+
+def _streams_note(r: dict) -> str:
+    """Below the table: each stream of a multi-stream row alone, and the gate's weights."""
+    streams = [k.removesuffix("_stream_top1") for k in r if k.endswith("_stream_top1")]
+    if not streams:
+        return ""
+    each = ", ".join(f"{s} {r[f'{s}_stream_top1']:.3f} (hard {_num(r.get(f'{s}_stream_hard_top1'))})"
+                     for s in streams)
+    weights = ", ".join(f"{s} {w:.2f}" for s, w in r.get("fusion_weights", {}).items())
+    return f"\n{r['modality']}, each stream alone (emergent top-1): {each}; fusion weights: {weights}\n"
 
 
 def main() -> None:

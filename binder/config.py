@@ -90,9 +90,12 @@ class HeadConfig:
     learn_logit_scale: bool = True
     init_from_anchor: bool = True
     norm_eps: float = 1e-5
+    stream_dropout: float = 0.0  # multi-stream modalities, training only: rows that use one stream alone
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if not 0 <= self.stream_dropout < 1:
+            raise ConfigError(f"HeadConfig.stream_dropout must lie in [0, 1), got {self.stream_dropout}")
         if self.pool not in ("cls", "mean", "attention"):
             raise ConfigError(f"HeadConfig.pool must be cls, mean or attention, got {self.pool!r}")
         if self.logit_scale <= 0:

@@ -5,7 +5,7 @@ import contextlib
 import dataclasses
 import itertools
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import cast
 
@@ -26,9 +26,10 @@ from binder.checkpoint import (
 from binder.config import BindConfig, ModalityConfig
 from binder.device import resolve_device
 from binder.errors import AnybindError, CheckpointError, ModalityError
-from binder.heads import Head
+from binder.heads import FusionHead, Head
 from binder.lazy import UnfilledPartError, load_parts
 from binder.registry import get_modality, list_modalities
+from binder.tokenizers import StreamTokens
 from binder.trunk import Trunk, build_trunk
 from binder.vectors import UNIT_TOLERANCE
 from modalities.base import Modality
@@ -110,7 +111,9 @@ class BindingModel(nn.Module):
                 self.trunks[mcfg.name] = build_trunk(mcfg.trunk, None)
             width = self.trunk_for(mcfg.name).width
             self.tokenizers[mcfg.name] = modality.build_tokenizer(modality.options, width)
-            head = Head(width, self.anchor.embed_dim, mcfg.head)
+            streams = modality.streams()
+            head: Head | FusionHead = (FusionHead(width, self.anchor.embed_dim, mcfg.head, streams) if streams
+                                       else Head(width, self.anchor.embed_dim, mcfg.head))
             if mcfg.head.init_from_anchor:
                 head.init_from_anchor(self.anchor.visual)
             self.heads[mcfg.name] = head
@@ -225,22 +228,49 @@ class BindingModel(nn.Module):
         clips = batch.shape[1] if has_clips else 0
         if clips:
             batch = batch.flatten(0, 1)
+        if clips and window is not None:
+            window = (window[0] * clips, window[1] * clips)
         out = self.tokenizers[name](batch)
-        tokens, pad_mask = out if isinstance(out, tuple) else (out, None)
-        if token_drop > 0:
-            if clips and window is not None:
-                window = (window[0] * clips, window[1] * clips)
-            tokens, pad_mask = drop_tokens(tokens, pad_mask, token_drop, generator, window)
-        z = self.heads[name](self.trunk_for(name)(tokens, pad_mask), pad_mask)
+        if isinstance(out, StreamTokens):  # late fusion: each stream through the trunk on its own
+            hidden = [self._through_trunk(name, t, None, token_drop, generator, window) for t in out.streams]
+            head = cast(FusionHead, self.heads[name])
+            solo = head.draw_solo(batch.shape[0], generator, window)  # stream dropout, training only
+            z = head([h for h, _ in hidden], [m for _, m in hidden], solo)
+        else:
+            tokens, pad_mask = out if isinstance(out, tuple) else (out, None)
+            h, pad_mask = self._through_trunk(name, tokens, pad_mask, token_drop, generator, window)
+            z = self.heads[name](h, pad_mask)
         if clips:
             z = z.view(-1, clips, z.shape[-1]).mean(dim=1)
             z = z if scaled else F.normalize(z, dim=-1)
         return z
 
+    def _through_trunk(self, name: str, tokens: torch.Tensor, pad_mask: torch.Tensor | None, token_drop: float,
+                       generator: torch.Generator | None,
+                       window: tuple[int, int] | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One token sequence (after token drop, in training) through ``name``'s trunk."""
+        if token_drop > 0:
+            tokens, pad_mask = drop_tokens(tokens, pad_mask, token_drop, generator, window)
+        return self.trunk_for(name)(tokens, pad_mask), pad_mask
+
+    @contextlib.contextmanager
+    def single_stream(self, name: str, stream: str) -> Iterator[None]:
+        """Within the block, ``name`` (a multi-stream modality) embeds with ``stream`` alone: each
+        stream's own figure, measured beside the fused one."""
+        head = self.heads[name] if name in self.heads else None
+        if not isinstance(head, FusionHead) or stream not in head.streams:
+            raise ModalityError(None, f"{name!r} has no stream {stream!r} "
+                                      f"(streams: {', '.join(getattr(head, 'streams', ())) or 'none'})")
+        head.only = stream
+        try:
+            yield
+        finally:
+            head.only = None
+
     def logit_scale(self, name: str) -> torch.Tensor:
         """The modality's learned inverse temperature (the anchor's own for image/text)."""
         if name in self.heads:
-            return cast(Head, self.heads[name]).logit_scale
+            return cast(Head | FusionHead, self.heads[name]).logit_scale
         return self.anchor.clip.logit_scale.exp().clamp(max=100.0)
 
     def embed_files(self, name: str, paths: list[str | os.PathLike]) -> torch.Tensor:

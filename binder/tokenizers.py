@@ -6,11 +6,20 @@ learned position embedding, so the trunk and the heads see the same layout for e
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from binder.errors import ConfigError
+
+
+class StreamTokens(NamedTuple):
+    """What a multi-stream tokenizer returns: one ``(B, 1 + N, width)`` sequence per stream, in the
+    order of the modality's ``streams``. Each runs through the trunk on its own and its own head
+    pools it; a ``binder.heads.FusionHead`` then fuses the pooled vectors (late fusion)."""
+
+    streams: tuple[torch.Tensor, ...]
 
 
 def _trunc_normal(shape: tuple[int, ...], std: float = 0.02) -> nn.Parameter:

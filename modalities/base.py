@@ -54,7 +54,9 @@ class Modality(ABC):
 
     ``tower`` is ``"image"`` or ``"text"`` for modalities the frozen anchor encodes itself;
     those skip the shared trunk. ``has_clips`` means ``preprocess`` returns a leading clip axis
-    (k clips of a long recording) whose embeddings are averaged.
+    (k clips of a long recording) whose embeddings are averaged. A modality whose tokenizer
+    returns several streams (``binder.tokenizers.StreamTokens``) names them in ``streams()``: each
+    runs through the trunk on its own and the model fuses them late (``binder.heads.FusionHead``).
     """
 
     name: ClassVar[str]
@@ -70,6 +72,10 @@ class Modality(ABC):
         except TypeError as exc:
             fields = [f.name for f in dataclasses.fields(self.Options)]
             raise ConfigError(f"bad options for modality {self.name!r}: {exc}; valid options: {fields}") from None
+
+    def streams(self) -> tuple[str, ...]:
+        """The streams this modality's tokenizer returns, in order; () for one sequence (the usual)."""
+        return ()
 
     def configure(self, anchor: Any) -> None:
         """Take what preprocessing needs from the anchor (image size, tokenizer). Default: nothing."""
@@ -121,6 +127,13 @@ class Modality(ABC):
         """``options`` completed with what only the training set can give (audio: babble from other
         training utterances), drawn from ``paths`` by ``seed``. Default: unchanged."""
         return options
+
+    def load_for_training(self, path: str | os.PathLike, augment_options: Any) -> Any:
+        """What training decodes when augmentation is on (e.g. more frames than inference uses, so
+        ``augment`` has real frames to re-pick from); ``augment`` must map it back to what
+        ``preprocess`` expects. Every failure is a ModalityError naming the file, as in
+        ``load_checked``. Default: ``load_checked(path)``."""
+        return self.load_checked(path)
 
     def augment(self, raw: Any, rng: np.random.Generator, options: Any) -> Any:
         """A training-time variation of a decoded item, drawn from ``rng`` only. Default: unchanged."""

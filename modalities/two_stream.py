@@ -2,6 +2,11 @@
 
 The RGB stream is exactly the video modality's clip; the flow stream adds motion explicitly
 (OpenCV Farneback between consecutive sampled frames), as in two-stream action recognition.
+By default the streams are fused late (``fusion = "late"``): each runs through the trunk on its
+own, each head pools its stream into the shared space, and a learned gate sums the two vectors
+(``binder.heads.FusionHead``), so the RGB stream can start from a video binding's weights and
+the fused embedding starts where RGB alone is. ``fusion = "early"`` is the older single sequence
+of RGB and flow tokens.
 """
 from __future__ import annotations
 
@@ -19,12 +24,14 @@ from torch import nn
 
 from binder.errors import ConfigError
 from binder.registry import register_modality
-from binder.tokenizers import SequenceEmbedding, TubeletTokens
+from binder.tokenizers import SequenceEmbedding, StreamTokens, TubeletTokens
+from modalities.augment.flow import FlowClip, FlowPick, pick_flow_clip
 from modalities.augment.video import VideoAugment, augment_frames
 from modalities.base import Modality, Perturber
 from modalities.video import (
     VIDEO_PERTURBATIONS,
     VideoOptions,
+    VideoTokenizer,
     as_frames,
     normalize_frames,
     poster_preview,
@@ -33,6 +40,8 @@ from modalities.video import (
 )
 
 FLOW_METHODS = ("farneback",)
+FUSIONS = ("late", "early")
+STREAMS = ("rgb", "flow")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,8 +49,10 @@ class TwoStreamOptions(VideoOptions):
     """Video options plus the optical-flow method and its parameters (OpenCV's usual defaults).
 
     Flow is measured in pixels at ``image_size``, divided by ``flow_scale`` and clamped to [-1, 1].
+    ``fusion``: ``"late"`` (two sequences, fused after pooling) or ``"early"`` (one sequence).
     """
 
+    fusion: str = "late"
     flow: str = "farneback"
     flow_scale: float = 20.0
     pyr_scale: float = 0.5
@@ -53,6 +64,8 @@ class TwoStreamOptions(VideoOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.fusion not in FUSIONS:
+            raise ConfigError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
         if self.flow not in FLOW_METHODS:
             raise ConfigError(f"flow must be one of {FLOW_METHODS}, got {self.flow!r}")
         if self.flow_scale <= 0:
@@ -64,24 +77,48 @@ class TwoStreamOptions(VideoOptions):
 _farneback = cast(Callable[..., np.ndarray], cv2.calcOpticalFlowFarneback)
 
 
+def gray_frames(rgb: torch.Tensor) -> np.ndarray:
+    """``(N, 3, S, S)`` frames in [0, 1] → uint8 ``(N, S, S)`` luma, the input of Farneback."""
+    weights = torch.tensor([0.299, 0.587, 0.114], dtype=rgb.dtype).view(1, 3, 1, 1)
+    return ((rgb * weights).sum(1) * 255.0).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def pair_flow(prev: np.ndarray, nxt: np.ndarray, cfg: TwoStreamOptions) -> np.ndarray:
+    """Farneback flow from one uint8 grayscale frame to the next: float32 ``(S, S, 2)`` in pixels."""
+    return _farneback(prev, nxt, None, cfg.pyr_scale, cfg.levels, cfg.winsize, cfg.iterations, cfg.poly_n,
+                      cfg.poly_sigma, 0).astype(np.float32)
+
+
+def scale_flow(flow: np.ndarray, cfg: TwoStreamOptions) -> torch.Tensor:
+    """``(T, S, S, 2)`` flow in pixels → the stream's ``(2, T, S, S)``: / ``flow_scale``, clamped to [-1, 1]."""
+    out = torch.from_numpy(np.ascontiguousarray(flow)).float()
+    return (out / cfg.flow_scale).clamp_(-1.0, 1.0).permute(3, 0, 1, 2).contiguous()
+
+
 def farneback_flow(rgb: torch.Tensor, cfg: TwoStreamOptions) -> torch.Tensor:
     """Flow between consecutive frames of ``(T + 1, 3, S, S)`` in [0, 1] → ``(2, T, S, S)`` (dx, dy).
 
     Values are pixels / ``flow_scale`` clamped to [-1, 1], so the stem sees a bounded input.
     """
-    weights = torch.tensor([0.299, 0.587, 0.114], dtype=rgb.dtype).view(1, 3, 1, 1)
-    gray = ((rgb * weights).sum(1) * 255.0).round().clamp(0, 255).to(torch.uint8).numpy()
-    flows = [
-        _farneback(prev, nxt, None, cfg.pyr_scale, cfg.levels, cfg.winsize, cfg.iterations, cfg.poly_n,
-                   cfg.poly_sigma, 0)
-        for prev, nxt in zip(gray[:-1], gray[1:])
-    ]
-    flow = torch.from_numpy(np.stack(flows)).float()  # T, S, S, 2
-    return (flow / cfg.flow_scale).clamp_(-1.0, 1.0).permute(3, 0, 1, 2).contiguous()
+    gray = gray_frames(rgb)
+    return scale_flow(np.stack([pair_flow(a, b, cfg) for a, b in zip(gray[:-1], gray[1:])]), cfg)
+
+
+class LateTwoStreamTokenizer(nn.Module):
+    """``(B, 5, T, S, S)`` → two sequences: the RGB clip and the flow clip, each tokenized exactly as
+    the video modality tokenizes a clip (so a video binding's tokenizer loads into ``streams.rgb``)."""
+
+    def __init__(self, width: int, input_thw: tuple[int, int, int], tubelet: tuple[int, int, int]):
+        super().__init__()
+        self.streams = nn.ModuleDict({"rgb": VideoTokenizer(3, width, input_thw, tubelet),
+                                      "flow": VideoTokenizer(2, width, input_thw, tubelet)})
+
+    def forward(self, x: torch.Tensor) -> StreamTokens:
+        return StreamTokens((self.streams["rgb"](x[:, :3]), self.streams["flow"](x[:, 3:])))
 
 
 class TwoStreamTokenizer(nn.Module):
-    """``(B, 5, T, S, S)`` → RGB and flow tubelets, each plus its stream vector → CLS + positions.
+    """Early fusion: ``(B, 5, T, S, S)`` → RGB and flow tubelets, each plus its stream vector → CLS + positions.
 
     Output ``(B, 1 + 2N, width)``: CLS, then the N RGB tokens, then the N flow tokens.
     """
@@ -116,18 +153,41 @@ class TwoStream(Modality):
     Options = TwoStreamOptions
     AugmentOptions = VideoAugment
 
-    def augment(self, raw: np.ndarray, rng: np.random.Generator, options: VideoAugment) -> np.ndarray:
-        """Temporal offset, jitter and frame-rate change, spatial crop (modalities.augment.video)."""
-        return augment_frames(raw, rng, options)
+    def augment(self, raw: np.ndarray | FlowClip, rng: np.random.Generator,
+                options: VideoAugment) -> np.ndarray | FlowPick:
+        """T + 1 of the decoded frames (temporal offset, jitter, frame-rate change), a spatial crop and,
+        when asked for, photometric changes and noise; a ``FlowClip`` (``load_for_training``) gives a
+        ``FlowPick`` whose flows come from its cache (modalities.augment.flow)."""
+        count = self.options.num_frames + 1
+        if isinstance(raw, FlowClip):
+            return pick_flow_clip(raw, count, rng, options)
+        return augment_frames(raw, rng, options, count=count)
+
+    def load_for_training(self, path: str | os.PathLike, augment_options: object) -> np.ndarray | FlowClip:
+        """With augmentation on, a ``FlowClip``: ``decode_count(T)`` frames (2T by default; at least
+        T + 1, so a clip of 2T frames is read without repeats) resized to ``image_size``, whose flows
+        are computed once per frame pair over the run."""
+        if not (isinstance(augment_options, VideoAugment) and augment_options.enabled):
+            return self.load_checked(path)
+        o = self.options
+        count = max(o.num_frames + 1, augment_options.decode_count(o.num_frames))
+        with self._named_errors(path):
+            frames = read_frames(path, count, o.min_frames, o.backend, o.max_pixels)
+            rgb = resize_frames(frames, o.image_size)
+            return FlowClip(rgb.permute(0, 2, 3, 1).numpy().copy(), gray_frames(rgb))
 
     def load(self, path: str | os.PathLike) -> np.ndarray:
         """Decode T+1 uniformly spaced RGB frames, uint8 ``(T + 1, H, W, 3)``."""
         o = self.options
         return read_frames(path, o.num_frames + 1, o.min_frames, o.backend, o.max_pixels)
 
-    def preprocess(self, raw: np.ndarray) -> torch.Tensor:
+    def preprocess(self, raw: np.ndarray | FlowPick) -> torch.Tensor:
         """Frames → ``(5, T, S, S)``: normalized RGB (channels 0-2) and scaled flow (3-4)."""
         o = self.options
+        if isinstance(raw, FlowPick):  # training: RGB already resized, flows from the clip's cache
+            rgb = torch.from_numpy(raw.rgb).permute(0, 3, 1, 2)
+            flows = raw.flows(lambda a, b: pair_flow(a, b, o))
+            return torch.cat([normalize_frames(rgb, o.mean, o.std), scale_flow(flows, o)], dim=0)
         frames = resize_frames(as_frames(raw, o.num_frames + 1), o.image_size)
         rgb = normalize_frames(frames[:-1], o.mean, o.std)
         return torch.cat([rgb, farneback_flow(frames, o)], dim=0)
@@ -136,9 +196,16 @@ class TwoStream(Modality):
         o = self.options
         return (5, o.num_frames, o.image_size, o.image_size)
 
+    def streams(self) -> tuple[str, ...]:
+        """``("rgb", "flow")`` under late fusion; early fusion is one sequence."""
+        return STREAMS if self.options.fusion == "late" else ()
+
     def build_tokenizer(self, cfg: TwoStreamOptions, width: int) -> nn.Module:
-        """Two-stream tubelet tokenizer for ``(B, 5, T, S, S)`` → ``(B, 1 + 2N, width)``."""
-        return TwoStreamTokenizer(width, (cfg.num_frames, cfg.image_size, cfg.image_size), cfg.tubelet)
+        """Late: two video tokenizers (RGB, flow) → ``StreamTokens``; early: one ``(B, 1 + 2N, width)`` sequence."""
+        thw = (cfg.num_frames, cfg.image_size, cfg.image_size)
+        if cfg.fusion == "late":
+            return LateTwoStreamTokenizer(width, thw, cfg.tubelet)
+        return TwoStreamTokenizer(width, thw, cfg.tubelet)
 
     def preview(self, path: Path, size: int) -> Image.Image:
         """The middle frame, as for video."""

@@ -284,8 +284,19 @@ class Video(Modality):
     AugmentOptions = VideoAugment
 
     def augment(self, raw: np.ndarray, rng: np.random.Generator, options: VideoAugment) -> np.ndarray:
-        """Temporal offset, jitter and frame-rate change, spatial crop (modalities.augment.video)."""
-        return augment_frames(raw, rng, options)
+        """T of the decoded frames (temporal offset, jitter, frame-rate change), spatial crop and, when
+        asked for, photometric changes and noise (modalities.augment.video)."""
+        return augment_frames(raw, rng, options, count=self.options.num_frames)
+
+    def load_for_training(self, path: str | os.PathLike, augment_options: Any) -> np.ndarray:
+        """``decode_count(T)`` frames (2T by default) spread uniformly over the clip when augmentation is
+        on, so temporal augmentation picks among real frames; else the T of ``load_checked``."""
+        if not (isinstance(augment_options, VideoAugment) and augment_options.enabled):
+            return self.load_checked(path)
+        o = self.options
+        with self._named_errors(path):
+            return read_frames(path, augment_options.decode_count(o.num_frames), o.min_frames, o.backend,
+                               o.max_pixels)
 
     def load(self, path: str | os.PathLike) -> np.ndarray:
         """Decode T uniformly spaced RGB frames, uint8 ``(T, H, W, 3)``."""

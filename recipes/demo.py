@@ -131,6 +131,8 @@ def main() -> int:
     searches(model, index, labels)
     stage("accuracy on the held-out test split (bound with image pairs only; chance = most frequent class)")
     for name, m in metrics.items():
+        if not isinstance(m, dict) or "zero_shot_top1" not in m:  # e.g. train.eval_every's val_curve
+            continue
         print(f"  {name:<6} emergent zero-shot → text top-1 {m['zero_shot_top1']:.3f}   → image R@1 "
               f"{m['to_image']['R@1']:.3f}   chance {m['chance_top1']:.3f}   ({m['items']} test files)")
     table = OUT / "emergence" / "results.md"

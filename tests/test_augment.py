@@ -333,7 +333,7 @@ def test_raster_options_validation_names_the_field():
 def _frames(n: int) -> np.ndarray:
     frames = np.zeros((n, 12, 16, 3), np.uint8)
     for i in range(n):
-        frames[i] = 20 * i + 5  # every frame distinct
+        frames[i] = 15 * i + 5  # every frame distinct (up to 17 frames in uint8)
     return frames
 
 
@@ -370,6 +370,111 @@ def test_crop_frames_applies_one_box_to_all_frames():
     assert np.array_equal(out, frames)  # constant frames stay constant under any crop
     full = V.crop_frames(frames, (0.0, 0.0, 16.0, 12.0))
     assert np.array_equal(full, frames)
+
+
+def _source_indices(out: np.ndarray) -> np.ndarray:
+    """Which of ``_frames``' frames each output frame is (every frame is a flat, distinct level)."""
+    return (out[:, 0, 0, 0].astype(np.int64) - 5) // 15
+
+
+def test_sixteen_decoded_frames_give_eight_varied_forward_picks():
+    frames, opts = _frames(16), VideoAugment(p_temporal=1, p_crop=0)
+    picks = set()
+    for seed in range(40):
+        out = augment_frames(frames, np.random.default_rng(seed), opts, count=8)
+        idx = _source_indices(out)
+        assert out.shape == (8, 12, 16, 3) and out.dtype == np.uint8
+        assert (np.diff(idx) >= 0).all() and idx.min() >= 0 and idx.max() <= 15
+        picks.add(tuple(idx))
+    assert len(picks) >= 20  # real variety, not the same 8 frames re-ordered
+
+
+def test_stride_sets_the_span_of_the_pick():
+    fast = V.clip_indices(16, 8, start=-4.0, stride=1.5)  # a faster clip runs past both ends
+    assert fast[-1] - fast[0] + 1 > 8 and fast.tolist() == sorted(fast.tolist())
+    slow = V.clip_indices(16, 8, start=3.0, stride=0.5)  # a slower one: a shorter window, placed by start
+    assert slow.tolist() == [3, 4, 5, 6, 7, 8, 9, 11]  # half the clip: steps of 15/7 · 0.5 frames
+    rng = np.random.default_rng(0)
+    spans = [np.ptp(V.draw_clip_indices(16, 8, rng, VideoAugment(stride=(1.6, 2.0), max_jitter=0))) for _ in range(20)]
+    assert min(spans) > 8
+
+
+def test_without_temporal_augmentation_the_pick_is_the_uniform_one():
+    from modalities.video import uniform_indices
+
+    frames = _frames(16)
+    for opts in (VideoAugment(p_temporal=0, p_crop=0), VideoAugment(enabled=False)):
+        out = augment_frames(frames, np.random.default_rng(0), opts, count=8)
+        assert np.array_equal(_source_indices(out), uniform_indices(16, 8))
+    assert V.clip_indices(16, 8, 0.0).tolist() == uniform_indices(16, 8).tolist()  # stride 1 = uniform
+
+
+def test_draw_frame_indices_is_the_clip_draw_with_count_equal_to_frames():
+    opts = VideoAugment(max_jitter=1.5, stride=(0.5, 2.0), max_offset_frac=0.5)
+    for seed in range(20):
+        a = V.draw_frame_indices(7, np.random.default_rng(seed), opts)
+        b = V.draw_clip_indices(7, 7, np.random.default_rng(seed), opts)
+        assert np.array_equal(a, b)
+    assert VideoAugment().decode_count(8) == 16 and VideoAugment(decode_factor=1).decode_count(8) == 8
+    assert VideoAugment(decode_factor=1.3).decode_count(5) == 6
+
+
+def _augment_frames_before(frames: np.ndarray, rng: np.random.Generator, opts: VideoAugment) -> np.ndarray:
+    """augment_frames as it was before K > T decoding (re-pick among the same frames), for comparison."""
+    out = frames
+    if rng.random() < opts.p_temporal:
+        out = V.select_frames(out, V.frame_indices(len(out), *_old_draw(len(out), rng, opts)))
+    if rng.random() < opts.p_crop:
+        out = V.crop_frames(out, R.draw_crop_box(out.shape[1:3], rng, opts.crop_scale, opts.crop_aspect))
+    return out
+
+
+def _old_draw(n: int, rng: np.random.Generator, opts: VideoAugment) -> tuple:
+    stride = rng.uniform(*opts.stride)
+    start = (n - 1) * (1.0 - stride) / 2.0 + rng.uniform(-opts.max_offset_frac * n, opts.max_offset_frac * n)
+    return start, stride, rng.uniform(-opts.max_jitter, opts.max_jitter, size=n)
+
+
+@pytest.mark.parametrize("n", [4, 5, 8])
+def test_decode_factor_one_reproduces_the_earlier_draw(n):
+    frames = (np.random.default_rng(n).random((n, 12, 16, 3)) * 255).astype(np.uint8)
+    opts = VideoAugment(decode_factor=1, p_temporal=0.7, p_crop=0.5, max_jitter=1.0)
+    for seed in range(30):
+        new = augment_frames(frames, np.random.default_rng(seed), opts)  # count defaults to len(frames)
+        assert np.array_equal(new, _augment_frames_before(frames, np.random.default_rng(seed), opts))
+
+
+def test_photometric_and_noise_keep_dtype_and_shape_and_act_only_when_on():
+    frames = (np.random.default_rng(0).random((6, 12, 16, 3)) * 200 + 20).astype(np.uint8)
+    off = VideoAugment(p_temporal=0, p_crop=0)
+    assert np.array_equal(augment_frames(frames, np.random.default_rng(0), off), frames)
+    for opts in (VideoAugment(p_temporal=0, p_crop=0, p_photometric=1),
+                 VideoAugment(p_temporal=0, p_crop=0, p_noise=1, noise_sigma=(0.02, 0.05))):
+        out = augment_frames(frames, np.random.default_rng(0), opts)
+        assert out.shape == frames.shape and out.dtype == np.uint8 and not np.array_equal(out, frames)
+    floats = frames.astype(np.float32) / 255
+    lit = augment_frames(floats, np.random.default_rng(0), VideoAugment(p_temporal=0, p_crop=0, p_photometric=1))
+    assert lit.dtype == np.float32 and lit.shape == floats.shape
+
+
+def test_photometric_gain_flicker_and_shift_are_exact():
+    frames = np.full((3, 4, 4, 3), 100, np.uint8)
+    out = V.photometric(frames, np.array([1.0, 2.0, 3.0]), 0.1)
+    assert out.dtype == np.uint8 and out[:, 0, 0, 0].tolist() == [126, 226, 255]  # 0.1 · 255 added, clipped
+    dark = V.photometric(frames, np.ones(3), -1.0)
+    assert (dark == 0).all()
+    noisy = V.add_noise(np.full((4, 32, 32, 3), 128, np.uint8), 0.05, np.random.default_rng(0))
+    assert abs(noisy.astype(np.float64).std() - 0.05 * 255) < 0.5 and noisy.dtype == np.uint8
+
+
+def test_video_options_validation_names_the_field():
+    for field, value in [("decode_factor", 0.5), ("decode_factor", float("nan")), ("p_photometric", 1.5),
+                         ("p_noise", -0.1), ("gain", (0.0, 1.0)), ("gain", (1.4, 0.6)), ("flicker", 1.0),
+                         ("brightness_shift", (-2.0, 0.1)), ("noise_sigma", (-0.1, 0.05))]:
+        with pytest.raises(ValueError, match=field):
+            VideoAugment(**{field: value})
+    with pytest.raises(ValueError, match="count"):
+        augment_frames(_frames(4), np.random.default_rng(0), VideoAugment(), count=0)
 
 
 # ---------------------------------------------------------------- signals

@@ -18,6 +18,7 @@ from binder.describe import token_shape
 from binder.errors import RegistryError
 from binder.model import BindingModel
 from binder.registry import get_modality, list_modalities, modality_for_path, register_modality
+from binder.tokenizers import StreamTokens
 from modalities.base import Modality
 
 WIDTH = 64  # anybind-tiny: visual width 64, patch 8, 64 px images, text context 16, embed_dim 64
@@ -44,7 +45,7 @@ EXPECTED_TOKENS = {
     "depth": (32 // 8) ** 2 + 1,
     "thermal": (32 // 8) ** 2 + 1,
     "video": (4 // 2) * (32 // 8) * (32 // 8) + 1,
-    "two_stream": 2 * (4 // 2) * (32 // 8) * (32 // 8) + 1,
+    "two_stream": (4 // 2) * (32 // 8) * (32 // 8) + 1,  # per stream: RGB and flow are two sequences
     "audio": ((128 - 16) // 10 + 1) * ((204 - 16) // 10 + 1) + 1,  # 12 x 19 overlapping patches + CLS
     "imu": 256 // 8 + 1,
     "timeseries": 4 * (64 // 8) + 1,  # every channel slot gets its patches, absent ones are masked
@@ -115,6 +116,10 @@ def test_tokenizer_grid_matches_describe(model, samples, name):
     batch = x if modality.has_clips else x[None]  # clips are tokenized as a batch of clips
     with torch.inference_mode():
         out = model.tokenizers[name](batch)
+    if isinstance(out, StreamTokens):
+        assert len(out.streams) == len(modality.streams()) == 2
+        assert all(t.shape == out.streams[0].shape for t in out.streams)
+        out = out.streams[0]
     tokens, mask = out if isinstance(out, tuple) else (out, None)
     assert tuple(tokens.shape) == (batch.shape[0], *reported) == (batch.shape[0], EXPECTED_TOKENS[name], WIDTH)
     assert torch.isfinite(tokens).all()

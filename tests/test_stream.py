@@ -76,6 +76,25 @@ def test_the_cache_stays_within_its_budget(world):
     assert 0 < ds.cache.peak <= 3 * item and ds.cache.evictions > 0 and len(ds.cache) <= 3
 
 
+def test_augmented_items_are_decoded_by_load_for_training_once_then_cached(world, monkeypatch):
+    src = depth_source(world)
+    calls: list[tuple[str, object]] = []
+    modality, path = src.modality, src.records[5].path
+    default = modality.load_for_training(path, src.augment)  # the base hook: exactly load_checked
+    assert all(np.array_equal(a, b) for a, b in zip(default, modality.load_checked(path), strict=True))
+
+    def counting(path, options):
+        calls.append((path, options))
+        return type(modality).load_checked(modality, path)  # what the default hook does
+
+    monkeypatch.setattr(src.modality, "load_for_training", counting)
+    monkeypatch.setattr(src.modality, "load_checked", lambda path: pytest.fail("augmented items load for training"))
+    ds = PairStream([src], seed=0, cache_bytes=2**20)
+    first, again = ds[(0, 3, 5)][1], ds[(0, 4, 5)][1]
+    assert calls == [(path, src.augment)]  # once: the second step takes the cached raw item
+    assert first.shape == again.shape == src.modality.input_shape()
+
+
 def write_recipe(world: Path, out: Path, manifest: str, **train) -> Path:
     settings = {"steps": 8, "batch_size": 8, "warmup_steps": 2, "checkpoint_every": 4, "workers": 0, **train}
     lines = ["[anchor]", 'model = "anybind-tiny"', "[train]", f'root = "{world}"', f'out = "{out}"',

@@ -391,3 +391,53 @@ def test_a_resumed_run_says_so_even_when_quiet(digits_world, tmp_path, capfd):
     assert code == 0, err
     assert f"anybind: resumed from step 3 of 6 ({tmp_path / 'run' / 'checkpoint'})" in err.splitlines(), err
     assert "resumed" not in out and "%|" not in err  # on stderr; and no progress bar
+
+
+# train.eval_every: the validation curve -----------------------------------------------------------
+
+def _curve_recipe(root: Path, out: Path, **train) -> Path:
+    """write_recipe's depth run, 4 steps, with the test manifest also as its val manifest."""
+    recipe = write_recipe(root, out, **{"steps": 4, "checkpoint_every": 2, "workers": 0, **train})
+    recipe.write_text(recipe.read_text().replace(f'test = "{root}/depth.test.jsonl"',
+                                                 f'val = "{root}/depth.test.jsonl"\ntest = "{root}/depth.test.jsonl"'))
+    return recipe
+
+
+def test_eval_every_writes_a_val_curve_and_leaves_training_unchanged(digits_world, tmp_path):
+    from binder.train.trainer import format_summary
+
+    curved = Trainer(load_recipe(_curve_recipe(digits_world, tmp_path / "curve", eval_every=2)), progress=False)
+    metrics = curved.run()
+    plain = Trainer(load_recipe(_curve_recipe(digits_world, tmp_path / "plain")), progress=False)
+    plain_metrics = plain.run()
+    assert [row["step"] for row in metrics["val_curve"]] == [2, 4] and "val_curve" not in plain_metrics
+    assert all(0 <= row["depth"] <= 1 for row in metrics["val_curve"])
+    assert json.loads((tmp_path / "curve" / "metrics.json").read_text())["val_curve"] == metrics["val_curve"]
+    want = plain.model.state_dict()
+    for k, v in curved.model.state_dict().items():
+        assert torch.equal(v, want[k]), k  # measuring on the way changed nothing in the training
+    assert next(iter(metrics.values())) is metrics["depth"]  # benchmarks/emergence.py's bind() reads the first
+    assert format_summary(metrics).splitlines()[1].split()[0] == "depth"
+
+
+def test_a_resumed_run_keeps_the_val_curve_before_its_resume_step(digits_world, tmp_path):
+    recipe = _curve_recipe(digits_world, tmp_path / "run", eval_every=1, checkpoint_every=2)
+    assert Trainer(load_recipe(recipe), progress=False).run(stop_after=3) == {"stopped_at": 3}  # checkpoint: step 2
+    resumed = Trainer(load_recipe(recipe), progress=False)
+    metrics = resumed.run(resume=True)
+    assert [row["step"] for row in metrics["val_curve"]] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("value", [-1, True, "2", 1.5])
+def test_bad_eval_every_values_are_refused_naming_the_key(digits_world, tmp_path, value):
+    from binder.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="eval_every"):
+        load_recipe(write_recipe(digits_world, tmp_path / "run"), {"train.eval_every": value})
+
+
+def test_eval_every_without_a_val_manifest_is_refused(digits_world, tmp_path):
+    from binder.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="train.eval_every needs eval.classes and a .* val manifest"):
+        Trainer(load_recipe(write_recipe(digits_world, tmp_path / "run", eval_every=2)), progress=False)

@@ -8,8 +8,9 @@ Paths: a relative path written in a recipe resolves against the recipe file's fo
 works from any working directory; one given as an override (``--set``) resolves against the
 current directory, as typed. ``~`` is expanded and absolute paths are kept. This covers
 ``anchor.model`` (``local-dir:PATH``), ``anchor.pretrained`` (when it is a file, not a tag),
-``anchor.cache_dir``, ``train.root``, ``train.out``, ``train.cache_dir`` and each modality's file
-options (a codebook). Manifests (``[[modality]]`` train/val/test/hard, ``eval.image_gallery``, an
+``anchor.cache_dir``, ``train.root``, ``train.out``, ``train.cache_dir``, each modality's file
+options (a codebook) and its warm start's ``init.model``. Manifests (``[[modality]]``
+train/val/test/hard, ``eval.image_gallery``, an
 anchor recipe's train/test) are relative to ``train.root`` when one is set, like the paths inside
 them; without a root they follow the same rule. Every resolved path is absolute.
 """
@@ -37,6 +38,7 @@ from binder.errors import AnybindError, ConfigError, RegistryError
 from binder.registry import get_modality
 from binder.train.amp import PRECISIONS
 from binder.train.loss import LOSSES, SIGLIP_SCALE
+from binder.train.warm_start import parse_warm_start
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -57,6 +59,7 @@ class BindSpec:
     options: dict[str, Any] = field(default_factory=dict)
     head: dict[str, Any] = field(default_factory=dict)
     augment: dict[str, Any] | bool = True
+    init: dict[str, Any] = field(default_factory=dict)  # a warm start (binder.train.warm_start)
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -94,6 +97,8 @@ class TrainConfig:
     ``accumulate`` splits each rank's share into that many micro-batches with the same loss and
     gradient (less memory, same negatives). ``device`` is auto (a rank's GPU when there is one),
     cpu or cuda; ``precision`` is auto (bf16, else fp16, on GPUs; fp32 on CPUs), fp32, bf16 or fp16.
+    ``eval_every`` > 0 measures zero-shot top-1 on each modality's val manifest every that many steps
+    (and at the last) into metrics.json's ``val_curve``, without changing the training; 0 is off.
     """
 
     steps: int = 500
@@ -116,6 +121,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"
     accumulate: int = 1
+    eval_every: int = 0
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -130,6 +136,8 @@ class TrainConfig:
             raise ConfigError("train.cache_mb, workers, threads, warmup_steps and memory_size must be >= 0")
         if self.checkpoint_every < 1:
             raise ConfigError("train.checkpoint_every must be >= 1")
+        if self.eval_every < 0:
+            raise ConfigError(f"train.eval_every must be >= 0 (0 = off), got {self.eval_every}")
         if self.loss not in LOSSES:
             raise ConfigError(f"train.loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.accumulate < 1:
@@ -199,6 +207,9 @@ def _resolve_recipe_paths(data: dict[str, Any], base: Path, with_manifests: bool
         for key in MODALITY_MANIFESTS if with_manifests else ():
             if isinstance(entry.get(key), str):
                 entry[key] = resolve_path(entry[key], base)
+        init = entry.get("init")
+        if isinstance(init, dict) and isinstance(init.get("model"), str) and init["model"]:
+            init["model"] = resolve_path(init["model"], base)  # a binding folder, like the other paths
         options = entry.get("options")
         if isinstance(options, dict):
             for key in _file_options(entry.get("name")):
@@ -268,6 +279,8 @@ def load_recipe(path: str | os.PathLike, overrides: dict[str, Any] | None = None
                           f"bind each modality in one entry")
     for spec in specs:
         check_options(spec, f"{path} [[modality]] {spec.name}")
+        if spec.init:
+            parse_warm_start(spec.init, f"{path} [[modality]] {spec.name}")
     start = {"logit_scale": SIGLIP_SCALE} if data.get("train", {}).get("loss") == "siglip" else {}
     mods = [ModalityConfig(s.name, dict(s.options), build_section(HeadConfig, {**start, **s.head}, f"{path} head"))
             for s in specs]

@@ -48,7 +48,8 @@ def nbytes(obj: Any) -> int:
         return sum(nbytes(o) for o in obj) + 64
     if isinstance(obj, dict):
         return sum(nbytes(o) for o in obj.values()) + 64
-    return 64
+    size = getattr(obj, "nbytes", None)  # an object that measures itself (modalities.augment.flow.FlowClip)
+    return int(size) if isinstance(size, int) else 64
 
 
 class ByteLRU:
@@ -144,10 +145,13 @@ class PairStream(Dataset):
             return cached
         raw = self.cache.get((m, row))
         if raw is None:
-            raw = modality.load_checked(path)
+            raw = modality.load_for_training(path, src.augment)
             self.cache.put((m, row), raw)
         rng = item_rng(self.seed, modality.name, step, row)
-        return modality.prepare_augmented(path, raw, rng, src.augment)
+        out = modality.prepare_augmented(path, raw, rng, src.augment)
+        if not isinstance(raw, (np.ndarray, torch.Tensor, tuple)):  # it may cache inside (two-stream flows)
+            self.cache.put((m, row), raw)  # measured again, so the budget holds what it really holds
+        return out
 
 
 class StepSampler(Sampler[list[Key]]):

@@ -12,6 +12,11 @@ A file that fails to decode is reported and left out of its batch; a step left w
 pairs that could be read (nothing to contrast) stops the run with a TrainingError naming the files
 and why they failed, before any model is written.
 
+With ``train.eval_every = N`` rank 0 measures zero-shot top-1 on each modality's val manifest every
+N steps and at the last (``Trainer.val_point``), in eval mode with the torch RNG restored afterwards,
+so the weights end bit-identical to a run without it; the rows go to metrics.json's ``val_curve``
+and into each checkpoint, so a resumed run keeps the rows before its resume step.
+
 Under ``torchrun`` each rank streams its contiguous share of every step's global batch and the
 loss sees the rows of all ranks (binder.train.step), so N ranks train the binding one process
 trains with the same global batch. Rank 0 writes checkpoints, the model and the metrics, and
@@ -26,13 +31,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from tqdm import tqdm
 
 from binder.checkpoint import load_weights
-from binder.errors import AnybindError, CheckpointError, TrainingError
+from binder.errors import AnybindError, CheckpointError, ConfigError, TrainingError
+from binder.heads import FusionHead
 from binder.io import atomic_dir, atomic_write_json
 from binder.model import BindingModel
 from binder.train.amp import Precision
@@ -53,6 +59,7 @@ from binder.train.recipe import BindSpec, Recipe
 from binder.train.state import load_train_state, save_train_state
 from binder.train.step import StepBatch, StepRunner
 from binder.train.stream import PairStream, StepSampler, StreamBatch, StreamSource, stream_loader
+from binder.train.warm_start import parse_warm_start, warm_start
 
 
 @dataclass
@@ -73,11 +80,14 @@ class Trainer:
 
     def __init__(self, recipe: Recipe, progress: bool = True):
         self.recipe, self.cfg = recipe, recipe.train
+        _check_eval_every(recipe)
         self.ranks = Ranks.from_env(self.cfg.device)
         self.precision = Precision.resolve(self.cfg.precision, self.ranks.device)
         self.progress = progress and self.ranks.main
         torch.manual_seed(self.cfg.seed)
         self.model = BindingModel(recipe.bind)
+        self.warm_starts = {s.name: warm_start(self.model, s.name, parse_warm_start(s.init, f"{recipe.path} {s.name}"))
+                            for s in recipe.modalities if s.init}
         with self.ranks.main_first():  # rank 0 fills the target cache, the others then read it
             self.data = [self._load(spec) for spec in recipe.modalities]
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -94,6 +104,7 @@ class Trainer:
         self._batches: Iterator[StreamBatch] | None = None
         self._reported: set[tuple[int, int]] = set()
         self._failed: list[tuple[str, str]] = []  # (path, reason) of the files the current step could not read
+        self.curve: list[dict[str, Any]] = []  # train.eval_every's rows: {"step": s, modality: val top-1}
 
     # ------------------------------------------------------------------ setup
     def manifest(self, path: str) -> str:
@@ -244,6 +255,8 @@ class Trainer:
         self.model.eval()
         self.model.place(self.ranks.device)  # evaluation runs where training ran: on a GPU, there
         metrics = self.evaluate()
+        if self.curve:  # a top-level key no modality is named (_check_eval_every); not a dict, so summaries skip it
+            metrics[VAL_CURVE] = self.curve
         self.model.place("cpu")  # the saved model, and the one the caller keeps, live on the CPU
         self.model.save(out / "model")
         atomic_write_json(out / "metrics.json", metrics)
@@ -266,9 +279,52 @@ class Trainer:
                 bar.set_postfix(loss=f"{ema if ema is not None else float('nan'):.3f}",
                                 items_s=f"{seen / (time.perf_counter() - t0):.0f}")
                 bar.update(1)
+                if self._evaluates(self.step):
+                    self.val_point()
                 if self.step % self.cfg.checkpoint_every == 0 or self.step == self.cfg.steps:
                     self.save_checkpoint(out / "checkpoint")
         return False
+
+    # ------------------------------------------------------------------ validation curve
+    def _evaluates(self, step: int) -> bool:
+        every = self.cfg.eval_every
+        return bool(every) and self.ranks.main and (step % every == 0 or step == self.cfg.steps)
+
+    def val_point(self) -> dict[str, Any]:
+        """Zero-shot top-1 of each modality on its val manifest now, appended to ``self.curve``.
+
+        No image gallery (kept cheap). Eval mode and no autograd while it runs, then train mode again
+        (frozen parts stay in eval); the torch RNG states are restored, so training continues exactly
+        as it would have without this measurement.
+        """
+        row: dict[str, Any] = {"step": self.step}
+        device, placed = self.ranks.device, self.model.input_device
+        cpu_rng = torch.random.get_rng_state()
+        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                self.model.place(device)  # inputs go where the model is (already there: nothing moves)
+                for spec in self.recipe.modalities:
+                    if spec.val is not None:
+                        row[spec.name] = self._val_top1(spec.val)
+        finally:
+            self.model.input_device = placed
+            self.model.train()
+            torch.random.set_rng_state(cpu_rng)
+            if cuda_rng is not None:
+                torch.cuda.set_rng_state_all(cuda_rng)
+        self.curve.append(row)
+        if self.progress:
+            shown = "  ".join(f"{k} {v:.3f}" for k, v in row.items() if k != "step")
+            tqdm.write(f"anybind: step {self.step}: val top-1 {shown}", file=sys.stderr)
+        return row
+
+    def _val_top1(self, manifest: str) -> float:
+        ev = self.recipe.eval
+        result = evaluate_manifest(self.model, self.manifest(manifest), self.cfg.root, ev.classes, ev.templates,
+                                   gallery=None, workers=self.cfg.workers, names=ev.names)
+        return float(result["zero_shot_top1"])
 
     # ------------------------------------------------------------------ checkpoints
     def stateful_parts(self) -> dict[str, Any]:
@@ -286,7 +342,8 @@ class Trainer:
             with atomic_dir(folder) as tmp:
                 self.model.save(tmp)
                 save_train_state(tmp, self.stateful_parts(), {"step": self.step, "recipe": self.recipe.path,
-                                                              "world_size": self.ranks.world})
+                                                              "world_size": self.ranks.world,
+                                                              VAL_CURVE: self.curve})
         self.ranks.barrier()
 
     def load_checkpoint(self, folder: Path) -> None:
@@ -299,6 +356,7 @@ class Trainer:
         load_weights(folder, self.model)
         info = load_train_state(folder, self.stateful_parts())
         self.step = int(info["step"])
+        self.curve = [row for row in info.get(VAL_CURVE, []) if row["step"] <= self.step]
         low, high = self.ranks.min_max(self.step)
         if low != high:
             raise TrainingError(f"{folder}: ranks resumed at steps {low} and {high}; "
@@ -307,22 +365,56 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict[str, Any]:
         """Per modality on its test (else val) manifest: zero-shot top-1, chance, R@k to the image gallery;
-        the same on its ``hard`` manifest (held-out conditions) under the key "hard"."""
-        results = {}
+        the same on its ``hard`` manifest (held-out conditions) under the key "hard". A multi-stream
+        modality also gets each stream measured alone ("streams") and its fusion weights; a warm
+        start is recorded under "init"."""
+        results: dict[str, Any] = {}
         for spec in self.recipe.modalities:
-            manifest = spec.test or spec.val
-            if manifest is not None:
-                results[spec.name] = self._evaluate_one(manifest)
-                results[spec.name]["target"] = spec.target
-            if spec.hard is not None:
-                results.setdefault(spec.name, {"target": spec.target})["hard"] = self._evaluate_one(spec.hard)
+            splits = self._evaluate_splits(spec)
+            if not splits:
+                continue
+            out = results[spec.name] = {**splits, "target": spec.target}
+            streams = self.model.modality(spec.name).streams()
+            if streams:
+                head = cast(FusionHead, self.model.heads[spec.name])
+                out["fusion_weights"] = head.weights()
+                out["streams"] = {}
+                for stream in streams:
+                    with self.model.single_stream(spec.name, stream):
+                        out["streams"][stream] = _top1_only(self._evaluate_splits(spec))
+            if spec.name in self.warm_starts:
+                out["init"] = self.warm_starts[spec.name]
         return results
+
+    def _evaluate_splits(self, spec: BindSpec) -> dict[str, Any]:
+        """``spec``'s test (else val) figures, with its hard split's under "hard"."""
+        out: dict[str, Any] = {}
+        manifest = spec.test or spec.val
+        if manifest is not None:
+            out.update(self._evaluate_one(manifest))
+        if spec.hard is not None:
+            out["hard"] = self._evaluate_one(spec.hard)
+        return out
 
     def _evaluate_one(self, manifest: str) -> dict[str, Any]:
         ev = self.recipe.eval
         gallery = self.manifest(ev.image_gallery) if ev.image_gallery else None
         return evaluate_manifest(self.model, self.manifest(manifest), self.cfg.root, ev.classes, ev.templates, gallery,
                                  workers=self.cfg.workers, names=ev.names)
+
+
+VAL_CURVE = "val_curve"  # metrics.json's key (and the checkpoint info's) for train.eval_every's rows
+
+
+def _check_eval_every(recipe: Recipe) -> None:
+    """``train.eval_every`` needs something to measure: eval.classes and a [[modality]] with a val
+    manifest; and no modality may be named like the curve's key."""
+    if not recipe.train.eval_every:
+        return
+    if not recipe.eval.classes or not any(s.val for s in recipe.modalities):
+        raise ConfigError(f"{recipe.path}: train.eval_every needs eval.classes and a [[modality]] with a val manifest")
+    if any(s.name == VAL_CURVE for s in recipe.modalities):
+        raise ConfigError(f"{recipe.path}: a modality named {VAL_CURVE!r} clashes with train.eval_every's metrics key")
 
 
 def format_summary(metrics: dict[str, Any], recipe: Recipe | None = None) -> str:
@@ -354,6 +446,14 @@ def format_summary(metrics: dict[str, Any], recipe: Recipe | None = None) -> str
     lines = ["  ".join(cell.ljust(w) if i < 3 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
              .rstrip() for row in table]
     return "\n".join(lines)
+
+
+def _top1_only(result: dict[str, Any]) -> dict[str, Any]:
+    """One stream's figures: zero-shot top-1 and R@k on test (or val) and on the hard split."""
+    keep = {k: v for k, v in result.items() if k == "zero_shot_top1" or k.startswith("to_")}
+    if isinstance(result.get("hard"), dict):
+        keep["hard"] = _top1_only(result["hard"])
+    return keep
 
 
 def _num(x: Any) -> str:

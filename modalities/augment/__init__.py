@@ -11,7 +11,8 @@ modality       options            draw
 audio          AudioAugment       augment_wave(wave, rng, opts, sample_rate); mask_spectrogram(x, rng, opts)
 depth          DepthAugment       augment_depth((array, bits), rng, opts)
 thermal        ThermalAugment     augment_thermal((array, bits), rng, opts)
-video          VideoAugment       augment_frames(frames, rng, opts)   (also two_stream)
+video          VideoAugment       augment_frames(frames, rng, opts, count)   (2T frames decoded, T kept)
+two_stream     VideoAugment       pick_flow_clip(clip, count, rng, opts)     (flow.py: flows cached per pair)
 imu            SignalAugment      augment_signal(x, rng, opts)
 timeseries     SignalAugment      augment_signal(x, rng, opts)   (dropout_fill="nan")
 =============  =================  ============================================================

@@ -2,10 +2,12 @@
 
 The video modalities' ``load()`` returns uint8 RGB frames ``(T, H, W, 3)`` sampled uniformly
 over the clip (``num_frames`` for video, ``num_frames + 1`` for two-stream, whose flow is taken
-between consecutive frames). Every function here keeps that layout, dtype and frame count, so
-``preprocess`` accepts the result unchanged. Temporal variation re-picks frames among the
-decoded ones (offset, per-frame jitter, stride); indices never go backwards, so two-stream flow
-always runs forward in time. All randomness comes from the numpy ``Generator`` passed in.
+between consecutive frames). While training, a modality may decode K > T frames over the same
+clip (``VideoAugment.decode_count``, ``Modality.load_for_training``) and ``augment_frames``
+picks ``count`` of them, so temporal jitter and frame-rate changes reach frames that inference
+never sees instead of repeating its T. Every function keeps the layout and dtype. Indices never
+go backwards, so two-stream flow always runs forward in time. All randomness comes from the numpy
+``Generator`` passed in.
 """
 from __future__ import annotations
 
@@ -23,13 +25,19 @@ from modalities.augment.raster import draw_crop_box
 class VideoAugment:
     """What ``augment_frames`` may do; ranges are (low, high) drawn uniformly, ``p_*`` are probabilities.
 
-    Temporal: a start offset of up to ``max_offset_frac`` of the frame count (either way), a
-    frame-rate change by a stride factor drawn from ``stride`` (>1 = faster, covers more of the
-    clip), per-frame index jitter of up to ``max_jitter`` frames. Spatial: one random resized
-    crop (area ``crop_scale``, aspect ``crop_aspect``) shared by all frames.
+    Decoding: training reads ``decode_count(T)`` = ``round(decode_factor · T)`` frames (at least T)
+    spread over the clip, of which ``augment_frames`` keeps T (1.0 = decode only T, as inference).
+    Temporal: a start offset of up to ``max_offset_frac`` of the clip (either way), a frame-rate
+    change by a stride factor drawn from ``stride`` (>1 = faster, covers more of the clip, <1 =
+    a shorter window), per-frame index jitter of up to ``max_jitter`` output frame steps.
+    Spatial: one random resized crop (area ``crop_scale``, aspect ``crop_aspect``) for all frames.
+    Photometric (off by default): one ``gain`` for the clip times a per-frame ``1 ± flicker``,
+    plus a ``brightness_shift``; Gaussian noise of σ drawn from ``noise_sigma``. Shifts and σ are
+    fractions of full scale (255 for uint8).
     """
 
     enabled: bool = True
+    decode_factor: float = 2.0
     p_temporal: float = 0.5
     max_offset_frac: float = 0.25
     stride: tuple[float, float] = (0.8, 1.25)
@@ -37,12 +45,21 @@ class VideoAugment:
     p_crop: float = 0.5
     crop_scale: tuple[float, float] = (0.75, 1.0)
     crop_aspect: tuple[float, float] = (0.75, 1.333)
+    p_photometric: float = 0.0
+    gain: tuple[float, float] = (0.6, 1.4)
+    flicker: float = 0.15
+    brightness_shift: tuple[float, float] = (-0.1, 0.1)
+    p_noise: float = 0.0
+    noise_sigma: tuple[float, float] = (0.0, 0.05)
 
     def __post_init__(self) -> None:
-        for name in ("stride", "crop_scale", "crop_aspect"):
+        for name in ("stride", "crop_scale", "crop_aspect", "gain", "brightness_shift", "noise_sigma"):
             object.__setattr__(self, name, check_range(name, getattr(self, name)))
-        for name in ("p_temporal", "p_crop"):
+        for name in ("p_temporal", "p_crop", "p_photometric", "p_noise"):
             check_probability(name, getattr(self, name))
+        if not self.decode_factor >= 1:  # also refuses NaN
+            raise ConfigError(f"VideoAugment.decode_factor must be >= 1, got {self.decode_factor}")
+        self._check_photometric()
         if not 0 <= self.max_offset_frac <= 1:
             raise ConfigError(f"VideoAugment.max_offset_frac must lie in [0, 1], got {self.max_offset_frac}")
         if self.stride[0] <= 0 or self.max_jitter < 0:
@@ -52,15 +69,24 @@ class VideoAugment:
             raise ConfigError(f"VideoAugment.crop_scale must lie in (0, 1] and crop_aspect be > 0, "
                              f"got {self.crop_scale}, {self.crop_aspect}")
 
+    def _check_photometric(self) -> None:
+        if self.gain[0] <= 0 or not 0 <= self.flicker < 1:
+            raise ConfigError(f"VideoAugment.gain must be > 0 and flicker in [0, 1), got {self.gain}, {self.flicker}")
+        if not -1 <= self.brightness_shift[0] <= self.brightness_shift[1] <= 1:
+            raise ConfigError(f"VideoAugment.brightness_shift must lie in [-1, 1], got {self.brightness_shift}")
+        if not 0 <= self.noise_sigma[0] <= self.noise_sigma[1] <= 1:
+            raise ConfigError(f"VideoAugment.noise_sigma must lie in [0, 1], got {self.noise_sigma}")
+
+    def decode_count(self, needed: int) -> int:
+        """How many frames training decodes when the modality needs ``needed``: ``round(decode_factor ·
+        needed)``, never fewer than ``needed``."""
+        return max(needed, round(self.decode_factor * needed))
+
 
 def frame_indices(n: int, start: float, stride: float = 1.0, jitter: np.ndarray | None = None) -> np.ndarray:
     """``n`` indices into ``n`` frames: ``round(start + i * stride + jitter[i])``, clamped to [0, n - 1]
     and made non-decreasing (so time never runs backwards; edge frames repeat when out of range)."""
-    pos = start + np.arange(n, dtype=np.float64) * stride
-    if jitter is not None:
-        pos = pos + np.asarray(jitter, dtype=np.float64)
-    idx = np.clip(np.floor(pos + 0.5), 0, n - 1).astype(np.int64)
-    return np.maximum.accumulate(idx)
+    return clip_indices(n, n, start, stride, jitter)
 
 
 def select_frames(frames: np.ndarray, indices: np.ndarray) -> np.ndarray:
@@ -76,12 +102,47 @@ def temporal_shift(frames: np.ndarray, offset: int) -> np.ndarray:
 def draw_frame_indices(n: int, rng: np.random.Generator, opts: VideoAugment) -> np.ndarray:
     """Random indices: stride from ``opts.stride``, start offset ±``max_offset_frac``·n around the
     centred position, jitter uniform in ±``max_jitter``."""
+    return draw_clip_indices(n, n, rng, opts)
+
+
+def clip_indices(k: int, count: int, start: float, stride: float = 1.0,
+                 jitter: np.ndarray | None = None) -> np.ndarray:
+    """``count`` indices into ``k`` decoded frames, for a pick whose span is set by ``stride``.
+
+    The step between picks is ``stride · (k - 1) / (count - 1)``: at stride 1 the picks spread over
+    all ``k`` frames like inference's uniform sampling, faster (>1) runs past the ends (edge frames
+    repeat), slower (<1) covers a shorter window. ``start`` is the first position, ``jitter`` is in
+    units of the stride-1 step; positions are rounded half up, clamped to [0, k - 1] and made
+    non-decreasing. At ``start = 0``, stride 1 and no jitter it equals ``uniform_indices(k, count)``
+    up to the rounding of exact halves (half up here, half to even there).
+    """
+    unit = (k - 1) / (count - 1) if count > 1 else 1.0
+    pos = start + np.arange(count, dtype=np.float64) * (stride * unit)
+    if jitter is not None:
+        pos = pos + np.asarray(jitter, dtype=np.float64) * unit
+    idx = np.clip(np.floor(pos + 0.5), 0, k - 1).astype(np.int64)
+    return np.maximum.accumulate(idx)
+
+
+def draw_clip_indices(k: int, count: int, rng: np.random.Generator, opts: VideoAugment) -> np.ndarray:
+    """Random ``count`` of ``k`` indices: stride from ``opts.stride``, the picked span centred on the
+    clip then offset by up to ±``max_offset_frac``·k, jitter uniform in ±``max_jitter`` steps.
+
+    ``draw_frame_indices(n)`` is ``draw_clip_indices(n, n)``: with ``decode_factor = 1`` training picks
+    exactly as it did before K > T decoding."""
     stride = rng.uniform(*opts.stride)
-    centred = (n - 1) * (1.0 - stride) / 2.0  # the start that keeps the picked span centred on the clip
-    reach = opts.max_offset_frac * n
+    centred = (k - 1) * (1.0 - stride) / 2.0  # the start that keeps the picked span centred on the clip
+    reach = opts.max_offset_frac * k
     start = centred + rng.uniform(-reach, reach)
-    jitter = rng.uniform(-opts.max_jitter, opts.max_jitter, size=n) if opts.max_jitter > 0 else None
-    return frame_indices(n, start, stride, jitter)
+    jitter = rng.uniform(-opts.max_jitter, opts.max_jitter, size=count) if opts.max_jitter > 0 else None
+    return clip_indices(k, count, start, stride, jitter)
+
+
+def uniform_pick(k: int, count: int) -> np.ndarray:
+    """The indices inference's uniform sampling would take if it had decoded ``k`` frames."""
+    from modalities.video import uniform_indices  # here: modalities.video imports this module
+
+    return uniform_indices(k, count)
 
 
 def crop_frames(frames: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
@@ -103,17 +164,64 @@ def crop_frames(frames: np.ndarray, box: tuple[float, float, float, float]) -> n
     return out.astype(frames.dtype)
 
 
-def augment_frames(frames: np.ndarray, rng: np.random.Generator, opts: VideoAugment) -> np.ndarray:
-    """A random variation of decoded frames (video or two-stream raw): re-picked frame indices
-    (offset, stride, jitter), then one random resized crop for the whole clip. Same count, shape
-    and dtype as the input."""
-    frames = np.asarray(frames)
-    if not opts.enabled:
-        return frames.copy()
-    out = frames
+def full_scale(dtype: np.dtype) -> float:
+    """The value range photometric shifts are fractions of: the integer maximum, 1.0 for floats."""
+    return float(np.iinfo(dtype).max) if np.issubdtype(dtype, np.integer) else 1.0
+
+
+def _as_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Float values back to ``dtype``: integers rounded and clipped to their range (uint8 stays uint8)."""
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+    return values.astype(dtype)
+
+
+def photometric(frames: np.ndarray, gains: np.ndarray, shift: float) -> np.ndarray:
+    """Frame ``t`` times ``gains[t]`` plus ``shift`` (a fraction of full scale), in the input's dtype."""
+    scale = full_scale(frames.dtype)
+    out = frames.astype(np.float32) * np.asarray(gains, np.float32).reshape(-1, 1, 1, 1) + np.float32(shift * scale)
+    return _as_dtype(out, frames.dtype)
+
+
+def add_noise(frames: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Per-pixel Gaussian noise of ``sigma`` (a fraction of full scale), in the input's dtype."""
+    noise = rng.standard_normal(frames.shape, dtype=np.float32) * np.float32(sigma * full_scale(frames.dtype))
+    return _as_dtype(frames.astype(np.float32) + noise, frames.dtype)
+
+
+def draw_photometric(frames: np.ndarray, rng: np.random.Generator, opts: VideoAugment) -> np.ndarray:
+    """One clip gain from ``opts.gain`` times a per-frame ``1 ± flicker``, plus a brightness shift."""
+    gains = rng.uniform(*opts.gain) * (1.0 + rng.uniform(-opts.flicker, opts.flicker, size=len(frames)))
+    return photometric(frames, gains, rng.uniform(*opts.brightness_shift))
+
+
+def _pick(frames: np.ndarray, count: int, rng: np.random.Generator, opts: VideoAugment) -> np.ndarray:
+    """``count`` of the frames: a random temporal pick with probability ``p_temporal``, else the uniform one."""
+    k = len(frames)
     if rng.random() < opts.p_temporal:
-        out = select_frames(out, draw_frame_indices(len(out), rng, opts))
+        return select_frames(frames, draw_clip_indices(k, count, rng, opts))
+    return frames if count == k else select_frames(frames, uniform_pick(k, count))
+
+
+def augment_frames(frames: np.ndarray, rng: np.random.Generator, opts: VideoAugment,
+                   count: int | None = None) -> np.ndarray:
+    """A random variation of K decoded frames (video or two-stream raw), ``count`` frames long
+    (default K): a temporal pick (offset, stride, jitter over all K), one random resized crop for
+    the whole clip, then photometric changes and noise when their ``p_*`` are on. Same frame shape
+    and dtype as the input; without augmentation the pick is the uniform one, as inference's."""
+    frames = np.asarray(frames)
+    count = len(frames) if count is None else int(count)
+    if count < 1:
+        raise ValueError(f"augment_frames needs count >= 1, got {count}")
+    if not opts.enabled:
+        return select_frames(frames, uniform_pick(len(frames), count))
+    out = _pick(frames, count, rng, opts)
     if rng.random() < opts.p_crop:
         out = crop_frames(out, draw_crop_box(out.shape[1:3], rng, opts.crop_scale, opts.crop_aspect))
+    if opts.p_photometric > 0 and rng.random() < opts.p_photometric:  # p = 0 draws nothing: the stream is kept
+        out = draw_photometric(out, rng, opts)
+    if opts.p_noise > 0 and rng.random() < opts.p_noise:
+        out = add_noise(out, rng.uniform(*opts.noise_sigma), rng)
     return out.copy() if np.shares_memory(out, frames) else out
 

@@ -59,7 +59,9 @@ class WorldConfig:
     hard_engine_voices: tuple[str, ...] = ("festival:cmu_us_slt_arctic_hts",)
     hard_engine_per_class: int = 5
     # rendered sensors
-    video_frames: int = 8
+    # 16 frames at 8 fps = 2 s clips: twice the recipes' T = 8, so training (VideoAugment.decode_factor)
+    # decodes 16 distinct frames and its temporal augmentation picks among real frames
+    video_frames: int = 16
     video_size: int = 32
     video_fps: int = 8
     imu_length: int = 2000

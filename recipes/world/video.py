@@ -8,9 +8,11 @@ path does (a Bézier curve stays in the convex hull of its points). Positions ar
 (bilinear warp); the ink has a random brightness (0.75-1.0) and a faint colour tint, the
 background a random dark level, plus a little sensor noise.
 
-``video_frames`` frames at ``video_fps`` are encoded with PyAV (codec ``mpeg4``, yuv420p, even
-sizes, qscale 2) into ``video/{index:05d}.mp4``. The ``video`` and ``two_stream`` manifests point at
-the same files (the two-stream modality computes its optical flow itself).
+``video_frames`` frames at ``video_fps`` (16 at 8 fps: 2 s clips, twice the T = 8 frames the
+recipes embed, so training that decodes 2T frames has real frames to jitter and re-time among) are
+encoded with PyAV (codec ``mpeg4``, yuv420p, even sizes, qscale 2) into ``video/{index:05d}.mp4``.
+The ``video`` and ``two_stream`` manifests point at the same files (the two-stream modality
+computes its optical flow itself).
 
 Hard split (``video/hard/{k:05d}.mp4``, manifests ``video.hard.jsonl`` and ``two_stream.hard.jsonl``,
 the same files): test digits under a random non-empty subset of three conditions no train/val/test

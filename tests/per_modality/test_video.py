@@ -96,12 +96,14 @@ def test_two_stream_shapes_and_rgb_matches_video(clips):
     x = ts.preprocess(raw)
     assert x.shape == (5, 4, 32, 32) == ts.input_shape()
     assert torch.equal(x[:3], video.preprocess(raw[:4]))
-    tok = ts.build_tokenizer(ts.options, width=16)
-    assert tok(x[None]).shape == (1, 1 + 2 * N_TOKENS, 16)
+    early = TwoStream(**SMALL, fusion="early")
+    assert early.build_tokenizer(early.options, width=16)(x[None]).shape == (1, 1 + 2 * N_TOKENS, 16)
+    late = ts.build_tokenizer(ts.options, width=16)(x[None]).streams  # the default: one sequence per stream
+    assert [t.shape for t in late] == [(1, 1 + N_TOKENS, 16)] * 2
 
 
 def test_two_stream_tokens_see_flow_and_streams_differ():
-    ts = TwoStream(**SMALL)
+    ts = TwoStream(**SMALL, fusion="early")
     torch.manual_seed(0)
     tok = ts.build_tokenizer(ts.options, width=16).eval()
     x = torch.randn(1, *ts.input_shape())
@@ -173,3 +175,29 @@ def test_without_decord_auto_reads_with_pyav_and_decord_by_name_says_how_to_inst
     with pytest.raises(AnybindError, match=r"pip install 'anybind\[decord\]'") as info:
         read_frames(clips["video"], 4, backend="decord")
     assert not isinstance(info.value, ModalityError)  # the file is fine: the install is not
+
+
+def test_training_decodes_more_frames_and_augment_gives_back_t(clips):
+    from modalities.augment.video import VideoAugment
+
+    video, opts = Video(**SMALL), VideoAugment(p_temporal=1, p_crop=1)
+    raw = video.load_for_training(clips["levels"], opts)  # 12 frames in the file, 2T = 8 decoded
+    assert raw.shape == (8, 32, 32, 3) and raw.dtype == np.uint8
+    np.testing.assert_array_equal(raw, read_frames(clips["levels"], 8))
+    assert video.load_for_training(clips["levels"], VideoAugment(decode_factor=1.5)).shape[0] == 6
+    assert video.load_for_training(clips["levels"], None).shape[0] == 4  # no augmentation: inference's T
+    assert video.load_for_training(clips["levels"], VideoAugment(enabled=False)).shape[0] == 4
+    for seed in range(3):
+        frames = video.augment(raw, np.random.default_rng(seed), opts)
+        assert frames.shape == (4, 32, 32, 3)
+        x = video.prepare_augmented(clips["levels"], raw, np.random.default_rng(seed), opts)
+        assert x.shape == (3, 4, 32, 32) == video.input_shape() and torch.isfinite(x).all()
+
+
+def test_training_load_names_the_file(clips):
+    from modalities.augment.video import VideoAugment
+
+    for case in ("truncated", "missing", "one_frame"):
+        with pytest.raises(ModalityError) as info:
+            Video(**SMALL).load_for_training(clips[case], VideoAugment())
+        assert info.value.path == str(clips[case])

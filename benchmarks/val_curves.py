@@ -1,0 +1,197 @@
+"""Validation curves on the offline world: one bind recipe trained with (modality, image) pairs under
+several augmentation candidates, val zero-shot top-1 measured on the way (``train.eval_every``), so
+one sees which augmentation helps and where each curve flattens.
+
+    python benchmarks/val_curves.py video --candidate defaults=true --candidate off=false \\
+        --candidate light='{"p_temporal": 0.3}' [--steps 600] [--eval-every 30]
+
+Each candidate's JSON is the ``augment`` value of the recipe's [[modality]] (true: the defaults,
+false: off, a table: fields overridden). Writes benchmarks/results/val_curves/NAME.json (per
+candidate: the curve, best val top-1 and its step, the final one, ``flat_step``, minutes) and
+NAME.png (val top-1 against steps, one line per candidate; needs the ``bench`` extra, matplotlib).
+Re-running some candidates keeps the others' earlier results; ``val_curves.py table`` prints them all
+as one markdown table. Needs out/world and out/anchor
+(built when missing, as benchmarks/emergence.py does).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from emergence import add_world_arguments, ensure_anchor, recipe_for  # noqa: E402
+
+from binder.train.recipe import Recipe  # noqa: E402
+from binder.train.trainer import VAL_CURVE, Trainer  # noqa: E402
+from recipes.world.build import build_world  # noqa: E402
+from recipes.world.config import WorldConfig  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "val_curves"
+FLAT = 0.01  # a curve has flattened at the first step within this much top-1 of its best
+POINTS = 20  # evaluations per run when --eval-every is not given
+
+
+def row_top1(row: dict[str, Any]) -> float:
+    """A curve row's val top-1: its modality's, or the mean over a recipe's modalities."""
+    values = [float(v) for k, v in row.items() if k != "step"]
+    return sum(values) / len(values)
+
+
+def pick_steps(curve: list[dict[str, Any]], tolerance: float = FLAT) -> int | None:
+    """The first evaluated step whose val top-1 is within ``tolerance`` of the curve's best: where the
+    curve flattens, so a recipe need not train longer. None for an empty curve."""
+    if not curve:
+        return None
+    best = max(row_top1(r) for r in curve)
+    return next(int(r["step"]) for r in curve if row_top1(r) >= best - tolerance)
+
+
+def summarize(curve: list[dict[str, Any]], augment: Any, minutes: float) -> dict[str, Any]:
+    """One candidate's result: its curve, best val top-1 and its (first) step, the final top-1,
+    the step where it flattens, and the minutes the run took."""
+    best = max(curve, key=row_top1)  # max keeps the first of equal rows: the earliest best step
+    return {"augment": augment, "curve": curve, "best_top1": row_top1(best), "best_step": int(best["step"]),
+            "final_top1": row_top1(curve[-1]), "flat_step": pick_steps(curve), "minutes": minutes}
+
+
+def parse_candidate(text: str) -> tuple[str, bool | dict[str, Any]]:
+    """``NAME=JSON`` → (name, augment value); the value must be true, false or a JSON object."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise ValueError(f"--candidate {text!r}: expected NAME=JSON (e.g. off=false)")
+    try:
+        augment = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--candidate {name}: {value!r} is not JSON ({exc})") from None
+    if not isinstance(augment, (bool, dict)):
+        raise ValueError(f"--candidate {name}: augment must be true, false or an object, got {value!r}")
+    return name, augment
+
+
+def with_augment(recipe: Recipe, augment: bool | dict[str, Any], steps: int, eval_every: int) -> Recipe:
+    """``recipe`` with every [[modality]]'s ``augment`` replaced, trained ``steps`` steps and measured
+    every ``eval_every``; no checkpoints (a benchmark run is not resumed)."""
+    specs = tuple(dataclasses.replace(s, augment=augment) for s in recipe.modalities)
+    train = dataclasses.replace(recipe.train, steps=steps, eval_every=eval_every, checkpoint_every=10**9)
+    return dataclasses.replace(recipe, modalities=specs, train=train)
+
+
+def run_candidate(name: str, candidate: str, augment: bool | dict[str, Any], args: argparse.Namespace) -> dict:
+    """Train recipe ``name`` under one augmentation candidate; its summary (``summarize``)."""
+    base = recipe_for(name, args.world, args.anchor, args.out / f"{name}-{candidate}", "image", None)
+    steps = args.steps or 2 * base.train.steps
+    every = args.eval_every or max(1, steps // POINTS)
+    recipe = with_augment(base, augment, steps, every)
+    t0 = time.perf_counter()
+    metrics = Trainer(recipe, progress=not args.quiet).run()
+    result = summarize(metrics[VAL_CURVE], augment, (time.perf_counter() - t0) / 60)
+    print(f"  {name} {candidate:<12} best {result['best_top1']:.3f} at step {result['best_step']}  final "
+          f"{result['final_top1']:.3f}  flat from step {result['flat_step']}  ({result['minutes']:.1f} min)",
+          flush=True)
+    return result
+
+
+def merge(previous: dict[str, Any], name: str, fresh: dict[str, dict]) -> dict[str, Any]:
+    """The results file's content: an earlier run's candidates, those run now replacing their namesakes."""
+    return {"recipe": name, "candidates": {**previous.get("candidates", {}), **fresh}}
+
+
+def read_previous(path: Path) -> dict[str, Any]:
+    """An earlier results file, so re-running some candidates keeps the others; {} when there is none."""
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def plot(name: str, candidates: dict[str, dict], path: Path) -> None:
+    """NAME.png: val top-1 against steps, one line per candidate, written atomically. Needs matplotlib
+    (the ``bench`` extra), imported here so the rest of the benchmark, and its tests, run without it."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise SystemExit("val_curves: plotting needs matplotlib: pip install 'anybind[bench]'") from None
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for candidate, result in candidates.items():
+        curve = result["curve"]
+        ax.plot([r["step"] for r in curve], [row_top1(r) for r in curve], marker=".", label=candidate)
+    ax.set(title=name, xlabel="step", ylabel="val zero-shot top-1")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """``data`` as JSON at ``path`` through a temp name and a rename (never half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def markdown_table(folder: Path) -> str:
+    """Every recipe's candidates in ``folder`` as one markdown table: run length, best val top-1 and
+    its step, final val top-1, the step where the curve flattens, and the augment value."""
+    head = ("| recipe | candidate | steps | best val top-1 (step) | final | flat from | augment |\n"
+            "|---|---|---|---|---|---|---|\n")
+    rows = []
+    for path in sorted(folder.glob("*.json")):
+        data = read_previous(path)
+        for candidate, r in data.get("candidates", {}).items():
+            rows.append(f"| {data.get('recipe', path.stem)} | {candidate} | {r['curve'][-1]['step']} | "
+                        f"{r['best_top1']:.3f} ({r['best_step']}) | {r['final_top1']:.3f} | {r['flat_step']} | "
+                        f"`{json.dumps(r['augment'])}` |\n")
+    return head + "".join(rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("recipe", help="a bind recipe name: recipes/bind/NAME.toml (video, imu, depth, ...); "
+                    "'table' prints every result so far as markdown")
+    ap.add_argument("--candidate", action="append", metavar="NAME=JSON",
+                    help="an augmentation candidate: the [[modality]]'s augment value as JSON (repeatable)")
+    ap.add_argument("--steps", type=int, default=None, help="steps per run (default: twice the recipe's)")
+    ap.add_argument("--eval-every", type=int, default=None, help=f"steps between evaluations (default: {POINTS} "
+                    "evaluations per run)")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="folder of NAME.json and NAME.png")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_world_arguments(ap, "val_curves")
+    args = ap.parse_args()
+    if args.recipe == "table":  # no training: the table of every result so far
+        print(markdown_table(args.results), end="")
+        return
+    if not args.candidate:
+        ap.error("at least one --candidate NAME=JSON")
+    if not (ROOT / "recipes" / "bind" / f"{args.recipe}.toml").is_file():
+        ap.error(f"no recipe recipes/bind/{args.recipe}.toml")
+    try:
+        candidates = dict(parse_candidate(c) for c in args.candidate)
+    except ValueError as exc:
+        ap.error(str(exc))
+    torch.set_num_threads(args.threads)
+    build_world(args.world, WorldConfig.full())
+    print(f"anchor: {ensure_anchor(args.world, args.anchor)}", flush=True)
+    json_path, png_path = args.results / f"{args.recipe}.json", args.results / f"{args.recipe}.png"
+    results = read_previous(json_path)
+    for candidate, augment in candidates.items():  # written after each run: a stopped sweep keeps what finished
+        results = merge(results, args.recipe, {candidate: run_candidate(args.recipe, candidate, augment, args)})
+        write_json(json_path, results)
+    plot(args.recipe, results["candidates"], png_path)
+    print(f"wrote {json_path} and {png_path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Warm start: a modality's tokenizer and head begin from another trained binding's.
+
+A recipe's ``[[modality]]`` may say ``init = { model = "PATH", modality = "video", stream = "rgb" }``:
+the tokenizer and head that binding learned for ``modality`` are copied into this modality's (or,
+for a multi-stream modality, into one of its streams), and the fusion gate starts with ``weight``
+on that stream. Two-stream video starts its RGB stream from a video binding this way, so the
+fused embedding starts where RGB alone already is and flow can only be added to it.
+
+Both bindings must share the anchor: the embeddings live in its space. The anchor tensors in the
+source folder are compared with the model's own, and any difference is a ConfigError, as is a
+tokenizer or head whose shapes do not match (other options, another width).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from binder.config import check_fields
+from binder.errors import ConfigError
+from binder.heads import FusionHead
+
+if TYPE_CHECKING:
+    from binder.model import BindingModel
+
+WEIGHTS = "model.safetensors"
+
+
+@dataclasses.dataclass(frozen=True)
+class WarmStart:
+    """Where a modality's first weights come from: the binding folder ``model``, its modality
+    ``modality`` (default: the same name), into ``stream`` (multi-stream modalities), with the
+    fusion gate giving that stream ``weight``."""
+
+    model: str
+    modality: str = ""
+    stream: str = ""
+    weight: float = 0.8
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if not 0 < self.weight < 1:
+            raise ConfigError(f"init.weight must lie in (0, 1), got {self.weight}")
+
+
+def parse_warm_start(values: dict[str, Any], where: str) -> WarmStart:
+    """A ``[[modality]]``'s ``init`` table as a ``WarmStart``; unknown keys name ``where``."""
+    names = {f.name for f in dataclasses.fields(WarmStart)}
+    unknown = sorted(set(values) - names)
+    if unknown or "model" not in values:
+        raise ConfigError(f"{where}: init needs 'model' and takes only {sorted(names)}; got {sorted(values)}")
+    try:
+        return WarmStart(**values)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: init: {exc}") from None
+
+
+def warm_start(model: BindingModel, name: str, init: WarmStart) -> dict[str, Any]:
+    """Copy ``init``'s tokenizer and head into ``name``'s (or its ``init.stream``); what was copied."""
+    source = init.modality or name
+    tensors = _read(Path(init.model), source)
+    _check_anchor(model, tensors, init.model)
+    stream = init.stream
+    head = model.heads[name] if name in model.heads else None
+    if stream and not (isinstance(head, FusionHead) and stream in head.streams):
+        raise ConfigError(f"init.stream {stream!r}: {name} has no such stream "
+                          f"(streams: {', '.join(getattr(head, 'streams', ())) or 'none'})")
+    into = {f"tokenizers.{source}.": f"tokenizers.{name}." + (f"streams.{stream}." if stream else ""),
+            f"heads.{source}.": f"heads.{name}." + (f"heads.{stream}." if stream else "")}
+    mapped = {dest + key[len(src):]: value for key, value in tensors.items()
+              for src, dest in into.items() if key.startswith(src)}
+    _check_shapes(model, mapped, into.values(), init.model, source)
+    model.load_state_dict(mapped, strict=False)
+    if stream and isinstance(head, FusionHead):
+        head.set_weight(stream, init.weight)
+        with torch.no_grad():
+            head.log_logit_scale.copy_(mapped[f"heads.{name}.heads.{stream}.log_logit_scale"])
+    return {"from": str(init.model), "modality": source, "stream": stream or None, "tensors": len(mapped)}
+
+
+def _read(folder: Path, source: str) -> dict[str, torch.Tensor]:
+    path = folder / WEIGHTS
+    try:
+        with safe_open(os.fspath(path), framework="pt") as fh:
+            keys = [k for k in fh.keys() if k.startswith((f"tokenizers.{source}.", f"heads.{source}.", "anchor."))]
+            tensors = {k: fh.get_tensor(k) for k in keys}
+    except (OSError, SafetensorError) as exc:
+        raise ConfigError(f"init.model {folder}: cannot read {WEIGHTS} ({exc})") from None
+    if not any(k.startswith(f"tokenizers.{source}.") for k in tensors):
+        raise ConfigError(f"init.model {folder}: holds no binding for modality {source!r}")
+    return tensors
+
+
+def _check_anchor(model: BindingModel, tensors: dict[str, torch.Tensor], folder: str) -> None:
+    """The source's anchor tensors must equal the model's: a binding lives in its anchor's space."""
+    own = model.state_dict()
+    anchor = {k: v for k, v in tensors.items() if k.startswith("anchor.")}
+    differ = [k for k, v in anchor.items() if k not in own or own[k].shape != v.shape or not torch.equal(own[k], v)]
+    if not anchor or differ:
+        raise ConfigError(f"init.model {folder}: was bound to another anchor ({len(differ)} of {len(anchor)} anchor "
+                          f"tensors differ); warm starts need the same anchor")
+
+
+def _check_shapes(model: BindingModel, mapped: dict[str, torch.Tensor], prefixes: Any, folder: str,
+                  source: str) -> None:
+    own = model.state_dict()
+    wanted = {k for k in own if k.startswith(tuple(prefixes))}
+    bad = sorted(k for k, v in mapped.items() if k not in own or own[k].shape != v.shape)
+    missing = sorted(wanted - set(mapped))
+    if bad or missing:
+        raise ConfigError(f"init.model {folder}: {source}'s tokenizer and head do not fit "
+                          f"({len(bad)} tensors of another shape or unknown, e.g. {bad[:2]}; {len(missing)} missing, "
+                          f"e.g. {missing[:2]}): the same options and trunk width are needed")

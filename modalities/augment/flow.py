@@ -1,0 +1,100 @@
+"""Two-stream training with flow computed once per frame pair of a clip, not once per step.
+
+Farneback flow is the slowest part of two-stream preprocessing, and augmentation draws a new
+pick of frames every step. Training therefore decodes a clip once into a ``FlowClip``: K frames
+resized to the model's size S, their grayscale exactly as inference computes it, and a cache of
+flow fields by (frame a, frame b). A step's augmentation (``pick_flow_clip``) draws T + 1 frame
+indices and a crop box and returns a ``FlowPick``; its flows come from the cache (computed the first
+time a pair is drawn), cropped with the same box as the frames and rescaled into the crop's
+pixels. At stride 1 without a crop the flows are exactly the ones inference computes.
+
+Approximations, said here so they are not surprises: the crop acts on frames already resized to
+S (inference crops nothing), and flow is taken on the frames before photometric changes and noise
+(these then reach only the RGB stream).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from modalities.augment.raster import draw_crop_box
+from modalities.augment.video import (
+    VideoAugment,
+    add_noise,
+    crop_frames,
+    draw_clip_indices,
+    draw_photometric,
+    uniform_pick,
+)
+
+PairFlow = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""``(gray_a, gray_b) -> (S, S, 2)`` float32 flow in pixels (dx, dy)."""
+
+
+@dataclass
+class FlowClip:
+    """One decoded clip for two-stream training: ``rgb`` float32 ``(K, S, S, 3)`` in [0, 1],
+    ``gray`` uint8 ``(K, S, S)`` (inference's grayscale of the same frames) and the flows computed
+    so far, float16 ``(S, S, 2)`` in pixels, by frame pair."""
+
+    rgb: np.ndarray
+    gray: np.ndarray
+    flows: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held now (the training cache measures items by it; flows add up as pairs are drawn)."""
+        return int(self.rgb.nbytes + self.gray.nbytes + sum(f.nbytes for f in self.flows.values()))
+
+    def flow(self, a: int, b: int, compute: PairFlow) -> np.ndarray:
+        """Flow from frame ``a`` to frame ``b`` in pixels, float32 ``(S, S, 2)``; zero when a == b."""
+        if a == b:
+            return np.zeros((*self.gray.shape[1:], 2), np.float32)
+        if (a, b) not in self.flows:
+            self.flows[(a, b)] = compute(self.gray[a], self.gray[b]).astype(np.float16)
+        return self.flows[(a, b)].astype(np.float32)
+
+
+@dataclass(frozen=True)
+class FlowPick:
+    """One step's variation of a ``FlowClip``: the T + 1 frame ``indices``, the crop ``box``
+    (left, top, width, height in pixels; None = whole frame) and the T RGB frames after crop,
+    photometric changes and noise, float32 ``(T, S, S, 3)``."""
+
+    clip: FlowClip
+    indices: np.ndarray
+    box: tuple[float, float, float, float] | None
+    rgb: np.ndarray
+
+    def flows(self, compute: PairFlow) -> np.ndarray:
+        """The T flows between consecutive picked frames, cropped like the frames, in the crop's pixels:
+        float32 ``(T, S, S, 2)``."""
+        idx = self.indices.tolist()
+        out = np.stack([self.clip.flow(a, b, compute) for a, b in zip(idx[:-1], idx[1:])])
+        if self.box is None:
+            return out
+        h, w = out.shape[1:3]
+        out = crop_frames(out, self.box)
+        out[..., 0] *= w / self.box[2]  # a crop shown at the full size magnifies motion by its zoom
+        out[..., 1] *= h / self.box[3]
+        return out
+
+
+def pick_flow_clip(clip: FlowClip, count: int, rng: np.random.Generator, opts: VideoAugment) -> FlowPick:
+    """A random variation of ``clip`` with ``count`` (T + 1) frames: temporal pick, crop, photometric
+    changes and noise as ``augment_frames`` draws them for video; the uniform pick without augmentation."""
+    k = len(clip.rgb)
+    temporal = opts.enabled and rng.random() < opts.p_temporal
+    idx = draw_clip_indices(k, count, rng, opts) if temporal else uniform_pick(k, count)
+    box = None
+    if opts.enabled and rng.random() < opts.p_crop:
+        box = draw_crop_box(clip.rgb.shape[1:3], rng, opts.crop_scale, opts.crop_aspect)
+    rgb = clip.rgb[idx[:-1]]
+    rgb = crop_frames(rgb, box) if box is not None else rgb.copy()
+    if opts.enabled and opts.p_photometric > 0 and rng.random() < opts.p_photometric:
+        rgb = draw_photometric(rgb, rng, opts)
+    if opts.enabled and opts.p_noise > 0 and rng.random() < opts.p_noise:
+        rgb = add_noise(rgb, rng.uniform(*opts.noise_sigma), rng)
+    return FlowPick(clip, idx, box, np.clip(rgb, 0.0, 1.0, dtype=np.float32))

@@ -1,0 +1,244 @@
+"""Two-stream late fusion: each stream through the trunk on its own, a learned gate, single-stream
+reads, warm starts from a video binding, and flow computed once per frame pair while training."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from samplegen import MAKERS
+
+from binder.config import BindConfig, ModalityConfig
+from binder.errors import ConfigError, ModalityError
+from binder.heads import FusionHead
+from binder.model import BindingModel
+from binder.tokenizers import StreamTokens
+from binder.train.recipe import load_recipe
+from binder.train.warm_start import WarmStart, warm_start
+from modalities.augment.flow import FlowClip, FlowPick
+from modalities.augment.video import VideoAugment
+from modalities.two_stream import TwoStream
+
+SMALL = {"num_frames": 4, "image_size": 32, "tubelet": [2, 8, 8]}
+
+
+def model(*names: str, seed: int = 0, **options) -> BindingModel:
+    mods = tuple(ModalityConfig(n, {**SMALL, **options}) for n in names)
+    return BindingModel(BindConfig(modalities=mods, seed=seed)).eval()
+
+
+@pytest.fixture(scope="module")
+def video_binding(tmp_path_factory):
+    """A (random) video binding saved to a folder, and a batch of clips for both modalities."""
+    m = model("video", seed=0)
+    for p in m.tokenizers["video"].parameters():  # not the initial weights: a warm start must copy these
+        p.data.add_(torch.randn_like(p) * 0.1)
+    folder = tmp_path_factory.mktemp("video") / "model"
+    m.save(folder)
+    return m, folder, torch.randn(3, 5, 4, 32, 32)
+
+
+def test_late_fusion_is_the_default_and_runs_each_stream_on_its_own():
+    ts = TwoStream(**SMALL)
+    assert ts.streams() == ("rgb", "flow") and TwoStream(**SMALL, fusion="early").streams() == ()
+    out = ts.build_tokenizer(ts.options, width=16)(torch.randn(2, 5, 4, 32, 32))
+    assert isinstance(out, StreamTokens) and [t.shape for t in out.streams] == [(2, 1 + 2 * 4 * 4, 16)] * 2
+    m = model("two_stream")
+    assert isinstance(m.heads["two_stream"], FusionHead)
+    with pytest.raises(ConfigError, match="fusion"):
+        TwoStream(**SMALL, fusion="middle")
+
+
+def test_fused_embedding_is_the_gated_sum_of_the_streams_and_each_stream_reads_alone():
+    m = model("two_stream")
+    x = torch.randn(3, 5, 4, 32, 32)
+    with torch.no_grad():
+        z = m.encode("two_stream", x)
+        with m.single_stream("two_stream", "rgb"):
+            z_rgb = m.encode("two_stream", x)
+        with m.single_stream("two_stream", "flow"):
+            z_flow = m.encode("two_stream", x)
+    head = m.heads["two_stream"]
+    assert isinstance(head, FusionHead) and head.only is None  # the context restores the fused read
+    w = head.weights()
+    assert math.isclose(sum(w.values()), 1.0, rel_tol=1e-6)
+    assert torch.allclose(z, F.normalize(w["rgb"] * z_rgb + w["flow"] * z_flow, dim=-1), atol=1e-6)
+    assert not torch.allclose(z_rgb, z_flow, atol=1e-3)
+    x2 = x.clone()
+    x2[:, 3:] = 0  # the RGB stream never sees flow
+    with torch.no_grad(), m.single_stream("two_stream", "rgb"):
+        assert torch.equal(m.encode("two_stream", x2), z_rgb)
+    with pytest.raises(ModalityError, match="no stream 'depth'"):
+        with m.single_stream("two_stream", "depth"):
+            pass
+
+
+def test_the_gate_learns_and_training_runs_with_token_drop():
+    m = model("two_stream").train()
+    x = torch.randn(4, 5, 4, 32, 32)
+    z = m.encode("two_stream", x, token_drop=0.5, generator=torch.Generator().manual_seed(0))
+    z.sum().backward()
+    gate = m.heads["two_stream"].gate
+    assert gate.grad is not None and gate.grad.abs().sum() > 0
+    assert not m.heads["two_stream"].heads["rgb"].log_logit_scale.requires_grad  # one temperature: the fusion's
+
+
+def test_stream_dropout_trains_some_rows_on_one_stream_alone_and_only_in_training():
+    from binder.config import HeadConfig
+
+    cfg = BindConfig(modalities=(ModalityConfig("two_stream", SMALL, HeadConfig(stream_dropout=0.6)),), seed=0)
+    m = BindingModel(cfg).train()
+    x = torch.randn(64, 5, 4, 32, 32)
+    with torch.no_grad():
+        z = m.encode("two_stream", x, generator=torch.Generator().manual_seed(3))
+        m.eval()
+        fused = m.encode("two_stream", x)
+        alone = {}
+        for s in ("rgb", "flow"):
+            with m.single_stream("two_stream", s):
+                alone[s] = m.encode("two_stream", x)
+    kinds = [next((k for k, v in (("fused", fused), *alone.items()) if torch.allclose(z[i], v[i], atol=1e-6)), None)
+             for i in range(len(x))]
+    assert None not in kinds
+    assert kinds.count("rgb") > 5 and kinds.count("flow") > 5 and kinds.count("fused") > 10  # p 0.6: about 19/19/26
+    m.train()
+    whole = m.heads["two_stream"].draw_solo(64, torch.Generator().manual_seed(1))
+    part = m.heads["two_stream"].draw_solo(16, torch.Generator().manual_seed(1), window=(16, 64))
+    assert torch.equal(part, whole[16:32])  # a batch split across ranks draws what the whole batch would
+    with pytest.raises(ConfigError, match="stream_dropout"):
+        HeadConfig(stream_dropout=1.0)
+
+
+def test_set_weight_puts_the_gate_where_asked():
+    head = model("two_stream").heads["two_stream"]
+    head.set_weight("rgb", 0.9)
+    assert math.isclose(head.weights()["rgb"], 0.9, rel_tol=1e-6)
+    with pytest.raises(ValueError):
+        head.set_weight("rgb", 1.0)
+
+
+def test_warm_start_copies_the_video_binding_into_the_rgb_stream(video_binding):
+    video, folder, x = video_binding
+    ts = model("two_stream")
+    info = warm_start(ts, "two_stream", WarmStart(str(folder), modality="video", stream="rgb", weight=0.75))
+    assert info["tensors"] > 0 and info["stream"] == "rgb"
+    with torch.no_grad():
+        z_video = video.encode("video", x[:, :3])
+        with ts.single_stream("two_stream", "rgb"):
+            z_rgb = ts.encode("two_stream", x)
+    assert torch.allclose(z_rgb, z_video, atol=1e-6)  # the RGB stream starts as the video binding
+    assert math.isclose(ts.heads["two_stream"].weights()["rgb"], 0.75, rel_tol=1e-6)
+    assert torch.equal(ts.heads["two_stream"].log_logit_scale, video.heads["video"].log_logit_scale)
+
+
+def test_warm_start_refuses_another_anchor_another_shape_and_a_missing_stream(video_binding, tmp_path):
+    _, folder, _ = video_binding
+    with pytest.raises(ConfigError, match="another anchor"):
+        warm_start(model("two_stream", seed=1), "two_stream", WarmStart(str(folder), "video", "rgb"))
+    with pytest.raises(ConfigError, match="do not fit"):
+        warm_start(model("two_stream", tubelet=[2, 16, 16]), "two_stream", WarmStart(str(folder), "video", "rgb"))
+    with pytest.raises(ConfigError, match="no such stream"):
+        warm_start(model("two_stream"), "two_stream", WarmStart(str(folder), "video", "depth"))
+    with pytest.raises(ConfigError, match="no binding for modality 'audio'"):
+        warm_start(model("two_stream"), "two_stream", WarmStart(str(folder), "audio", "rgb"))
+    with pytest.raises(ConfigError, match="cannot read"):
+        warm_start(model("two_stream"), "two_stream", WarmStart(str(tmp_path / "nothing"), "video", "rgb"))
+
+
+def test_recipe_init_resolves_against_the_recipe_and_refuses_unknown_keys(tmp_path):
+    body = ('[train]\nsteps = 1\n[[modality]]\nname = "two_stream"\ntrain = "t.jsonl"\n'
+            'init = {{ model = "../bind/video/model", modality = "video", stream = "rgb"{extra} }}\n')
+    (tmp_path / "r").mkdir()
+    recipe = tmp_path / "r" / "two_stream.toml"
+    recipe.write_text(body.format(extra=""))
+    spec = load_recipe(recipe).modalities[0]
+    assert spec.init["model"] == str(tmp_path / "bind" / "video" / "model")
+    recipe.write_text(body.format(extra=", gate = 1"))
+    with pytest.raises(ConfigError, match="init"):
+        load_recipe(recipe)
+    recipe.write_text(body.format(extra=", weight = 1.5"))
+    with pytest.raises(ConfigError, match="weight"):
+        load_recipe(recipe)
+
+
+# ---------------------------------------------------------------- flow computed once per pair
+
+
+@pytest.fixture(scope="module")
+def clip_path(tmp_path_factory):
+    return MAKERS["two_stream"](tmp_path_factory.mktemp("ts"))
+
+
+def test_training_pick_at_stride_one_without_crop_is_what_inference_prepares(clip_path):
+    ts = TwoStream(**SMALL)
+    opts = VideoAugment(decode_factor=1.0, p_temporal=0.0, p_crop=0.0)
+    clip = ts.load_for_training(clip_path, opts)
+    assert isinstance(clip, FlowClip) and len(clip.rgb) == 5  # T + 1 frames at decode factor 1
+    x = ts.prepare_augmented(clip_path, clip, np.random.default_rng(0), opts)
+    assert (x - ts.prepare(clip_path)).abs().max() < 1e-3  # flows are cached as float16
+
+
+def test_each_frame_pair_is_computed_once_and_the_cache_is_measured(clip_path):
+    ts = TwoStream(**SMALL)
+    opts = VideoAugment(p_temporal=1.0)
+    clip = ts.load_for_training(clip_path, opts)
+    assert len(clip.rgb) == 8  # 2T by default
+    calls = []
+
+    def counting(a, b):
+        calls.append(1)
+        return np.zeros((*a.shape, 2), np.float32)
+
+    pairs = set()
+    for seed in range(20):
+        pick = ts.augment(clip, np.random.default_rng(seed), opts)
+        assert isinstance(pick, FlowPick) and len(pick.indices) == 5
+        assert np.all(np.diff(pick.indices) >= 0)  # time runs forward
+        pick.flows(counting)
+        pairs |= {(a, b) for a, b in zip(pick.indices[:-1], pick.indices[1:]) if a != b}
+    assert len(calls) == len(pairs) == len(clip.flows)
+    assert clip.nbytes == clip.rgb.nbytes + clip.gray.nbytes + sum(f.nbytes for f in clip.flows.values())
+
+
+def test_a_crop_rescales_the_flow_into_the_crops_pixels():
+    rgb = np.zeros((3, 32, 32, 3), np.float32)
+    clip = FlowClip(rgb, np.zeros((3, 32, 32), np.uint8))
+    pick = FlowPick(clip, np.array([0, 1, 2]), (8.0, 0.0, 16.0, 32.0), rgb[:2])
+    flows = pick.flows(lambda a, b: np.full((32, 32, 2), 1.0, np.float32))
+    assert np.allclose(flows[..., 0], 2.0) and np.allclose(flows[..., 1], 1.0)  # half the width: motion doubles
+
+
+def test_recipe_warm_start_reaches_the_metrics_file_format():
+    # the shipped recipe names its warm start, so `anybind train` documents the order (video first)
+    spec = load_recipe("recipes/bind/two_stream.toml").modalities[0]
+    assert spec.init["modality"] == "video" and spec.init["stream"] == "rgb"
+    assert spec.init["model"].endswith("bind/video/model")
+    json.dumps(spec.init)
+
+
+def test_training_two_stream_after_video_records_each_stream_the_gate_and_the_warm_start(small_world, tmp_path):
+    """The shipped recipes on the small world with a random anchor: video first, then two_stream whose
+    RGB stream starts from it; metrics.json names the warm start and measures each stream alone."""
+    from binder.train.trainer import Trainer
+
+    def recipe(name: str, out, init: dict | None = None):
+        r = load_recipe(f"recipes/bind/{name}.toml", {
+            "anchor.model": "anybind-tiny", "train.root": str(small_world.folder), "train.out": str(out),
+            "train.cache_dir": str(tmp_path / "cache"), "train.steps": 2, "train.batch_size": 8, "train.workers": 0})
+        specs = tuple(dataclasses.replace(s, init=init or {}) for s in r.modalities)
+        return dataclasses.replace(r, modalities=specs)
+
+    Trainer(recipe("video", tmp_path / "video"), progress=False).run()
+    init = {"model": str(tmp_path / "video" / "model"), "modality": "video", "stream": "rgb", "weight": 0.8}
+    metrics = Trainer(recipe("two_stream", tmp_path / "ts", init), progress=False).run()["two_stream"]
+    assert metrics["init"]["modality"] == "video" and metrics["init"]["tensors"] > 0
+    assert set(metrics["streams"]) == {"rgb", "flow"}
+    for figures in metrics["streams"].values():
+        assert 0 <= figures["zero_shot_top1"] <= 1 and "zero_shot_top1" in figures["hard"]
+    assert 0.5 < metrics["fusion_weights"]["rgb"] < 1  # started at 0.8, two steps move it a little
+    saved = json.loads((tmp_path / "ts" / "metrics.json").read_text())["two_stream"]
+    assert saved["fusion_weights"] == metrics["fusion_weights"]

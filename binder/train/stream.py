@@ -149,8 +149,7 @@ class PairStream(Dataset):
             self.cache.put((m, row), raw)
         rng = item_rng(self.seed, modality.name, step, row)
         out = modality.prepare_augmented(path, raw, rng, src.augment)
-        if not isinstance(raw, (np.ndarray, torch.Tensor, tuple)):  # it may cache inside (two-stream flows)
-            self.cache.put((m, row), raw)  # measured again, so the budget holds what it really holds
+        self.cache.put((m, row), raw)  # measured again: a raw item may cache inside it (two-stream flows)
         return out
 
 

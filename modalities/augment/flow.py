@@ -19,15 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from modalities.augment.raster import draw_crop_box
-from modalities.augment.video import (
-    VideoAugment,
-    add_noise,
-    crop_frames,
-    draw_clip_indices,
-    draw_photometric,
-    uniform_pick,
-)
+from modalities.augment.video import VideoAugment, crop_frames, draw_appearance, draw_view, uniform_pick
 
 PairFlow = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """``(gray_a, gray_b) -> (S, S, 2)`` float32 flow in pixels (dx, dy)."""
@@ -86,15 +78,10 @@ def pick_flow_clip(clip: FlowClip, count: int, rng: np.random.Generator, opts: V
     """A random variation of ``clip`` with ``count`` (T + 1) frames: temporal pick, crop, photometric
     changes and noise as ``augment_frames`` draws them for video; the uniform pick without augmentation."""
     k = len(clip.rgb)
-    temporal = opts.enabled and rng.random() < opts.p_temporal
-    idx = draw_clip_indices(k, count, rng, opts) if temporal else uniform_pick(k, count)
-    box = None
-    if opts.enabled and rng.random() < opts.p_crop:
-        box = draw_crop_box(clip.rgb.shape[1:3], rng, opts.crop_scale, opts.crop_aspect)
+    idx, box = draw_view(k, count, clip.rgb.shape[1:3], rng, opts) if opts.enabled else (None, None)
+    idx = uniform_pick(k, count) if idx is None else idx
     rgb = clip.rgb[idx[:-1]]
     rgb = crop_frames(rgb, box) if box is not None else rgb.copy()
-    if opts.enabled and opts.p_photometric > 0 and rng.random() < opts.p_photometric:
-        rgb = draw_photometric(rgb, rng, opts)
-    if opts.enabled and opts.p_noise > 0 and rng.random() < opts.p_noise:
-        rgb = add_noise(rgb, rng.uniform(*opts.noise_sigma), rng)
+    if opts.enabled:
+        rgb = draw_appearance(rgb, rng, opts)
     return FlowPick(clip, idx, box, np.clip(rgb, 0.0, 1.0, dtype=np.float32))

@@ -196,12 +196,24 @@ def draw_photometric(frames: np.ndarray, rng: np.random.Generator, opts: VideoAu
     return photometric(frames, gains, rng.uniform(*opts.brightness_shift))
 
 
-def _pick(frames: np.ndarray, count: int, rng: np.random.Generator, opts: VideoAugment) -> np.ndarray:
-    """``count`` of the frames: a random temporal pick with probability ``p_temporal``, else the uniform one."""
-    k = len(frames)
-    if rng.random() < opts.p_temporal:
-        return select_frames(frames, draw_clip_indices(k, count, rng, opts))
-    return frames if count == k else select_frames(frames, uniform_pick(k, count))
+def draw_view(k: int, count: int, frame_hw: tuple[int, int], rng: np.random.Generator,
+              opts: VideoAugment) -> tuple[np.ndarray | None, tuple[float, float, float, float] | None]:
+    """One variation's temporal pick of ``count`` of ``k`` frames (None: the uniform one) and crop box
+    (None: no crop), each drawn with its probability. Video and two-stream (whose cached flows need
+    the indices and the box, not the frames) draw them here, in the same order."""
+    idx = draw_clip_indices(k, count, rng, opts) if rng.random() < opts.p_temporal else None
+    box = draw_crop_box(frame_hw, rng, opts.crop_scale, opts.crop_aspect) if rng.random() < opts.p_crop else None
+    return idx, box
+
+
+def draw_appearance(frames: np.ndarray, rng: np.random.Generator, opts: VideoAugment) -> np.ndarray:
+    """Photometric changes and noise, each when its ``p_*`` is on (p = 0 draws nothing, so a stream
+    without them is the one drawn before they existed)."""
+    if opts.p_photometric > 0 and rng.random() < opts.p_photometric:
+        frames = draw_photometric(frames, rng, opts)
+    if opts.p_noise > 0 and rng.random() < opts.p_noise:
+        frames = add_noise(frames, rng.uniform(*opts.noise_sigma), rng)
+    return frames
 
 
 def augment_frames(frames: np.ndarray, rng: np.random.Generator, opts: VideoAugment,
@@ -211,17 +223,19 @@ def augment_frames(frames: np.ndarray, rng: np.random.Generator, opts: VideoAugm
     the whole clip, then photometric changes and noise when their ``p_*`` are on. Same frame shape
     and dtype as the input; without augmentation the pick is the uniform one, as inference's."""
     frames = np.asarray(frames)
-    count = len(frames) if count is None else int(count)
+    k = len(frames)
+    count = k if count is None else int(count)
     if count < 1:
         raise ValueError(f"augment_frames needs count >= 1, got {count}")
     if not opts.enabled:
-        return select_frames(frames, uniform_pick(len(frames), count))
-    out = _pick(frames, count, rng, opts)
-    if rng.random() < opts.p_crop:
-        out = crop_frames(out, draw_crop_box(out.shape[1:3], rng, opts.crop_scale, opts.crop_aspect))
-    if opts.p_photometric > 0 and rng.random() < opts.p_photometric:  # p = 0 draws nothing: the stream is kept
-        out = draw_photometric(out, rng, opts)
-    if opts.p_noise > 0 and rng.random() < opts.p_noise:
-        out = add_noise(out, rng.uniform(*opts.noise_sigma), rng)
+        return select_frames(frames, uniform_pick(k, count))
+    idx, box = draw_view(k, count, frames.shape[1:3], rng, opts)
+    if idx is None and count == k:
+        out = frames
+    else:
+        out = select_frames(frames, idx if idx is not None else uniform_pick(k, count))
+    if box is not None:
+        out = crop_frames(out, box)
+    out = draw_appearance(out, rng, opts)
     return out.copy() if np.shares_memory(out, frames) else out
 

@@ -168,18 +168,20 @@ def main() -> None:
     build_world(args.world, WorldConfig.full())
     print(f"anchor: {ensure_anchor(args.world, args.anchor)}", flush=True)
     previous = _previous(args.out / "results.json")
+    t0 = time.perf_counter()
     fresh = {m: emergence_row(m, args) for m in args.modalities.split(",") if m}
     rows = [fresh.get(m) or previous["rows"][m] for m in MODALITIES if m in fresh or m in previous["rows"]]
-    if not args.skip_basic_motions or "basic_motions" not in previous:
-        bm = basic_motions(args)
-    else:
-        bm = previous["basic_motions"]
+    ran_bm = not args.skip_basic_motions or "basic_motions" not in previous
+    bm = basic_motions(args) if ran_bm else previous["basic_motions"]
+    run = {"modalities": list(fresh), "basic_motions": ran_bm, "threads": args.threads,
+           "minutes": round((time.perf_counter() - t0) / 60, 2)}  # wall time of this run, all of it
     report = table(rows) + (f"\nBasicMotions (real IMU, official 40/40 split, {bm['test_items']} test series): anybind "
                             f"bound to text labels {bm['anybind_text_bound_top1']:.3f}; same split, same run: ROCKET "
                             f"{bm['rocket_top1']:.3f}, 1-NN DTW {bm['dtw_1nn_top1']:.3f}\n")
-    print("\n" + report)
+    print("\n" + report + f"\nthis run: {', '.join(run['modalities'])} in {run['minutes']:.1f} min "
+          f"({args.threads} threads)")
     args.out.mkdir(parents=True, exist_ok=True)
-    results = {"rows": {r["modality"]: r for r in rows}, "basic_motions": bm}
+    results = {"rows": {r["modality"]: r for r in rows}, "basic_motions": bm, "run": run}
     _write(args.out / "results.json", json.dumps(results, indent=2))
     _write(args.out / "results.md", report)
 

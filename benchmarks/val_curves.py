@@ -6,12 +6,14 @@ one sees which augmentation helps and where each curve flattens.
         --candidate light='{"p_temporal": 0.3}' [--steps 600] [--eval-every 30]
 
 Each candidate's JSON is the ``augment`` value of the recipe's [[modality]] (true: the defaults,
-false: off, a table: fields overridden). Writes benchmarks/results/val_curves/NAME.json (per
-candidate: the curve, best val top-1 and its step, the final one, ``flat_step``, minutes) and
-NAME.png (val top-1 against steps, one line per candidate; needs the ``bench`` extra, matplotlib).
-Re-running some candidates keeps the others' earlier results; ``val_curves.py table`` prints them all
-as one markdown table. Needs out/world and out/anchor
-(built when missing, as benchmarks/emergence.py does).
+false: off, a table: fields overridden), or a recipe variant: an object with an ``augment`` key and
+any of ``options``, ``head``, ``init`` (merged into the [[modality]]'s) and ``train`` (into [train]),
+e.g. ``--candidate 'flow5={"augment": true, "options": {"winsize": 5}, "train": {"lr": 1e-3}}'``.
+Writes benchmarks/results/val_curves/NAME.json (per candidate: the curve, best val top-1 and its
+step, the final one, ``flat_step``, minutes) and NAME.png (val top-1 against steps, one line per
+candidate; needs the ``bench`` extra, matplotlib). Re-running some candidates keeps the others'
+earlier results; ``val_curves.py table`` prints them all as one markdown table. Needs out/world and
+out/anchor (built when missing, as benchmarks/emergence.py does).
 """
 from __future__ import annotations
 
@@ -31,7 +33,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from emergence import add_world_arguments, ensure_anchor, recipe_for  # noqa: E402
 
-from binder.train.recipe import Recipe  # noqa: E402
+from binder.config import HeadConfig  # noqa: E402
+from binder.train.recipe import Recipe, build_section, check_options  # noqa: E402
 from binder.train.trainer import VAL_CURVE, Trainer  # noqa: E402
 from recipes.world.build import build_world  # noqa: E402
 from recipes.world.config import WorldConfig  # noqa: E402
@@ -56,6 +59,9 @@ def pick_steps(curve: list[dict[str, Any]], tolerance: float = FLAT) -> int | No
     return next(int(r["step"]) for r in curve if row_top1(r) >= best - tolerance)
 
 
+VARIANT_KEYS = ("augment", "options", "head", "init", "train")
+
+
 def summarize(curve: list[dict[str, Any]], augment: Any, minutes: float) -> dict[str, Any]:
     """One candidate's result: its curve, best val top-1 and its (first) step, the final top-1,
     the step where it flattens, and the minutes the run took."""
@@ -65,7 +71,8 @@ def summarize(curve: list[dict[str, Any]], augment: Any, minutes: float) -> dict
 
 
 def parse_candidate(text: str) -> tuple[str, bool | dict[str, Any]]:
-    """``NAME=JSON`` → (name, augment value); the value must be true, false or a JSON object."""
+    """``NAME=JSON`` → (name, augment value or recipe variant); true, false or a JSON object (a variant
+    when it has an ``augment`` key, whose other keys must be among ``VARIANT_KEYS``)."""
     name, sep, value = text.partition("=")
     if not sep or not name:
         raise ValueError(f"--candidate {text!r}: expected NAME=JSON (e.g. off=false)")
@@ -75,7 +82,31 @@ def parse_candidate(text: str) -> tuple[str, bool | dict[str, Any]]:
         raise ValueError(f"--candidate {name}: {value!r} is not JSON ({exc})") from None
     if not isinstance(augment, (bool, dict)):
         raise ValueError(f"--candidate {name}: augment must be true, false or an object, got {value!r}")
+    if isinstance(augment, dict) and "augment" in augment:
+        unknown = sorted(set(augment) - set(VARIANT_KEYS))
+        if unknown:
+            raise ValueError(f"--candidate {name}: a variant takes {', '.join(VARIANT_KEYS)}; unknown {unknown}")
+        if not all(isinstance(augment.get(k, {}), dict) for k in VARIANT_KEYS[1:]):
+            raise ValueError(f"--candidate {name}: a variant's {', '.join(VARIANT_KEYS[1:])} must be objects")
     return name, augment
+
+
+def with_variant(recipe: Recipe, variant: dict[str, Any]) -> Recipe:
+    """``recipe`` with a variant's ``options``, ``head`` and ``init`` merged into every [[modality]] (the
+    model's config rebuilt to match, so the change reaches the model) and its ``train`` into [train]."""
+    options, head, init = variant.get("options", {}), variant.get("head", {}), variant.get("init", {})
+    specs = tuple(dataclasses.replace(s, options={**s.options, **options}, head={**s.head, **head},
+                                      init={**s.init, **init} if s.init or init else s.init)
+                  for s in recipe.modalities)
+    for spec in specs:
+        check_options(spec, f"variant of {spec.name}")
+    changed = {s.name for s in specs}
+    mods = tuple(dataclasses.replace(m, options={**m.options, **options},
+                                     head=build_section(HeadConfig, {**dataclasses.asdict(m.head), **head}, "head"))
+                 if m.name in changed else m for m in recipe.bind.modalities)
+    train = dataclasses.replace(recipe.train, **variant.get("train", {}))
+    return dataclasses.replace(recipe, modalities=specs, bind=dataclasses.replace(recipe.bind, modalities=mods),
+                               train=train)
 
 
 def with_augment(recipe: Recipe, augment: bool | dict[str, Any], steps: int, eval_every: int) -> Recipe:
@@ -89,9 +120,12 @@ def with_augment(recipe: Recipe, augment: bool | dict[str, Any], steps: int, eva
 def run_candidate(name: str, candidate: str, augment: bool | dict[str, Any], args: argparse.Namespace) -> dict:
     """Train recipe ``name`` under one augmentation candidate; its summary (``summarize``)."""
     base = recipe_for(name, args.world, args.anchor, args.out / f"{name}-{candidate}", "image", None)
+    if isinstance(augment, dict) and "augment" in augment:  # a recipe variant
+        base = with_variant(base, augment)
     steps = args.steps or 2 * base.train.steps
     every = args.eval_every or max(1, steps // POINTS)
-    recipe = with_augment(base, augment, steps, every)
+    recipe = with_augment(base, augment["augment"] if isinstance(augment, dict) and "augment" in augment
+                          else augment, steps, every)
     t0 = time.perf_counter()
     metrics = Trainer(recipe, progress=not args.quiet).run()
     result = summarize(metrics[VAL_CURVE], augment, (time.perf_counter() - t0) / 60)

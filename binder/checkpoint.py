@@ -305,6 +305,15 @@ def check_safetensors(path: str | os.PathLike) -> None:
         raise CheckpointError(f"{path}: not a valid safetensors file ({exc})") from None
 
 
+def misfit(path: str | os.PathLike, detail: str) -> CheckpointError:
+    """The error for weights that do not fit the model a folder's config describes. Folders saved
+    before models wrote out every option may predate a changed default, so it says what to try."""
+    return CheckpointError(f"{path}: weights do not fit the model its config describes ({detail}); a folder "
+                           f"saved by an older anybind may need the old value of an option whose default "
+                           f"changed written into config.json (docs/guides/training.md, \"Folders saved by "
+                           f"older releases\")")
+
+
 def load_weights(folder: str | os.PathLike, module: nn.Module) -> None:
     """Load a folder's weights into ``module``; every tensor must match by name and shape, and be finite."""
     path = Path(folder) / WEIGHTS
@@ -312,7 +321,7 @@ def load_weights(folder: str | os.PathLike, module: nn.Module) -> None:
     try:
         load_model(module, str(path), strict=True)
     except (RuntimeError, SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: weights do not fit the model its config describes ({exc})") from None
+        raise misfit(path, str(exc)) from None
     check_finite_weights(module, path)
 
 

@@ -22,7 +22,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from binder.checkpoint import WEIGHTS, check_safetensors
+from binder.checkpoint import WEIGHTS, check_safetensors, misfit
 from binder.errors import CheckpointError
 
 if TYPE_CHECKING:
@@ -83,8 +83,7 @@ def load_parts(model: BindingModel, folder: str | os.PathLike, names: Sequence[s
         raise CheckpointError(f"{path}: cannot read weights ({exc})") from None
     unexpected = sorted(k for k in stored if wanted(k, prefixes) and k not in reference)
     if unexpected:
-        raise CheckpointError(f"{path}: weights do not fit the model its config describes "
-                              f"(unexpected tensors {unexpected[:5]})")
+        raise misfit(path, f"unexpected tensors {unexpected[:5]}")
     model.load_state_dict(state, strict=False, assign=True)
     _rebuild_buffers(model, prefixes, path)
     return model
@@ -98,13 +97,12 @@ def _read_groups(fh, stored: set[str], reference: dict[str, torch.Tensor], prefi
             continue
         key = next((k for k in group if k in stored), None)
         if key is None:
-            raise CheckpointError(f"{path}: weights do not fit the model its config describes "
-                                  f"(missing tensor {group[0]})")
+            raise misfit(path, f"missing tensor {group[0]}")
         tensor = fh.get_tensor(key)
         expected = reference[key]
         if tuple(tensor.shape) != tuple(expected.shape):
-            raise CheckpointError(f"{path}: weights do not fit the model its config describes (tensor {key} "
-                                  f"has shape {tuple(tensor.shape)}, the model expects {tuple(expected.shape)})")
+            raise misfit(path, f"tensor {key} has shape {tuple(tensor.shape)}, the model expects "
+                               f"{tuple(expected.shape)}")
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise CheckpointError(f"{path}: tensor {key} holds NaN or infinite values")
         tensor = tensor.to(expected.dtype)

@@ -78,6 +78,23 @@ def drop_tokens(tokens: torch.Tensor, pad_mask: torch.Tensor | None, ratio: floa
     return tokens, pad_mask
 
 
+def written_out(config: BindConfig, modalities: dict[str, Modality]) -> BindConfig:
+    """``config`` with each modality's options written out in full, as the built ``modalities`` hold
+    them (defaults included, and what they took from the anchor).
+
+    A model keeps the options it was built with: a saved folder then means the same thing after a
+    later release changes a default (a flow scale, a fusion mode), instead of being read, or failing
+    to load, under the new one.
+    """
+    mods = []
+    for m in config.modalities:
+        options = modalities[m.name].options
+        if dataclasses.is_dataclass(options) and not isinstance(options, type):
+            m = dataclasses.replace(m, options=dataclasses.asdict(options))
+        mods.append(m)
+    return dataclasses.replace(config, modalities=tuple(mods))
+
+
 class BindingModel(nn.Module):
     """Embeds any modality it holds into the frozen anchor's space; ``encode`` returns unit vectors."""
 
@@ -101,6 +118,7 @@ class BindingModel(nn.Module):
             self.trunks = nn.ModuleDict()  # modalities with an encoder of their own (ImageBind)
             for mcfg in config.modalities:
                 self._add_modality(mcfg)
+        self.config = written_out(config, self.modalities)
 
     def _add_modality(self, mcfg: ModalityConfig) -> None:
         modality = get_modality(mcfg.name)(**dict(mcfg.options))
@@ -232,10 +250,7 @@ class BindingModel(nn.Module):
             window = (window[0] * clips, window[1] * clips)
         out = self.tokenizers[name](batch)
         if isinstance(out, StreamTokens):  # late fusion: each stream through the trunk on its own
-            hidden = [self._through_trunk(name, t, None, token_drop, generator, window) for t in out.streams]
-            head = cast(FusionHead, self.heads[name])
-            solo = head.draw_solo(batch.shape[0], generator, window)  # stream dropout, training only
-            z = head([h for h, _ in hidden], [m for _, m in hidden], solo)
+            z = self._encode_streams(name, out, token_drop, generator, window)
         else:
             tokens, pad_mask = out if isinstance(out, tuple) else (out, None)
             h, pad_mask = self._through_trunk(name, tokens, pad_mask, token_drop, generator, window)
@@ -244,6 +259,27 @@ class BindingModel(nn.Module):
             z = z.view(-1, clips, z.shape[-1]).mean(dim=1)
             z = z if scaled else F.normalize(z, dim=-1)
         return z
+
+    def _encode_streams(self, name: str, out: StreamTokens, token_drop: float, generator: torch.Generator | None,
+                        window: tuple[int, int] | None) -> torch.Tensor:
+        """Late fusion: each stream's sequence through the trunk (one call on the streams stacked
+        along the batch, each attending only within its own rows), its head, then the gate. Under
+        ``single_stream`` only that stream runs."""
+        head = cast(FusionHead, self.heads[name])
+        if head.only is not None:
+            i = head.streams.index(head.only)
+            h, mask = self._through_trunk(name, out.streams[i], None, token_drop, generator, window)
+            return cast(Head, head.heads[head.only])(h, mask)
+        rows = out.streams[0].shape[0]
+        kept = [drop_tokens(t, None, token_drop, generator, window) if token_drop > 0 else (t, None)
+                for t in out.streams]
+        if all(t.shape[1:] == kept[0][0].shape[1:] for t, _ in kept):  # equal lengths: one trunk call
+            together = self.trunk_for(name)(torch.cat([t for t, _ in kept]), None)
+            hidden = list(together.unflatten(0, (len(kept), -1)).unbind(0))
+        else:
+            hidden = [self.trunk_for(name)(t, m) for t, m in kept]
+        solo = head.draw_solo(rows, generator, window)  # stream dropout, training only
+        return head(hidden, [m for _, m in kept], solo)
 
     def _through_trunk(self, name: str, tokens: torch.Tensor, pad_mask: torch.Tensor | None, token_drop: float,
                        generator: torch.Generator | None,

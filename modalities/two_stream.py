@@ -46,13 +46,20 @@ STREAMS = ("rgb", "flow")
 
 @dataclasses.dataclass(frozen=True)
 class TwoStreamOptions(VideoOptions):
-    """Video options plus the optical-flow method and its parameters (OpenCV's usual defaults).
+    """Video options plus the optical-flow method and its parameters (OpenCV's usual defaults, sized
+    for frames of a few hundred pixels: at 32 px a 15 px window over 3 pyramid levels smooths the
+    flow of a small moving object into one blob, and ``winsize = 5, levels = 1`` keeps its outline).
 
     Flow is measured in pixels at ``image_size``, divided by ``flow_scale`` and clamped to [-1, 1].
     ``fusion``: ``"late"`` (two sequences, fused after pooling) or ``"early"`` (one sequence).
+    ``flow_magnitude``: add the flow's length (pixels / ``flow_scale``, clamped to [0, 1]) as a third
+    flow channel. The direction of motion is seldom what tells classes apart, while where things
+    move (the moving object's outline) often is; a linear tubelet stem on signed (dx, dy) cannot
+    compute that length, so without it the flow stream sees opposite motions as opposite inputs.
     """
 
     fusion: str = "late"
+    flow_magnitude: bool = True
     flow: str = "farneback"
     flow_scale: float = 20.0
     pyr_scale: float = 0.5
@@ -70,6 +77,13 @@ class TwoStreamOptions(VideoOptions):
             raise ConfigError(f"flow must be one of {FLOW_METHODS}, got {self.flow!r}")
         if self.flow_scale <= 0:
             raise ConfigError("flow_scale must be > 0")
+        if not isinstance(self.flow_magnitude, bool):
+            raise ConfigError(f"flow_magnitude must be true or false, got {self.flow_magnitude!r}")
+
+    @property
+    def flow_channels(self) -> int:
+        """Channels of the flow stream: dx, dy and, with ``flow_magnitude``, their length."""
+        return 3 if self.flow_magnitude else 2
 
 
 # OpenCV's Farneback as a plain typed callable: its stubs' overloads have changed between releases
@@ -90,13 +104,18 @@ def pair_flow(prev: np.ndarray, nxt: np.ndarray, cfg: TwoStreamOptions) -> np.nd
 
 
 def scale_flow(flow: np.ndarray, cfg: TwoStreamOptions) -> torch.Tensor:
-    """``(T, S, S, 2)`` flow in pixels → the stream's ``(2, T, S, S)``: / ``flow_scale``, clamped to [-1, 1]."""
-    out = torch.from_numpy(np.ascontiguousarray(flow)).float()
-    return (out / cfg.flow_scale).clamp_(-1.0, 1.0).permute(3, 0, 1, 2).contiguous()
+    """``(T, S, S, 2)`` flow in pixels → the stream's ``(C, T, S, S)``: dx, dy / ``flow_scale`` clamped to
+    [-1, 1], then (``flow_magnitude``) their length / ``flow_scale`` clamped to [0, 1]."""
+    out = torch.from_numpy(np.ascontiguousarray(flow)).float() / cfg.flow_scale
+    channels = [out.clamp(-1.0, 1.0)]
+    if cfg.flow_magnitude:
+        channels.append(torch.linalg.vector_norm(out, dim=-1, keepdim=True).clamp_(0.0, 1.0))
+    return torch.cat(channels, dim=-1).permute(3, 0, 1, 2).contiguous()
 
 
 def farneback_flow(rgb: torch.Tensor, cfg: TwoStreamOptions) -> torch.Tensor:
-    """Flow between consecutive frames of ``(T + 1, 3, S, S)`` in [0, 1] → ``(2, T, S, S)`` (dx, dy).
+    """Flow between consecutive frames of ``(T + 1, 3, S, S)`` in [0, 1] → ``(C, T, S, S)`` (dx, dy and,
+    with ``flow_magnitude``, their length).
 
     Values are pixels / ``flow_scale`` clamped to [-1, 1], so the stem sees a bounded input.
     """
@@ -105,28 +124,31 @@ def farneback_flow(rgb: torch.Tensor, cfg: TwoStreamOptions) -> torch.Tensor:
 
 
 class LateTwoStreamTokenizer(nn.Module):
-    """``(B, 5, T, S, S)`` → two sequences: the RGB clip and the flow clip, each tokenized exactly as
-    the video modality tokenizes a clip (so a video binding's tokenizer loads into ``streams.rgb``)."""
+    """``(B, 3 + C, T, S, S)`` → two sequences: the RGB clip and the flow clip (C channels), each tokenized
+    exactly as the video modality tokenizes a clip (so a video binding's tokenizer loads into ``streams.rgb``)."""
 
-    def __init__(self, width: int, input_thw: tuple[int, int, int], tubelet: tuple[int, int, int]):
+    def __init__(self, width: int, input_thw: tuple[int, int, int], tubelet: tuple[int, int, int],
+                 flow_channels: int = 3):
         super().__init__()
         self.streams = nn.ModuleDict({"rgb": VideoTokenizer(3, width, input_thw, tubelet),
-                                      "flow": VideoTokenizer(2, width, input_thw, tubelet)})
+                                      "flow": VideoTokenizer(flow_channels, width, input_thw, tubelet)})
 
     def forward(self, x: torch.Tensor) -> StreamTokens:
         return StreamTokens((self.streams["rgb"](x[:, :3]), self.streams["flow"](x[:, 3:])))
 
 
 class TwoStreamTokenizer(nn.Module):
-    """Early fusion: ``(B, 5, T, S, S)`` → RGB and flow tubelets, each plus its stream vector → CLS + positions.
+    """Early fusion: ``(B, 3 + C, T, S, S)`` → RGB and flow tubelets, each plus its stream vector → CLS +
+    positions.
 
     Output ``(B, 1 + 2N, width)``: CLS, then the N RGB tokens, then the N flow tokens.
     """
 
-    def __init__(self, width: int, input_thw: tuple[int, int, int], tubelet: tuple[int, int, int]):
+    def __init__(self, width: int, input_thw: tuple[int, int, int], tubelet: tuple[int, int, int],
+                 flow_channels: int = 3):
         super().__init__()
         self.rgb = TubeletTokens(3, width, input_thw, tubelet)
-        self.flow = TubeletTokens(2, width, input_thw, tubelet)
+        self.flow = TubeletTokens(flow_channels, width, input_thw, tubelet)
         self.stream = nn.Parameter(nn.init.trunc_normal_(torch.empty(2, width), std=0.02))
         self.seq = SequenceEmbedding(2 * self.rgb.num_tokens, width, positions=False)
 
@@ -141,11 +163,13 @@ class TwoStream(Modality):
     """T+1 frames sampled uniformly over the whole clip give T RGB frames and T flows (frames repeat when short);
     fewer than min_frames is an error.
 
-    Output of ``preprocess``: one ``(5, T, S, S)`` float tensor. Channels 0-2 are the RGB stream
-    (the first T sampled frames, exactly as the video modality prepares them); channels 3-4 are
-    the flow stream (dx, dy) from frame t to frame t+1 for t = 0..T-1, Farneback on grayscale
-    frames after resize/crop to S, in pixels / ``flow_scale`` clamped to [-1, 1]. Flow spans the
-    gap between sampled frames, so it grows with clip length; repeated frames give zero flow.
+    Output of ``preprocess``: one ``(6, T, S, S)`` float tensor (``(5, ...)`` without
+    ``flow_magnitude``). Channels 0-2 are the RGB stream (the first T sampled frames, exactly as
+    the video modality prepares them); channels 3-4 are the flow stream (dx, dy) from frame t to
+    frame t+1 for t = 0..T-1, Farneback on grayscale frames after resize/crop to S, in pixels /
+    ``flow_scale`` clamped to [-1, 1]; channel 5 is the flow's length on the same scale, clamped to
+    [0, 1]. Flow spans the gap between sampled frames, so it grows with clip length; repeated
+    frames give zero flow.
     """
 
     name = "two_stream"
@@ -182,7 +206,7 @@ class TwoStream(Modality):
         return read_frames(path, o.num_frames + 1, o.min_frames, o.backend, o.max_pixels)
 
     def preprocess(self, raw: np.ndarray | FlowPick) -> torch.Tensor:
-        """Frames → ``(5, T, S, S)``: normalized RGB (channels 0-2) and scaled flow (3-4)."""
+        """Frames → ``(3 + C, T, S, S)``: normalized RGB (channels 0-2) and the scaled flow stream (3 on)."""
         o = self.options
         if isinstance(raw, FlowPick):  # training: RGB already resized, flows from the clip's cache
             rgb = torch.from_numpy(raw.rgb).permute(0, 3, 1, 2)
@@ -194,7 +218,7 @@ class TwoStream(Modality):
 
     def input_shape(self) -> tuple[int, ...]:
         o = self.options
-        return (5, o.num_frames, o.image_size, o.image_size)
+        return (3 + o.flow_channels, o.num_frames, o.image_size, o.image_size)
 
     def streams(self) -> tuple[str, ...]:
         """``("rgb", "flow")`` under late fusion; early fusion is one sequence."""
@@ -204,8 +228,8 @@ class TwoStream(Modality):
         """Late: two video tokenizers (RGB, flow) → ``StreamTokens``; early: one ``(B, 1 + 2N, width)`` sequence."""
         thw = (cfg.num_frames, cfg.image_size, cfg.image_size)
         if cfg.fusion == "late":
-            return LateTwoStreamTokenizer(width, thw, cfg.tubelet)
-        return TwoStreamTokenizer(width, thw, cfg.tubelet)
+            return LateTwoStreamTokenizer(width, thw, cfg.tubelet, cfg.flow_channels)
+        return TwoStreamTokenizer(width, thw, cfg.tubelet, cfg.flow_channels)
 
     def preview(self, path: Path, size: int) -> Image.Image:
         """The middle frame, as for video."""

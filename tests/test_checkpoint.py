@@ -321,3 +321,21 @@ def test_configs_made_in_code_are_checked_too():
     with pytest.raises(ConfigError, match="options.scale must be a finite number, got inf"):
         ModalityConfig("imu", {"scale": float("inf")})
     assert TrunkConfig(mlp_ratio=2).mlp_ratio == 2.0 and isinstance(TrunkConfig(mlp_ratio=2).mlp_ratio, float)
+
+
+def test_a_saved_model_writes_out_every_option_so_a_changed_default_cannot_change_it(tmp_path):
+    """config.json holds each modality's options in full, defaults included: a later default (here
+    the flow stream's magnitude channel, off in this model) cannot change what the folder means.
+    A folder that lacks an option (saved by an older release) and whose weights then do not fit
+    gets an error that says what to try."""
+    options = {**SMALL["video"], "flow_magnitude": False}
+    folder = tmp_path / "old"
+    BindingModel(BindConfig(modalities=(ModalityConfig("two_stream", options),))).save(folder)
+    payload = json.loads((folder / CONFIG).read_text())
+    options = payload["bind"]["modalities"][0]["options"]
+    assert options["flow_magnitude"] is False and options["flow_scale"] == 20.0 and options["fusion"] == "late"
+    assert BindingModel.load(folder).modality("two_stream").input_shape()[0] == 5
+    del options["flow_magnitude"]  # as a release before the option existed wrote it
+    (folder / CONFIG).write_text(json.dumps(payload))
+    with pytest.raises(CheckpointError, match="older anybind.*Folders saved by older releases"):
+        BindingModel.load(folder)

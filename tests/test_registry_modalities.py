@@ -33,7 +33,7 @@ EXPECTED_INPUT = {
     "depth": (1, 32, 32),
     "thermal": (1, 32, 32),
     "video": (3, 4, 32, 32),
-    "two_stream": (5, 4, 32, 32),
+    "two_stream": (6, 4, 32, 32),  # RGB, then flow dx, dy and its length
     "audio": (2, 1, 128, 204),
     "imu": (6, 256),
     "timeseries": (4, 64),

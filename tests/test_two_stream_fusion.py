@@ -39,13 +39,13 @@ def video_binding(tmp_path_factory):
         p.data.add_(torch.randn_like(p) * 0.1)
     folder = tmp_path_factory.mktemp("video") / "model"
     m.save(folder)
-    return m, folder, torch.randn(3, 5, 4, 32, 32)
+    return m, folder, torch.randn(3, 6, 4, 32, 32)
 
 
 def test_late_fusion_is_the_default_and_runs_each_stream_on_its_own():
     ts = TwoStream(**SMALL)
     assert ts.streams() == ("rgb", "flow") and TwoStream(**SMALL, fusion="early").streams() == ()
-    out = ts.build_tokenizer(ts.options, width=16)(torch.randn(2, 5, 4, 32, 32))
+    out = ts.build_tokenizer(ts.options, width=16)(torch.randn(2, 6, 4, 32, 32))
     assert isinstance(out, StreamTokens) and [t.shape for t in out.streams] == [(2, 1 + 2 * 4 * 4, 16)] * 2
     m = model("two_stream")
     assert isinstance(m.heads["two_stream"], FusionHead)
@@ -55,7 +55,7 @@ def test_late_fusion_is_the_default_and_runs_each_stream_on_its_own():
 
 def test_fused_embedding_is_the_gated_sum_of_the_streams_and_each_stream_reads_alone():
     m = model("two_stream")
-    x = torch.randn(3, 5, 4, 32, 32)
+    x = torch.randn(3, 6, 4, 32, 32)
     with torch.no_grad():
         z = m.encode("two_stream", x)
         with m.single_stream("two_stream", "rgb"):
@@ -79,7 +79,7 @@ def test_fused_embedding_is_the_gated_sum_of_the_streams_and_each_stream_reads_a
 
 def test_the_gate_learns_and_training_runs_with_token_drop():
     m = model("two_stream").train()
-    x = torch.randn(4, 5, 4, 32, 32)
+    x = torch.randn(4, 6, 4, 32, 32)
     z = m.encode("two_stream", x, token_drop=0.5, generator=torch.Generator().manual_seed(0))
     z.sum().backward()
     gate = m.heads["two_stream"].gate
@@ -87,12 +87,34 @@ def test_the_gate_learns_and_training_runs_with_token_drop():
     assert not m.heads["two_stream"].heads["rgb"].log_logit_scale.requires_grad  # one temperature: the fusion's
 
 
+def test_both_streams_in_one_trunk_call_equal_each_stream_on_its_own_token_drop_included():
+    m = model("two_stream").train()
+    x = torch.randn(5, 6, 4, 32, 32)
+    out = m.tokenizers["two_stream"](x)
+    g = torch.Generator().manual_seed(4)
+    hidden = [m._through_trunk("two_stream", t, None, 0.5, g, None) for t in out.streams]  # one call each
+    apart = m.heads["two_stream"]([h for h, _ in hidden], [k for _, k in hidden], None)
+    together = m._encode_streams("two_stream", out, 0.5, torch.Generator().manual_seed(4), None)
+    assert torch.allclose(apart, together, atol=1e-6)
+    calls = []
+    hook = m.trunk.register_forward_hook(lambda mod, args, res: calls.append(args[0].shape[0]))
+    try:
+        m.eval()
+        with torch.no_grad():
+            m.encode("two_stream", x)
+            with m.single_stream("two_stream", "flow"):
+                m.encode("two_stream", x)
+    finally:
+        hook.remove()
+    assert calls == [10, 5]  # fused: both streams in one call; one stream alone: only its rows
+
+
 def test_stream_dropout_trains_some_rows_on_one_stream_alone_and_only_in_training():
     from binder.config import HeadConfig
 
     cfg = BindConfig(modalities=(ModalityConfig("two_stream", SMALL, HeadConfig(stream_dropout=0.6)),), seed=0)
     m = BindingModel(cfg).train()
-    x = torch.randn(64, 5, 4, 32, 32)
+    x = torch.randn(64, 6, 4, 32, 32)
     with torch.no_grad():
         z = m.encode("two_stream", x, generator=torch.Generator().manual_seed(3))
         m.eval()
@@ -147,6 +169,9 @@ def test_warm_start_refuses_another_anchor_another_shape_and_a_missing_stream(vi
         warm_start(model("two_stream"), "two_stream", WarmStart(str(folder), "audio", "rgb"))
     with pytest.raises(ConfigError, match="cannot read"):
         warm_start(model("two_stream"), "two_stream", WarmStart(str(tmp_path / "nothing"), "video", "rgb"))
+    for bad in (0.0, 1.5):
+        with pytest.raises(ConfigError, match="lr_scale"):
+            WarmStart(str(folder), "video", "rgb", lr_scale=bad)
 
 
 def test_recipe_init_resolves_against_the_recipe_and_refuses_unknown_keys(tmp_path):
@@ -233,9 +258,20 @@ def test_training_two_stream_after_video_records_each_stream_the_gate_and_the_wa
         return dataclasses.replace(r, modalities=specs)
 
     Trainer(recipe("video", tmp_path / "video"), progress=False).run()
-    init = {"model": str(tmp_path / "video" / "model"), "modality": "video", "stream": "rgb", "weight": 0.8}
-    metrics = Trainer(recipe("two_stream", tmp_path / "ts", init), progress=False).run()["two_stream"]
+    init = {"model": str(tmp_path / "video" / "model"), "modality": "video", "stream": "rgb", "weight": 0.8,
+            "lr_scale": 0.25}
+    trainer = Trainer(recipe("two_stream", tmp_path / "ts", init), progress=False)
+    # the copied RGB stream learns at a quarter of the rate, the fresh flow stream at the full rate
+    base_lr = {id(p): g["initial_lr"] for g in trainer.optimizer.param_groups for p in g["params"]}
+    named = {n: p for n, p in trainer.model.named_parameters() if p.requires_grad}
+    rgb = [n for n in named if n.startswith(("tokenizers.two_stream.streams.rgb.", "heads.two_stream.heads.rgb."))]
+    flow = [n for n in named if n.startswith(("tokenizers.two_stream.streams.flow.", "heads.two_stream.heads.flow."))]
+    lr = trainer.cfg.lr
+    assert rgb and all(math.isclose(base_lr[id(named[n])], 0.25 * lr) for n in rgb)
+    assert flow and all(base_lr[id(named[n])] == lr for n in flow) and base_lr[id(named["heads.two_stream.gate"])] == lr
+    metrics = trainer.run()["two_stream"]
     assert metrics["init"]["modality"] == "video" and metrics["init"]["tensors"] > 0
+    assert metrics["init"]["lr_scale"] == 0.25
     assert set(metrics["streams"]) == {"rgb", "flow"}
     for figures in metrics["streams"].values():
         assert 0 <= figures["zero_shot_top1"] <= 1 and "zero_shot_top1" in figures["hard"]

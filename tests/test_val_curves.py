@@ -20,6 +20,7 @@ from val_curves import (  # noqa: E402
     read_previous,
     summarize,
     with_augment,
+    with_variant,
     write_json,
 )
 
@@ -83,6 +84,27 @@ def test_a_candidate_replaces_the_modalitys_augment_and_sets_the_curve():
     assert [s.augment for s in changed.modalities] == [{"p_temporal": 0.3}]
     assert (changed.train.steps, changed.train.eval_every) == (40, 4)
     assert changed.modalities[0].val == recipe.modalities[0].val and changed.bind == recipe.bind
+
+
+def test_a_variant_reaches_the_models_config_not_only_the_recipe_entry():
+    """Options and head settings live twice in a recipe (the [[modality]] entry and the model's
+    config built from it): a variant must change the one the model is built from."""
+    name, variant = parse_candidate('sharp={"augment": true, "options": {"winsize": 5, "flow_magnitude": false}, '
+                                    '"head": {"stream_dropout": 0.5}, "train": {"lr": 0.002}}')
+    assert name == "sharp" and isinstance(variant, dict)
+    recipe = load_recipe(ROOT / "recipes" / "bind" / "two_stream.toml")
+    changed = with_variant(recipe, variant)
+    mcfg = changed.bind.modality("two_stream")
+    assert mcfg.options["winsize"] == 5 and mcfg.options["flow_magnitude"] is False
+    assert mcfg.options["tubelet"] == recipe.bind.modality("two_stream").options["tubelet"]  # the rest kept
+    assert mcfg.head.stream_dropout == 0.5 and changed.modalities[0].head["stream_dropout"] == 0.5
+    assert changed.train.lr == 0.002 and changed.train.steps == recipe.train.steps
+    assert changed.bind.modality("image") == recipe.bind.modality("image")
+    for bad in ('x={"augment": true, "optimizer": {}}', 'x={"augment": true, "options": 3}'):
+        with pytest.raises(ValueError, match="variant"):
+            parse_candidate(bad)
+    with pytest.raises(ValueError, match="winsize"):
+        with_variant(recipe, {"augment": True, "options": {"winsize": "wide"}})
 
 
 def test_the_table_lists_every_recipes_candidates_with_their_figures(tmp_path):

@@ -142,14 +142,17 @@ class Trainer:
 
     def _param_groups(self) -> list[dict[str, Any]]:
         """The model's and the losses' (SigLIP's bias) trainable parameters; no weight decay on norms,
-        biases, embeddings, CLS/position tokens and logit scales."""
-        decay: list[torch.nn.Parameter] = []
-        no_decay: list[torch.nn.Parameter] = []
+        biases, embeddings, CLS/position tokens and logit scales. Parts a warm start copied train at
+        its ``lr_scale`` times the learning rate (groups of their own)."""
+        scaled = {part: ws["lr_scale"] for ws in self.warm_starts.values() for part in ws["parts"]}
+        groups: dict[tuple[float, bool], list[torch.nn.Parameter]] = {}
         for name, p in itertools.chain(self.model.named_parameters(), self.losses.named_parameters(prefix="losses")):
             if p.requires_grad:
                 no_wd = p.ndim < 2 or any(k in name for k in ("cls", "pos", "embed", "scale"))
-                (no_decay if no_wd else decay).append(p)
-        return [{"params": decay, "weight_decay": self.cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+                scale = next((v for part, v in scaled.items() if name.startswith(part)), 1.0)
+                groups.setdefault((scale, no_wd), []).append(p)
+        return [{"params": params, "lr": self.cfg.lr * scale, "weight_decay": 0.0 if no_wd else self.cfg.weight_decay}
+                for (scale, no_wd), params in sorted(groups.items())]
 
     # ------------------------------------------------------------------ batches
     def batch_rows(self, step: int) -> tuple[int, torch.Tensor]:

@@ -4,7 +4,9 @@ A recipe's ``[[modality]]`` may say ``init = { model = "PATH", modality = "video
 the tokenizer and head that binding learned for ``modality`` are copied into this modality's (or,
 for a multi-stream modality, into one of its streams), and the fusion gate starts with ``weight``
 on that stream. Two-stream video starts its RGB stream from a video binding this way, so the
-fused embedding starts where RGB alone already is and flow can only be added to it.
+fused embedding starts where RGB alone already is and flow can only be added to it. ``lr_scale``
+trains the copied parts at that fraction of the recipe's learning rate, so a fresh stream beside
+them learns at a fresh binding's rate without scrambling what was copied.
 
 Both bindings must share the anchor: the embeddings live in its space. The anchor tensors in the
 source folder are compared with the model's own, and any difference is a ConfigError, as is a
@@ -34,17 +36,21 @@ WEIGHTS = "model.safetensors"
 class WarmStart:
     """Where a modality's first weights come from: the binding folder ``model``, its modality
     ``modality`` (default: the same name), into ``stream`` (multi-stream modalities), with the
-    fusion gate giving that stream ``weight``."""
+    fusion gate giving that stream ``weight``; the copied parts train at ``lr_scale`` times the
+    recipe's learning rate."""
 
     model: str
     modality: str = ""
     stream: str = ""
     weight: float = 0.8
+    lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
         check_fields(self)
         if not 0 < self.weight < 1:
             raise ConfigError(f"init.weight must lie in (0, 1), got {self.weight}")
+        if not 0 < self.lr_scale <= 1:
+            raise ConfigError(f"init.lr_scale must lie in (0, 1], got {self.lr_scale}")
 
 
 def parse_warm_start(values: dict[str, Any], where: str) -> WarmStart:
@@ -60,7 +66,9 @@ def parse_warm_start(values: dict[str, Any], where: str) -> WarmStart:
 
 
 def warm_start(model: BindingModel, name: str, init: WarmStart) -> dict[str, Any]:
-    """Copy ``init``'s tokenizer and head into ``name``'s (or its ``init.stream``); what was copied."""
+    """Copy ``init``'s tokenizer and head into ``name``'s (or its ``init.stream``); what was copied:
+    its source, the number of tensors, the parameter-name prefixes it filled (``parts``) and their
+    ``lr_scale``."""
     source = init.modality or name
     tensors = _read(Path(init.model), source)
     _check_anchor(model, tensors, init.model)
@@ -79,7 +87,8 @@ def warm_start(model: BindingModel, name: str, init: WarmStart) -> dict[str, Any
         head.set_weight(stream, init.weight)
         with torch.no_grad():
             head.log_logit_scale.copy_(mapped[f"heads.{name}.heads.{stream}.log_logit_scale"])
-    return {"from": str(init.model), "modality": source, "stream": stream or None, "tensors": len(mapped)}
+    return {"from": str(init.model), "modality": source, "stream": stream or None, "tensors": len(mapped),
+            "parts": list(into.values()), "lr_scale": init.lr_scale}
 
 
 def _read(folder: Path, source: str) -> dict[str, torch.Tensor]:

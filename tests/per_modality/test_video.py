@@ -94,7 +94,9 @@ def test_two_stream_shapes_and_rgb_matches_video(clips):
     raw = ts.load(clips["two_stream"])
     assert raw.shape[0] == 5
     x = ts.preprocess(raw)
-    assert x.shape == (5, 4, 32, 32) == ts.input_shape()
+    assert x.shape == (6, 4, 32, 32) == ts.input_shape()  # RGB, flow dx, dy and its length
+    plain = TwoStream(**SMALL, flow_magnitude=False)
+    assert torch.equal(plain.preprocess(raw), x[:5]) and plain.input_shape() == (5, 4, 32, 32)
     assert torch.equal(x[:3], video.preprocess(raw[:4]))
     early = TwoStream(**SMALL, fusion="early")
     assert early.build_tokenizer(early.options, width=16)(x[None]).shape == (1, 1 + 2 * N_TOKENS, 16)
@@ -123,8 +125,25 @@ def test_flow_tracks_motion_and_is_zero_when_static(clips):
     assert dx[moving].mean() > 0.05  # the blob moves right
     assert dx[moving].mean() > 5 * dy[moving].abs().mean()
     assert flow.abs().max() <= 1.0
+    length = torch.linalg.vector_norm(flow[:2] * ts.options.flow_scale, dim=0) / ts.options.flow_scale
+    assert torch.allclose(flow[2], length.clamp(0, 1), atol=1e-6)  # the length of the (unclamped) flow
+    assert flow[2][moving].mean() > 0.05 and flow[2].min() >= 0
     static = ts.prepare(clips["static"])[3:]
     assert static.abs().max() < 0.01
+
+
+def test_flow_magnitude_is_the_same_for_opposite_motions():
+    """Left and right motion give opposite (dx, dy) but the same length channel: what the stream can
+    tell apart by shape does not depend on the direction something moves."""
+    from modalities.two_stream import scale_flow
+
+    ts = TwoStream(**SMALL)
+    flow = np.random.default_rng(0).normal(0, 3, (4, 32, 32, 2)).astype(np.float32)
+    a, b = scale_flow(flow, ts.options), scale_flow(-flow, ts.options)
+    assert torch.equal(a[:2], -b[:2]) and torch.equal(a[2], b[2])
+    assert a[2].max() <= 1.0 and a[2].min() >= 0
+    with pytest.raises(ValueError, match="flow_magnitude"):
+        TwoStream(flow_magnitude="yes")
 
 
 @pytest.mark.parametrize("modality", [Video, TwoStream])

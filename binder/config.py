@@ -21,6 +21,7 @@ from typing import Any, Union, cast
 from binder.errors import ConfigError
 
 FILE_OPTION = "anybind.file"  # dataclass field metadata key of an options field that names a file
+PATH_OPTION = "anybind.path"  # metadata key of an augmentation field that names a file or folder
 
 # How a loaded model computes (binder.precision): as trained (fp32), in half precision on a GPU
 # (fp16, bf16), or int8 (faster on a CPU); "auto" is bf16 on a GPU that has it, else fp16 on a GPU,
@@ -207,6 +208,19 @@ def file_options(options_cls: Any) -> tuple[str, ...]:
     if not dataclasses.is_dataclass(options_cls):
         return ()
     return tuple(f.name for f in dataclasses.fields(options_cls) if f.metadata.get(FILE_OPTION))
+
+
+def path_option(default: str | None = None) -> Any:
+    """An augmentation field naming a file or folder it reads while training (a noise folder): a
+    recipe's relative value resolves against the recipe's folder, as its other paths do."""
+    return field(default=default, metadata={PATH_OPTION: True})
+
+
+def path_options(options_cls: Any) -> tuple[str, ...]:
+    """Names of the ``path_option`` fields of an ``AugmentOptions`` dataclass."""
+    if not dataclasses.is_dataclass(options_cls):
+        return ()
+    return tuple(f.name for f in dataclasses.fields(options_cls) if f.metadata.get(PATH_OPTION))
 
 
 # ---------------------------------------------------------------- checking values against annotations

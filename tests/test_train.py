@@ -328,6 +328,25 @@ def test_recipe_paths_resolve_against_the_recipe_folder_and_overrides_against_th
         "laion2b_s34b_b79k"
 
 
+def test_an_augmentation_folder_resolves_against_the_recipe_folder(tmp_path, monkeypatch):
+    """An audio recipe's ``augment.noise_dir`` is a path like the recipe's others: relative to the
+    recipe, whatever the working directory; the folder is then checked when augmentation is built."""
+    from modalities.audio import Audio
+
+    folder = tmp_path / "project" / "recipes"
+    (tmp_path / "project" / "noise").mkdir(parents=True)
+    folder.mkdir()
+    body = ('[[modality]]\nname = "{name}"\ntrain = "t.jsonl"\naugment = {{ noise_dir = "{noise}" }}\n')
+    (folder / "r.toml").write_text(body.format(name="audio", noise="../noise"))
+    monkeypatch.chdir(tmp_path)
+    spec = load_recipe(folder / "r.toml").modalities[0]
+    assert spec.augment == {"noise_dir": str(tmp_path / "project" / "noise")}
+    assert Audio().augment_options(spec.augment).noise_dir == str(tmp_path / "project" / "noise")
+    (folder / "r.toml").write_text(body.format(name="audio", noise="../nowhere"))
+    with pytest.raises(ValueError, match="nowhere.*is not a folder"):
+        Audio().augment_options(load_recipe(folder / "r.toml").modalities[0].augment)
+
+
 @pytest.mark.parametrize("name", ["demo.toml", *[f"bind/{p.name}" for p in sorted((ROOT / "recipes" / "bind")
                                                                                      .glob("*.toml"))]])
 def test_shipped_recipes_name_the_checkout_from_any_directory(name, tmp_path, monkeypatch):

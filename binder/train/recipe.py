@@ -9,7 +9,8 @@ works from any working directory; one given as an override (``--set``) resolves 
 current directory, as typed. ``~`` is expanded and absolute paths are kept. This covers
 ``anchor.model`` (``local-dir:PATH``), ``anchor.pretrained`` (when it is a file, not a tag),
 ``anchor.cache_dir``, ``train.root``, ``train.out``, ``train.cache_dir``, each modality's file
-options (a codebook) and its warm start's ``init.model``. Manifests (``[[modality]]``
+options (a codebook), its augmentation's path fields (an audio ``noise_dir``) and its warm start's
+``init.model``. Manifests (``[[modality]]``
 train/val/test/hard, ``eval.image_gallery``, an
 anchor recipe's train/test) are relative to ``train.root`` when one is set, like the paths inside
 them; without a root they follow the same rule. Every resolved path is absolute.
@@ -33,6 +34,7 @@ from binder.config import (
     check_fields,
     check_value,
     file_options,
+    path_options,
 )
 from binder.errors import AnybindError, ConfigError, RegistryError
 from binder.registry import get_modality
@@ -215,6 +217,19 @@ def _resolve_recipe_paths(data: dict[str, Any], base: Path, with_manifests: bool
             for key in _file_options(entry.get("name")):
                 if isinstance(options.get(key), str):
                     options[key] = resolve_path(options[key], base)
+        augment = entry.get("augment")
+        if isinstance(augment, dict):
+            for key in _augment_paths(entry.get("name")):
+                if isinstance(augment.get(key), str):
+                    augment[key] = resolve_path(augment[key], base)
+
+
+def _augment_paths(name: Any) -> tuple[str, ...]:
+    """The augmentation fields of modality ``name`` that name a file or folder (``binder.config.path_option``)."""
+    try:
+        return path_options(get_modality(name).AugmentOptions) if isinstance(name, str) else ()
+    except RegistryError:
+        return ()
 
 
 def _file_options(name: Any) -> tuple[str, ...]:

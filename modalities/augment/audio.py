@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from binder.config import path_option
 from binder.errors import ConfigError
 from modalities.augment.channel import (
     CODECS,
@@ -83,7 +84,7 @@ class AudioAugment:
     noise_p: float = 0.5
     snr_db: tuple[float, float] = (5.0, 30.0)
     noise_colors: tuple[str, ...] = NOISE_COLORS
-    noise_dir: str | None = None
+    noise_dir: str | None = path_option()  # a recipe's relative folder resolves against the recipe
     noise_file_p: float = 0.5
     # room, microphone and line: chosen on val and on real speech (docs/guides/real-recordings.md)
     p_reverb: float = 0.3

@@ -205,9 +205,14 @@ def file_option(default: str | None = None) -> Any:
 
 def file_options(options_cls: Any) -> tuple[str, ...]:
     """Names of the ``file_option`` fields of a modality's ``Options`` dataclass."""
+    return _marked_fields(options_cls, FILE_OPTION)
+
+
+def _marked_fields(options_cls: Any, key: str) -> tuple[str, ...]:
+    """Names of the fields of dataclass ``options_cls`` whose metadata sets ``key`` (none for a non-dataclass)."""
     if not dataclasses.is_dataclass(options_cls):
         return ()
-    return tuple(f.name for f in dataclasses.fields(options_cls) if f.metadata.get(FILE_OPTION))
+    return tuple(f.name for f in dataclasses.fields(options_cls) if f.metadata.get(key))
 
 
 def path_option(default: str | None = None) -> Any:
@@ -218,9 +223,7 @@ def path_option(default: str | None = None) -> Any:
 
 def path_options(options_cls: Any) -> tuple[str, ...]:
     """Names of the ``path_option`` fields of an ``AugmentOptions`` dataclass."""
-    if not dataclasses.is_dataclass(options_cls):
-        return ()
-    return tuple(f.name for f in dataclasses.fields(options_cls) if f.metadata.get(PATH_OPTION))
+    return _marked_fields(options_cls, PATH_OPTION)
 
 
 # ---------------------------------------------------------------- checking values against annotations

@@ -212,32 +212,24 @@ def _resolve_recipe_paths(data: dict[str, Any], base: Path, with_manifests: bool
         init = entry.get("init")
         if isinstance(init, dict) and isinstance(init.get("model"), str) and init["model"]:
             init["model"] = resolve_path(init["model"], base)  # a binding folder, like the other paths
-        options = entry.get("options")
-        if isinstance(options, dict):
-            for key in _file_options(entry.get("name")):
-                if isinstance(options.get(key), str):
-                    options[key] = resolve_path(options[key], base)
-        augment = entry.get("augment")
-        if isinstance(augment, dict):
-            for key in _augment_paths(entry.get("name")):
-                if isinstance(augment.get(key), str):
-                    augment[key] = resolve_path(augment[key], base)
+        modality = _registered(entry.get("name"))
+        for table, keys in (("options", file_options(getattr(modality, "Options", None))),  # a codebook
+                            ("augment", path_options(getattr(modality, "AugmentOptions", None)))):  # a noise folder
+            values = entry.get(table)
+            if not isinstance(values, dict):
+                continue
+            for key in keys:
+                if isinstance(values.get(key), str):
+                    values[key] = resolve_path(values[key], base)
 
 
-def _augment_paths(name: Any) -> tuple[str, ...]:
-    """The augmentation fields of modality ``name`` that name a file or folder (``binder.config.path_option``)."""
+def _registered(name: Any) -> type | None:
+    """The registered modality class of a recipe entry's ``name``; None when it names none (the
+    entry's own check then says so)."""
     try:
-        return path_options(get_modality(name).AugmentOptions) if isinstance(name, str) else ()
+        return get_modality(name) if isinstance(name, str) else None
     except RegistryError:
-        return ()
-
-
-def _file_options(name: Any) -> tuple[str, ...]:
-    """The options of modality ``name`` that name a file (``binder.config.file_option``)."""
-    try:
-        return file_options(get_modality(name).Options) if isinstance(name, str) else ()
-    except RegistryError:
-        return ()
+        return None
 
 
 def read_recipe_toml(path: str | os.PathLike, overrides: dict[str, Any] | None = None,

@@ -95,12 +95,13 @@ def launch(command: list[str], tmp: Path, world_size: int = 2, timeout: float = 
 
 @pytest.fixture(scope="module")
 def two_ranks(world, tmp_path_factory) -> Path:
-    """One launch of two ranks running four recipes (tests/ddp_worker.py): its output folder."""
+    """One launch of two ranks running five recipes (tests/ddp_worker.py): its output folder."""
     tmp = tmp_path_factory.mktemp("ddp_runs")
     jobs = [f"first={write_recipe(world, tmp / 'a')}",
             f"plain={write_recipe(world, tmp / 'b', accumulate=2)}",
             f"resume={write_recipe(world, tmp / 'c', accumulate=2)}",
-            f"first={write_recipe(world, tmp / 'd', loss='siglip')}"]
+            f"first={write_recipe(world, tmp / 'd', loss='siglip')}",
+            f"first={write_recipe(world, tmp / 'e', soft_targets=0.05)}"]
     launch([sys.executable, str(HERE / "ddp_worker.py"), str(tmp), *jobs], tmp)
     return tmp
 
@@ -115,10 +116,11 @@ def assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: f
         torch.testing.assert_close(a[name], b[name], atol=atol, rtol=0, msg=lambda m, n=name: f"{n}: {m}")
 
 
-@pytest.mark.parametrize(("run", "loss"), [("a", "infonce"), ("d", "siglip")])
-def test_two_ranks_give_the_loss_gradients_and_weights_of_one_process(world, two_ranks, tmp_path, run, loss):
-    """InfoNCE gathers every rank's rows; SigLIP adds up each rank's rows against all targets."""
-    one = Trainer(load_recipe(write_recipe(world, tmp_path / run, loss=loss)), progress=False)
+@pytest.mark.parametrize(("run", "train"), [("a", {}), ("d", {"loss": "siglip"}), ("e", {"soft_targets": 0.05})])
+def test_two_ranks_give_the_loss_gradients_and_weights_of_one_process(world, two_ranks, tmp_path, run, train):
+    """InfoNCE (one-hot or soft labels) gathers every rank's rows; SigLIP adds up each rank's rows
+    against all targets."""
+    one = Trainer(load_recipe(write_recipe(world, tmp_path / run, **train)), progress=False)
     first = one.train_step(0)
     grads = {n: p.grad for n, p in one.model.named_parameters() if p.grad is not None}
     one.step = 1

@@ -19,7 +19,7 @@ from binder.model import BindingModel, drop_tokens
 from binder.train.anchor_train import load_anchor_recipe, train_anchor
 from binder.train.data import anchor_targets, read_pairs
 from binder.train.evaluate import recall_at_k
-from binder.train.loss import BindingLoss
+from binder.train.loss import BindingLoss, SoftTargetLoss
 from binder.train.recipe import load_recipe
 from binder.train.trainer import Trainer
 
@@ -136,9 +136,11 @@ def test_training_lowers_loss_and_reports_metrics(digits_world, trained_anchor, 
     assert 0 <= metrics["zero_shot_top1"] <= 1 and metrics["chance_top1"] >= 0.1
 
 
-def test_killed_run_resumes_to_the_same_weights(digits_world, tmp_path):
-    recipe = write_recipe(digits_world, tmp_path / "run")
+@pytest.mark.parametrize("soft_targets", [0.0, 0.05])  # one-hot InfoNCE, and soft labels with their queue
+def test_killed_run_resumes_to_the_same_weights(digits_world, tmp_path, soft_targets):
+    recipe = write_recipe(digits_world, tmp_path / "run", soft_targets=soft_targets)
     unbroken = Trainer(load_recipe(recipe), progress=False)
+    assert isinstance(unbroken.losses["depth"], SoftTargetLoss if soft_targets else BindingLoss)
     unbroken.run()
     want = {k: v.clone() for k, v in unbroken.model.state_dict().items()}
     shutil.rmtree(tmp_path / "run")

@@ -11,6 +11,11 @@ binary problem, so no row is normalized against the others. That makes it a sum 
 rank computes the terms of its own rows against every target of the global batch and the sum
 over ranks is the loss of the whole batch (SigLIP's chunked form; here the targets are frozen
 and known to every rank, so no chunk has to travel between ranks).
+
+``SoftTargetLoss`` is symmetric InfoNCE whose labels are soft: the anchor's own similarities
+between the batch's targets, sharpened by a temperature. Targets the anchor sees as alike (two
+photos of one thing) are then partial positives rather than negatives, so the binding learns the
+anchor's neighbourhoods and not just its pairs; no label or text is used, only the targets.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from torch import nn
 from binder.errors import CheckpointError, ConfigError
 
 LOSSES = ("infonce", "siglip")
+SOFT_TARGETS_MAX = 1.0  # above this the soft labels are close to uniform: nothing left to learn
 SIGLIP_SCALE = 10.0  # SigLIP's initial temperature t = exp(t'), t' = log 10
 SIGLIP_BIAS = -10.0  # and its initial bias: most pairs are negatives, so start by calling them so
 
@@ -143,8 +149,45 @@ class SigmoidLoss(nn.Module):
         return -F.logsigmoid(signs * logits).sum() / total
 
 
-def make_loss(name: str, embed_dim: int, memory_size: int = 0) -> nn.Module:
-    """The binding loss ``train.loss`` names: "infonce" (the default) or "siglip"."""
+class SoftTargetLoss(nn.Module):
+    """``forward(z, targets, ids, scale)`` as ``BindingLoss``; the label of pair (i, j) is
+    ``softmax_j(y_i·y_j / temperature)`` over the targets y, the same in both directions. As the
+    temperature goes to 0 this is InfoNCE with same-target rows as positives. With
+    ``memory_size > 0`` queued past targets add columns (and soft labels) to the modality → anchor
+    direction."""
+
+    def __init__(self, embed_dim: int, memory_size: int = 0, temperature: float = 0.05):
+        super().__init__()
+        if not 0 < temperature <= SOFT_TARGETS_MAX:
+            raise ConfigError(f"train.soft_targets must be in (0, {SOFT_TARGETS_MAX}], got {temperature}")
+        self.temperature = temperature
+        self.memory = TargetQueue(embed_dim, memory_size) if memory_size else None
+
+    def forward(self, z: torch.Tensor, targets: torch.Tensor, ids: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        targets = targets.detach()
+        labels = self.labels(targets, targets)
+        back = F.cross_entropy(scale * targets @ z.T, labels)
+        columns, column_labels = targets, labels
+        if self.memory is not None:
+            queued, _ = self.memory.contents()
+            columns = torch.cat([targets, queued.to(targets)])
+            column_labels = self.labels(targets, columns)
+            self.memory.push(targets, ids)
+        forth = F.cross_entropy(scale * z @ columns.T, column_labels)
+        return (forth + back) / 2
+
+    def labels(self, rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+        """Each row's distribution over ``columns``: how alike the anchor finds them."""
+        return torch.softmax(rows @ columns.T / self.temperature, dim=1)
+
+
+def make_loss(name: str, embed_dim: int, memory_size: int = 0, soft_targets: float = 0.0) -> nn.Module:
+    """The binding loss ``train.loss`` names: "infonce" (the default; with ``soft_targets`` > 0 its
+    labels are the anchor's target similarities at that temperature) or "siglip"."""
+    if soft_targets and name != "infonce":
+        raise ConfigError(f"train.soft_targets is an InfoNCE option; train.loss is {name!r}")
+    if name == "infonce" and soft_targets:
+        return SoftTargetLoss(embed_dim, memory_size, soft_targets)
     if name == "infonce":
         return BindingLoss(embed_dim, memory_size)
     if name == "siglip":

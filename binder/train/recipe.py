@@ -39,7 +39,7 @@ from binder.config import (
 from binder.errors import AnybindError, ConfigError, RegistryError
 from binder.registry import get_modality
 from binder.train.amp import PRECISIONS
-from binder.train.loss import LOSSES, SIGLIP_SCALE
+from binder.train.loss import LOSSES, SIGLIP_SCALE, SOFT_TARGETS_MAX
 from binder.train.warm_start import parse_warm_start
 
 if TYPE_CHECKING:
@@ -99,6 +99,8 @@ class TrainConfig:
     ``accumulate`` splits each rank's share into that many micro-batches with the same loss and
     gradient (less memory, same negatives). ``device`` is auto (a rank's GPU when there is one),
     cpu or cuda; ``precision`` is auto (bf16, else fp16, on GPUs; fp32 on CPUs), fp32, bf16 or fp16.
+    ``soft_targets`` > 0 gives InfoNCE soft labels: the anchor's similarities between the batch's
+    targets at that temperature (``binder.train.loss.SoftTargetLoss``); 0 is one-hot labels.
     ``eval_every`` > 0 measures zero-shot top-1 on each modality's val manifest every that many steps
     (and at the last) into metrics.json's ``val_curve``, without changing the training; 0 is off.
     """
@@ -111,6 +113,7 @@ class TrainConfig:
     seed: int = 0
     memory_size: int = 0
     loss: str = "infonce"
+    soft_targets: float = 0.0
     token_drop: float = 0.0
     checkpoint_every: int = 100
     workers: int = 2
@@ -142,6 +145,11 @@ class TrainConfig:
             raise ConfigError(f"train.eval_every must be >= 0 (0 = off), got {self.eval_every}")
         if self.loss not in LOSSES:
             raise ConfigError(f"train.loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if not 0 <= self.soft_targets <= SOFT_TARGETS_MAX:
+            raise ConfigError(f"train.soft_targets must be in [0, {SOFT_TARGETS_MAX}] (0 = one-hot labels), "
+                              f"got {self.soft_targets}")
+        if self.soft_targets and self.loss != "infonce":
+            raise ConfigError(f"train.soft_targets is an InfoNCE option; train.loss is {self.loss!r}")
         if self.accumulate < 1:
             raise ConfigError("train.accumulate must be >= 1 (micro-batches per step)")
         if self.precision not in PRECISIONS:

@@ -94,7 +94,8 @@ class Trainer:
         if not params:
             raise AnybindError("nothing to train: every parameter is frozen")
         self.losses = torch.nn.ModuleDict({d.spec.name: make_loss(self.cfg.loss, self.model.embed_dim,
-                                                                  self.cfg.memory_size) for d in self.data})
+                                                                  self.cfg.memory_size, self.cfg.soft_targets)
+                                           for d in self.data})
         self._to_device()
         self.optimizer = adamw(self._param_groups(), self.cfg.lr)
         self.scheduler = schedule(self.optimizer, self.cfg.warmup_steps, self.cfg.steps)

@@ -78,8 +78,9 @@ def _warm_start_here(init: dict, runs: Path, target: str) -> dict:
     return {**init, "model": str(runs / f"{init.get('modality') or 'video'}-{target}" / "model")}
 
 
-# The ceiling's loss: plain InfoNCE on the class prompts, without a queue (a batch of 64 already holds
-# every prompt, so queued prompts add no negative, only many duplicate positives that slow each step).
+# The ceiling's loss: one-hot InfoNCE on the class prompts (soft labels would blur the very classes it
+# scores), without a queue (a batch of 64 already holds every prompt, so queued prompts add no negative,
+# only many duplicate positives that slow each step).
 TEXT_BOUND = {"train.soft_targets": 0.0, "train.memory_size": 0}
 
 
@@ -92,7 +93,6 @@ def bind(recipe: Recipe) -> tuple[dict, float]:
 def emergence_row(name: str, args) -> dict:
     image_recipe = recipe_for(name, args.world, args.anchor, args.out / f"{name}-image", "image", args.steps)
     by_image, t_img = bind(image_recipe)
-    # The ceiling is bound to one-hot class prompts: soft labels would blur the very classes it scores.
     by_text, t_txt = bind(recipe_for(name, args.world, args.anchor, args.out / f"{name}-text", "text", args.steps,
                                      train=TEXT_BOUND))
     hard = by_image.get("hard", {})

@@ -181,11 +181,19 @@ class SoftTargetLoss(nn.Module):
         return torch.softmax(rows @ columns.T / self.temperature, dim=1)
 
 
+def check_soft_targets(loss: str, soft_targets: float) -> None:
+    """``train.soft_targets`` in [0, SOFT_TARGETS_MAX] (0 = one-hot labels), and only with InfoNCE."""
+    if not 0 <= soft_targets <= SOFT_TARGETS_MAX:
+        raise ConfigError(f"train.soft_targets must be in [0, {SOFT_TARGETS_MAX}] (0 = one-hot labels), "
+                          f"got {soft_targets}")
+    if soft_targets and loss != "infonce":
+        raise ConfigError(f"train.soft_targets is an InfoNCE option; train.loss is {loss!r}")
+
+
 def make_loss(name: str, embed_dim: int, memory_size: int = 0, soft_targets: float = 0.0) -> nn.Module:
     """The binding loss ``train.loss`` names: "infonce" (the default; with ``soft_targets`` > 0 its
     labels are the anchor's target similarities at that temperature) or "siglip"."""
-    if soft_targets and name != "infonce":
-        raise ConfigError(f"train.soft_targets is an InfoNCE option; train.loss is {name!r}")
+    check_soft_targets(name, soft_targets)
     if name == "infonce" and soft_targets:
         return SoftTargetLoss(embed_dim, memory_size, soft_targets)
     if name == "infonce":

@@ -39,7 +39,7 @@ from binder.config import (
 from binder.errors import AnybindError, ConfigError, RegistryError
 from binder.registry import get_modality
 from binder.train.amp import PRECISIONS
-from binder.train.loss import LOSSES, SIGLIP_SCALE, SOFT_TARGETS_MAX
+from binder.train.loss import LOSSES, SIGLIP_SCALE, check_soft_targets
 from binder.train.warm_start import parse_warm_start
 
 if TYPE_CHECKING:
@@ -145,11 +145,7 @@ class TrainConfig:
             raise ConfigError(f"train.eval_every must be >= 0 (0 = off), got {self.eval_every}")
         if self.loss not in LOSSES:
             raise ConfigError(f"train.loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
-        if not 0 <= self.soft_targets <= SOFT_TARGETS_MAX:
-            raise ConfigError(f"train.soft_targets must be in [0, {SOFT_TARGETS_MAX}] (0 = one-hot labels), "
-                              f"got {self.soft_targets}")
-        if self.soft_targets and self.loss != "infonce":
-            raise ConfigError(f"train.soft_targets is an InfoNCE option; train.loss is {self.loss!r}")
+        check_soft_targets(self.loss, self.soft_targets)
         if self.accumulate < 1:
             raise ConfigError("train.accumulate must be >= 1 (micro-batches per step)")
         if self.precision not in PRECISIONS:

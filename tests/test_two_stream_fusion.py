@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from samplegen import MAKERS
 
 from binder.config import BindConfig, ModalityConfig
@@ -169,7 +170,7 @@ def test_warm_start_refuses_another_anchor_another_shape_and_a_missing_stream(vi
         warm_start(model("two_stream"), "two_stream", WarmStart(str(folder), "audio", "rgb"))
     with pytest.raises(ConfigError, match="cannot read"):
         warm_start(model("two_stream"), "two_stream", WarmStart(str(tmp_path / "nothing"), "video", "rgb"))
-    for bad in (0.0, 1.5):
+    for bad in (-0.25, 1.5):
         with pytest.raises(ConfigError, match="lr_scale"):
             WarmStart(str(folder), "video", "rgb", lr_scale=bad)
 
@@ -245,17 +246,25 @@ def test_recipe_warm_start_reaches_the_metrics_file_format():
     json.dumps(spec.init)
 
 
-def test_training_two_stream_after_video_records_each_stream_the_gate_and_the_warm_start(small_world, tmp_path):
+def _small_recipe(name: str, world, out, cache, init: dict | None = None):
+    """The shipped recipe ``name`` for two steps on the small world with a random anchor."""
+    r = load_recipe(f"recipes/bind/{name}.toml", {
+        "anchor.model": "anybind-tiny", "train.root": str(world.folder), "train.out": str(out),
+        "train.cache_dir": str(cache), "train.steps": 2, "train.batch_size": 8, "train.workers": 0})
+    specs = tuple(dataclasses.replace(s, init=init or {}) for s in r.modalities)
+    return dataclasses.replace(r, modalities=specs)
+
+
+def test_training_two_stream_after_video_records_each_stream_the_gate_and_the_warm_start(small_world, tmp_path,
+                                                                                        monkeypatch):
     """The shipped recipes on the small world with a random anchor: video first, then two_stream whose
-    RGB stream starts from it; metrics.json names the warm start and measures each stream alone."""
+    RGB stream starts from it; metrics.json names the warm start and measures each stream alone,
+    decoding each evaluated manifest once for the fused vector and both streams."""
+    from binder.train import evaluate
     from binder.train.trainer import Trainer
 
     def recipe(name: str, out, init: dict | None = None):
-        r = load_recipe(f"recipes/bind/{name}.toml", {
-            "anchor.model": "anybind-tiny", "train.root": str(small_world.folder), "train.out": str(out),
-            "train.cache_dir": str(tmp_path / "cache"), "train.steps": 2, "train.batch_size": 8, "train.workers": 0})
-        specs = tuple(dataclasses.replace(s, init=init or {}) for s in r.modalities)
-        return dataclasses.replace(r, modalities=specs)
+        return _small_recipe(name, small_world, out, tmp_path / "cache", init)
 
     Trainer(recipe("video", tmp_path / "video"), progress=False).run()
     init = {"model": str(tmp_path / "video" / "model"), "modality": "video", "stream": "rgb", "weight": 0.8,
@@ -269,7 +278,22 @@ def test_training_two_stream_after_video_records_each_stream_the_gate_and_the_wa
     lr = trainer.cfg.lr
     assert rgb and all(math.isclose(base_lr[id(named[n])], 0.25 * lr) for n in rgb)
     assert flow and all(base_lr[id(named[n])] == lr for n in flow) and base_lr[id(named["heads.two_stream.gate"])] == lr
+    prepared: list[tuple[str, str | None]] = []
+    real_prepare = evaluate._prepare
+
+    def counting_prepare(model, path, root, workers, perturb):
+        prepared.append((path, perturb))
+        return real_prepare(model, path, root, workers, perturb)
+
+    monkeypatch.setattr(evaluate, "_prepare", counting_prepare)
     metrics = trainer.run()["two_stream"]
+    assert len(prepared) == len(set(prepared)) == 3  # test, hard and the image gallery, once each
+    monkeypatch.undo()
+    ev, spec = trainer.recipe.eval, trainer.recipe.modalities[0]
+    with trainer.model.single_stream("two_stream", "flow"):
+        fresh = evaluate.evaluate_manifest(trainer.model, trainer.manifest(spec.hard), trainer.cfg.root,
+                                           ev.classes, ev.templates, workers=0)
+    assert fresh["zero_shot_top1"] == metrics["streams"]["flow"]["hard"]["zero_shot_top1"]
     assert metrics["init"]["modality"] == "video" and metrics["init"]["tensors"] > 0
     assert metrics["init"]["lr_scale"] == 0.25
     assert set(metrics["streams"]) == {"rgb", "flow"}
@@ -278,3 +302,31 @@ def test_training_two_stream_after_video_records_each_stream_the_gate_and_the_wa
     assert 0.5 < metrics["fusion_weights"]["rgb"] < 1  # started at 0.8, two steps move it a little
     saved = json.loads((tmp_path / "ts" / "metrics.json").read_text())["two_stream"]
     assert saved["fusion_weights"] == metrics["fusion_weights"]
+
+
+def test_lr_scale_zero_keeps_the_copied_stream_exactly_the_binding_it_came_from(small_world, tmp_path):
+    """``init.lr_scale = 0``: the RGB stream is frozen at the video binding's weights (not in the
+    optimizer, no gradient), while the flow stream and the gate still train."""
+    from binder.train.trainer import Trainer
+
+    Trainer(_small_recipe("video", small_world, tmp_path / "video", tmp_path / "cache"), progress=False).run()
+    source = load_file(str(tmp_path / "video" / "model" / "model.safetensors"))
+    init = {"model": str(tmp_path / "video" / "model"), "modality": "video", "stream": "rgb", "lr_scale": 0.0}
+    trainer = Trainer(_small_recipe("two_stream", small_world, tmp_path / "ts", tmp_path / "cache", init),
+                      progress=False)
+    rgb = ("tokenizers.two_stream.streams.rgb.", "heads.two_stream.heads.rgb.")
+    optimized = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
+    named = dict(trainer.model.named_parameters())
+    assert all(id(p) not in optimized and not p.requires_grad for n, p in named.items() if n.startswith(rgb))
+    flow_before = {n: p.detach().clone() for n, p in named.items() if n.startswith("heads.two_stream.heads.flow.")}
+    gate_before = trainer.model.heads["two_stream"].weights()
+    trainer.run()
+    state = load_file(str(tmp_path / "ts" / "model" / "model.safetensors"))
+    copied = {k: v for k, v in state.items() if k.startswith(rgb)}
+    assert copied
+    for key, value in copied.items():
+        src = key.replace("tokenizers.two_stream.streams.rgb.", "tokenizers.video.").replace(
+            "heads.two_stream.heads.rgb.", "heads.video.")
+        assert torch.equal(value, source[src]), key
+    assert any(not torch.equal(state[n], v) for n, v in flow_before.items())
+    assert trainer.model.heads["two_stream"].weights() != gate_before

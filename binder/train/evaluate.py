@@ -66,21 +66,20 @@ def chance_top1(labels: torch.Tensor, num_classes: int) -> float:
 def evaluate_manifest(model: BindingModel, manifest: str, root: str | None = None, classes: Sequence[str] = (),
                       templates: Sequence[str] = ("{}",), gallery: str | None = None,
                       by: str = "label", workers: int = 2, names: Sequence[str] = (),
-                      perturb: str | None = None) -> dict[str, Any]:
+                      perturb: str | None = None, inputs: dict[Any, Any] | None = None) -> dict[str, Any]:
     """Zero-shot top-1 (with ``classes``; prompts use ``names`` when given) and R@1/5/10 against a
     gallery manifest of any modality. ``perturb`` (e.g. ``"snr=10,silence=1"``) applies named
-    perturbations (binder.train.perturb) to the manifest's items, never to the gallery."""
-    from binder.train.data import prepare_inputs, read_pairs
-    from binder.train.perturb import parse_perturbation
+    perturbations (binder.train.perturb) to the manifest's items, never to the gallery.
+
+    ``inputs``, a dict the caller keeps, holds each manifest's preprocessed inputs between calls, so
+    measuring one model several ways (a multi-stream modality's fused vector and each stream alone)
+    decodes each file once."""
+    memo: dict[Any, Any] = {} if inputs is None else inputs
 
     def embed(path: str, spec: str | None = None):
-        records = read_pairs(path, root)
-        names = {r.modality for r in records}
-        if len(names) != 1:
-            raise ConfigError(f"{path}: one modality per manifest, found {sorted(names)}")
-        name = names.pop()
-        transform = parse_perturbation(spec, name) if spec else None
-        prepared = prepare_inputs(model.modality(name), records, workers, progress=False, transform=transform)
+        if (path, spec) not in memo:
+            memo[path, spec] = _prepare(model, path, root, workers, spec)
+        name, prepared = memo[path, spec]
         return name, embed_tensor(model, name, prepared.inputs), prepared
 
     name, emb, prepared = embed(manifest, perturb)
@@ -99,3 +98,17 @@ def evaluate_manifest(model: BindingModel, manifest: str, root: str | None = Non
         out[f"to_{g_name}"] = recall_at_k(emb, g_emb, [key(r) for r in prepared.records],
                                           [g_key(r) for r in g_prep.records])
     return out
+
+
+def _prepare(model: BindingModel, path: str, root: str | None, workers: int, perturb: str | None) -> tuple[str, Any]:
+    """(modality name, preprocessed inputs) of a one-modality manifest, ``perturb`` applied."""
+    from binder.train.data import prepare_inputs, read_pairs
+    from binder.train.perturb import parse_perturbation
+
+    records = read_pairs(path, root)
+    names = {r.modality for r in records}
+    if len(names) != 1:
+        raise ConfigError(f"{path}: one modality per manifest, found {sorted(names)}")
+    name = names.pop()
+    transform = parse_perturbation(perturb, name) if perturb else None
+    return name, prepare_inputs(model.modality(name), records, workers, progress=False, transform=transform)

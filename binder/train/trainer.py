@@ -373,8 +373,9 @@ class Trainer:
         modality also gets each stream measured alone ("streams") and its fusion weights; a warm
         start is recorded under "init"."""
         results: dict[str, Any] = {}
+        inputs: dict[Any, Any] = {}  # each manifest decoded once, however many ways it is measured
         for spec in self.recipe.modalities:
-            splits = self._evaluate_splits(spec)
+            splits = self._evaluate_splits(spec, inputs)
             if not splits:
                 continue
             out = results[spec.name] = {**splits, "target": spec.target}
@@ -385,26 +386,27 @@ class Trainer:
                 out["streams"] = {}
                 for stream in streams:
                     with self.model.single_stream(spec.name, stream):
-                        out["streams"][stream] = _top1_only(self._evaluate_splits(spec))
+                        out["streams"][stream] = _top1_only(self._evaluate_splits(spec, inputs))
             if spec.name in self.warm_starts:
                 out["init"] = self.warm_starts[spec.name]
         return results
 
-    def _evaluate_splits(self, spec: BindSpec) -> dict[str, Any]:
-        """``spec``'s test (else val) figures, with its hard split's under "hard"."""
+    def _evaluate_splits(self, spec: BindSpec, inputs: dict[Any, Any]) -> dict[str, Any]:
+        """``spec``'s test (else val) figures, with its hard split's under "hard" (manifests decoded
+        once into ``inputs``)."""
         out: dict[str, Any] = {}
         manifest = spec.test or spec.val
         if manifest is not None:
-            out.update(self._evaluate_one(manifest))
+            out.update(self._evaluate_one(manifest, inputs))
         if spec.hard is not None:
-            out["hard"] = self._evaluate_one(spec.hard)
+            out["hard"] = self._evaluate_one(spec.hard, inputs)
         return out
 
-    def _evaluate_one(self, manifest: str) -> dict[str, Any]:
+    def _evaluate_one(self, manifest: str, inputs: dict[Any, Any]) -> dict[str, Any]:
         ev = self.recipe.eval
         gallery = self.manifest(ev.image_gallery) if ev.image_gallery else None
         return evaluate_manifest(self.model, self.manifest(manifest), self.cfg.root, ev.classes, ev.templates, gallery,
-                                 workers=self.cfg.workers, names=ev.names)
+                                 workers=self.cfg.workers, names=ev.names, inputs=inputs)
 
 
 VAL_CURVE = "val_curve"  # metrics.json's key (and the checkpoint info's) for train.eval_every's rows

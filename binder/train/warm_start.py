@@ -6,7 +6,9 @@ for a multi-stream modality, into one of its streams), and the fusion gate start
 on that stream. Two-stream video starts its RGB stream from a video binding this way, so the
 fused embedding starts where RGB alone already is and flow can only be added to it. ``lr_scale``
 trains the copied parts at that fraction of the recipe's learning rate, so a fresh stream beside
-them learns at a fresh binding's rate without scrambling what was copied.
+them learns at a fresh binding's rate without scrambling what was copied; ``lr_scale = 0`` freezes
+them, so the copied stream stays exactly the binding it came from and training (which then skips
+its backward pass) can only change the other streams and the gate.
 
 Both bindings must share the anchor: the embeddings live in its space. The anchor tensors in the
 source folder are compared with the model's own, and any difference is a ConfigError, as is a
@@ -37,7 +39,7 @@ class WarmStart:
     """Where a modality's first weights come from: the binding folder ``model``, its modality
     ``modality`` (default: the same name), into ``stream`` (multi-stream modalities), with the
     fusion gate giving that stream ``weight``; the copied parts train at ``lr_scale`` times the
-    recipe's learning rate."""
+    recipe's learning rate (0: frozen)."""
 
     model: str
     modality: str = ""
@@ -49,8 +51,8 @@ class WarmStart:
         check_fields(self)
         if not 0 < self.weight < 1:
             raise ConfigError(f"init.weight must lie in (0, 1), got {self.weight}")
-        if not 0 < self.lr_scale <= 1:
-            raise ConfigError(f"init.lr_scale must lie in (0, 1], got {self.lr_scale}")
+        if not 0 <= self.lr_scale <= 1:
+            raise ConfigError(f"init.lr_scale must lie in [0, 1] (0 freezes the copy), got {self.lr_scale}")
 
 
 def parse_warm_start(values: dict[str, Any], where: str) -> WarmStart:
@@ -83,12 +85,20 @@ def warm_start(model: BindingModel, name: str, init: WarmStart) -> dict[str, Any
               for src, dest in into.items() if key.startswith(src)}
     _check_shapes(model, mapped, into.values(), init.model, source)
     model.load_state_dict(mapped, strict=False)
+    if init.lr_scale == 0:
+        _freeze(model, tuple(into.values()))
     if stream and isinstance(head, FusionHead):
         head.set_weight(stream, init.weight)
         with torch.no_grad():
             head.log_logit_scale.copy_(mapped[f"heads.{name}.heads.{stream}.log_logit_scale"])
     return {"from": str(init.model), "modality": source, "stream": stream or None, "tensors": len(mapped),
             "parts": list(into.values()), "lr_scale": init.lr_scale}
+
+
+def _freeze(model: BindingModel, prefixes: tuple[str, ...]) -> None:
+    for name, p in model.named_parameters():
+        if name.startswith(prefixes):
+            p.requires_grad_(False)
 
 
 def _read(folder: Path, source: str) -> dict[str, torch.Tensor]:

@@ -1,7 +1,8 @@
 """Two-stream video: RGB frames plus dense optical flow, tokenized as two tubelet streams.
 
-The RGB stream is exactly the video modality's clip; the flow stream adds motion explicitly
-(OpenCV Farneback between consecutive sampled frames), as in two-stream action recognition.
+The RGB stream is exactly the video modality's clip (the same T frames, prepared the same way);
+the flow stream adds motion explicitly (OpenCV Farneback between consecutive sampled frames), as
+in two-stream action recognition.
 By default the streams are fused late (``fusion = "late"``): each runs through the trunk on its
 own, each head pools its stream into the shared space, and a learned gate sums the two vectors
 (``binder.heads.FusionHead``), so the RGB stream can start from a video binding's weights and
@@ -25,7 +26,7 @@ from torch import nn
 from binder.errors import ConfigError
 from binder.registry import register_modality
 from binder.tokenizers import SequenceEmbedding, StreamTokens, TubeletTokens
-from modalities.augment.flow import FlowClip, FlowPick, pick_flow_clip
+from modalities.augment.flow import FlowClip, FlowPick, flow_pairs, pick_flow_clip
 from modalities.augment.video import VideoAugment, augment_frames
 from modalities.base import Modality, Perturber
 from modalities.video import (
@@ -114,13 +115,17 @@ def scale_flow(flow: np.ndarray, cfg: TwoStreamOptions) -> torch.Tensor:
 
 
 def farneback_flow(rgb: torch.Tensor, cfg: TwoStreamOptions) -> torch.Tensor:
-    """Flow between consecutive frames of ``(T + 1, 3, S, S)`` in [0, 1] → ``(C, T, S, S)`` (dx, dy and,
-    with ``flow_magnitude``, their length).
+    """The T flows of ``(T, 3, S, S)`` frames in [0, 1] (``flow_pairs``: t → t + 1, the last frame's
+    the motion into it) → ``(C, T, S, S)`` (dx, dy and, with ``flow_magnitude``, their length).
 
     Values are pixels / ``flow_scale`` clamped to [-1, 1], so the stem sees a bounded input.
     """
     gray = gray_frames(rgb)
-    return scale_flow(np.stack([pair_flow(a, b, cfg) for a, b in zip(gray[:-1], gray[1:])]), cfg)
+    flows: dict[tuple[int, int], np.ndarray] = {}
+    for a, b in flow_pairs(len(gray)):
+        if (a, b) not in flows:
+            flows[a, b] = pair_flow(gray[a], gray[b], cfg) if a != b else np.zeros((*gray.shape[1:], 2), np.float32)
+    return scale_flow(np.stack([flows[p] for p in flow_pairs(len(gray))]), cfg)
 
 
 class LateTwoStreamTokenizer(nn.Module):
@@ -160,16 +165,17 @@ class TwoStreamTokenizer(nn.Module):
 
 @register_modality
 class TwoStream(Modality):
-    """T+1 frames sampled uniformly over the whole clip give T RGB frames and T flows (frames repeat when short);
-    fewer than min_frames is an error.
+    """T frames sampled uniformly over the whole clip, exactly video's, give the T RGB frames and T
+    flows (frames repeat when short); fewer than min_frames is an error.
 
     Output of ``preprocess``: one ``(6, T, S, S)`` float tensor (``(5, ...)`` without
-    ``flow_magnitude``). Channels 0-2 are the RGB stream (the first T sampled frames, exactly as
-    the video modality prepares them); channels 3-4 are the flow stream (dx, dy) from frame t to
-    frame t+1 for t = 0..T-1, Farneback on grayscale frames after resize/crop to S, in pixels /
-    ``flow_scale`` clamped to [-1, 1]; channel 5 is the flow's length on the same scale, clamped to
-    [0, 1]. Flow spans the gap between sampled frames, so it grows with clip length; repeated
-    frames give zero flow.
+    ``flow_magnitude``). Channels 0-2 are the RGB stream, equal to what the video modality prepares
+    from the same file, so a video binding's weights read it as they read video; channels 3-4 are
+    the flow stream (dx, dy) from frame t to frame t+1 (the last frame: from T-2 to T-1, the motion
+    into it), Farneback on grayscale frames after resize/crop to S, in pixels / ``flow_scale``
+    clamped to [-1, 1]; channel 5 is the flow's length on the same scale, clamped to [0, 1]. Flow
+    spans the gap between sampled frames, so it grows with clip length; repeated frames give zero
+    flow.
     """
 
     name = "two_stream"
@@ -179,31 +185,31 @@ class TwoStream(Modality):
 
     def augment(self, raw: np.ndarray | FlowClip, rng: np.random.Generator,
                 options: VideoAugment) -> np.ndarray | FlowPick:
-        """T + 1 of the decoded frames (temporal offset, jitter, frame-rate change), a spatial crop and,
+        """T of the decoded frames (temporal offset, jitter, frame-rate change), a spatial crop and,
         when asked for, photometric changes and noise; a ``FlowClip`` (``load_for_training``) gives a
         ``FlowPick`` whose flows come from its cache (modalities.augment.flow)."""
-        count = self.options.num_frames + 1
+        count = self.options.num_frames
         if isinstance(raw, FlowClip):
             return pick_flow_clip(raw, count, rng, options)
         return augment_frames(raw, rng, options, count=count)
 
     def load_for_training(self, path: str | os.PathLike, augment_options: object) -> np.ndarray | FlowClip:
-        """With augmentation on, a ``FlowClip``: ``decode_count(T)`` frames (2T by default; at least
-        T + 1, so a clip of 2T frames is read without repeats) resized to ``image_size``, whose flows
-        are computed once per frame pair over the run."""
+        """With augmentation on, a ``FlowClip``: ``decode_count(T)`` frames (2T by default, as video
+        decodes for training) resized to ``image_size``, whose flows are computed once per frame pair
+        over the run."""
         if not (isinstance(augment_options, VideoAugment) and augment_options.enabled):
             return self.load_checked(path)
         o = self.options
-        count = max(o.num_frames + 1, augment_options.decode_count(o.num_frames))
+        count = augment_options.decode_count(o.num_frames)
         with self._named_errors(path):
             frames = read_frames(path, count, o.min_frames, o.backend, o.max_pixels)
             rgb = resize_frames(frames, o.image_size)
             return FlowClip(rgb.permute(0, 2, 3, 1).numpy().copy(), gray_frames(rgb))
 
     def load(self, path: str | os.PathLike) -> np.ndarray:
-        """Decode T+1 uniformly spaced RGB frames, uint8 ``(T + 1, H, W, 3)``."""
+        """Decode T uniformly spaced RGB frames (video's), uint8 ``(T, H, W, 3)``."""
         o = self.options
-        return read_frames(path, o.num_frames + 1, o.min_frames, o.backend, o.max_pixels)
+        return read_frames(path, o.num_frames, o.min_frames, o.backend, o.max_pixels)
 
     def preprocess(self, raw: np.ndarray | FlowPick) -> torch.Tensor:
         """Frames → ``(3 + C, T, S, S)``: normalized RGB (channels 0-2) and the scaled flow stream (3 on)."""
@@ -212,9 +218,8 @@ class TwoStream(Modality):
             rgb = torch.from_numpy(raw.rgb).permute(0, 3, 1, 2)
             flows = raw.flows(lambda a, b: pair_flow(a, b, o))
             return torch.cat([normalize_frames(rgb, o.mean, o.std), scale_flow(flows, o)], dim=0)
-        frames = resize_frames(as_frames(raw, o.num_frames + 1), o.image_size)
-        rgb = normalize_frames(frames[:-1], o.mean, o.std)
-        return torch.cat([rgb, farneback_flow(frames, o)], dim=0)
+        frames = resize_frames(as_frames(raw, o.num_frames), o.image_size)
+        return torch.cat([normalize_frames(frames, o.mean, o.std), farneback_flow(frames, o)], dim=0)
 
     def input_shape(self) -> tuple[int, ...]:
         o = self.options

@@ -337,7 +337,7 @@ def _frames(n: int) -> np.ndarray:
     return frames
 
 
-@pytest.mark.parametrize("n", [4, 5])  # video T and two-stream T + 1
+@pytest.mark.parametrize("n", [4, 5])  # an even and an odd frame count
 def test_video_draw_keeps_frame_count_shape_and_dtype(n):
     frames = _frames(n)
     for seed in range(4):

@@ -203,7 +203,7 @@ def test_training_pick_at_stride_one_without_crop_is_what_inference_prepares(cli
     ts = TwoStream(**SMALL)
     opts = VideoAugment(decode_factor=1.0, p_temporal=0.0, p_crop=0.0)
     clip = ts.load_for_training(clip_path, opts)
-    assert isinstance(clip, FlowClip) and len(clip.rgb) == 5  # T + 1 frames at decode factor 1
+    assert isinstance(clip, FlowClip) and len(clip.rgb) == 4  # T frames at decode factor 1
     x = ts.prepare_augmented(clip_path, clip, np.random.default_rng(0), opts)
     assert (x - ts.prepare(clip_path)).abs().max() < 1e-3  # flows are cached as float16
 
@@ -222,12 +222,30 @@ def test_each_frame_pair_is_computed_once_and_the_cache_is_measured(clip_path):
     pairs = set()
     for seed in range(20):
         pick = ts.augment(clip, np.random.default_rng(seed), opts)
-        assert isinstance(pick, FlowPick) and len(pick.indices) == 5
+        assert isinstance(pick, FlowPick) and len(pick.indices) == 4
         assert np.all(np.diff(pick.indices) >= 0)  # time runs forward
         pick.flows(counting)
         pairs |= {(a, b) for a, b in zip(pick.indices[:-1], pick.indices[1:]) if a != b}
     assert len(calls) == len(pairs) == len(clip.flows)
     assert clip.nbytes == clip.rgb.nbytes + clip.gray.nbytes + sum(f.nbytes for f in clip.flows.values())
+
+
+def test_t_frames_give_t_flows_the_last_frame_taking_the_motion_into_it():
+    from modalities.augment.flow import flow_pairs
+    from modalities.two_stream import farneback_flow
+
+    assert flow_pairs(4) == [(0, 1), (1, 2), (2, 3), (2, 3)]
+    assert flow_pairs(2) == [(0, 1), (0, 1)] and flow_pairs(1) == [(0, 0)] and flow_pairs(0) == []
+    ts = TwoStream(**SMALL)
+    frames = torch.zeros(4, 3, 32, 32)
+    for t in range(4):  # a bright square moving 2 px right per frame
+        frames[t, :, 12:20, 6 + 2 * t:14 + 2 * t] = 1.0
+    flow = farneback_flow(frames, ts.options)
+    assert flow.shape == (3, 4, 32, 32)
+    assert torch.equal(flow[:, 3], flow[:, 2])  # the last frame's motion is the one into it
+    assert all(flow[0, t, 12:20, 8:16].mean() > 0.02 for t in range(4))  # rightwards everywhere
+    still = farneback_flow(frames[:1], ts.options)
+    assert still.shape == (3, 1, 32, 32) and not still.any()
 
 
 def test_a_crop_rescales_the_flow_into_the_crops_pixels():

@@ -3,10 +3,10 @@
 Farneback flow is the slowest part of two-stream preprocessing, and augmentation draws a new
 pick of frames every step. Training therefore decodes a clip once into a ``FlowClip``: K frames
 resized to the model's size S, their grayscale exactly as inference computes it, and a cache of
-flow fields by (frame a, frame b). A step's augmentation (``pick_flow_clip``) draws T + 1 frame
-indices and a crop box and returns a ``FlowPick``; its flows come from the cache (computed the first
-time a pair is drawn), cropped with the same box as the frames and rescaled into the crop's
-pixels. At stride 1 without a crop the flows are exactly the ones inference computes.
+flow fields by (frame a, frame b). A step's augmentation (``pick_flow_clip``) draws T frame
+indices as video's augmentation does and a crop box and returns a ``FlowPick``; its flows come
+from the cache (computed the first time a pair is drawn), cropped with the same box as the frames
+and rescaled into the crop's pixels. At stride 1 without a crop the flows are exactly the ones inference computes.
 
 Approximations, said here so they are not surprises: the crop acts on frames already resized to
 S (inference crops nothing), and flow is taken on the frames before photometric changes and noise
@@ -23,6 +23,16 @@ from modalities.augment.video import VideoAugment, crop_frames, draw_appearance,
 
 PairFlow = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """``(gray_a, gray_b) -> (S, S, 2)`` float32 flow in pixels (dx, dy)."""
+
+
+def flow_pairs(count: int) -> list[tuple[int, int]]:
+    """The frame pairs (a, b) of a clip's ``count`` flows, one per frame: frame t's is the motion from
+    t to t + 1, and the last frame's is the motion into it (count - 2 → count - 1); a lone frame has
+    none (0 → 0, zero flow). So T frames give T flows, and the RGB stream keeps video's T frames."""
+    if count < 2:
+        return [(0, 0)] * count
+    pairs = [(t, t + 1) for t in range(count - 1)]
+    return [*pairs, pairs[-1]]
 
 
 @dataclass
@@ -51,7 +61,7 @@ class FlowClip:
 
 @dataclass(frozen=True)
 class FlowPick:
-    """One step's variation of a ``FlowClip``: the T + 1 frame ``indices``, the crop ``box``
+    """One step's variation of a ``FlowClip``: the T frame ``indices``, the crop ``box``
     (left, top, width, height in pixels; None = whole frame) and the T RGB frames after crop,
     photometric changes and noise, float32 ``(T, S, S, 3)``."""
 
@@ -61,10 +71,10 @@ class FlowPick:
     rgb: np.ndarray
 
     def flows(self, compute: PairFlow) -> np.ndarray:
-        """The T flows between consecutive picked frames, cropped like the frames, in the crop's pixels:
-        float32 ``(T, S, S, 2)``."""
+        """The T flows of the picked frames (``flow_pairs``), cropped like the frames, in the crop's
+        pixels: float32 ``(T, S, S, 2)``."""
         idx = self.indices.tolist()
-        out = np.stack([self.clip.flow(a, b, compute) for a, b in zip(idx[:-1], idx[1:])])
+        out = np.stack([self.clip.flow(idx[a], idx[b], compute) for a, b in flow_pairs(len(idx))])
         if self.box is None:
             return out
         h, w = out.shape[1:3]
@@ -75,12 +85,12 @@ class FlowPick:
 
 
 def pick_flow_clip(clip: FlowClip, count: int, rng: np.random.Generator, opts: VideoAugment) -> FlowPick:
-    """A random variation of ``clip`` with ``count`` (T + 1) frames: temporal pick, crop, photometric
+    """A random variation of ``clip`` with ``count`` (T) frames: temporal pick, crop, photometric
     changes and noise as ``augment_frames`` draws them for video; the uniform pick without augmentation."""
     k = len(clip.rgb)
     idx, box = draw_view(k, count, clip.rgb.shape[1:3], rng, opts) if opts.enabled else (None, None)
     idx = uniform_pick(k, count) if idx is None else idx
-    rgb = clip.rgb[idx[:-1]]
+    rgb = clip.rgb[idx]
     rgb = crop_frames(rgb, box) if box is not None else rgb.copy()
     if opts.enabled:
         rgb = draw_appearance(rgb, rng, opts)

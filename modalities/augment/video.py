@@ -1,7 +1,7 @@
 """Training-time augmentations of decoded video frames (video and two-stream modalities).
 
 The video modalities' ``load()`` returns uint8 RGB frames ``(T, H, W, 3)`` sampled uniformly
-over the clip (``num_frames`` for video, ``num_frames + 1`` for two-stream, whose flow is taken
+over the clip (``num_frames``, the same frames for video and two-stream, whose flow is taken
 between consecutive frames). While training, a modality may decode K > T frames over the same
 clip (``VideoAugment.decode_count``, ``Modality.load_for_training``) and ``augment_frames``
 picks ``count`` of them, so temporal jitter and frame-rate changes reach frames that inference

@@ -373,8 +373,8 @@ class Trainer:
         modality also gets each stream measured alone ("streams") and its fusion weights; a warm
         start is recorded under "init"."""
         results: dict[str, Any] = {}
-        inputs: dict[Any, Any] = {}  # each manifest decoded once, however many ways it is measured
         for spec in self.recipe.modalities:
+            inputs: dict[Any, Any] = {}  # this modality's manifests, decoded once however often measured
             splits = self._evaluate_splits(spec, inputs)
             if not splits:
                 continue

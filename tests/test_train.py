@@ -441,6 +441,25 @@ def test_eval_every_writes_a_val_curve_and_leaves_training_unchanged(digits_worl
     assert format_summary(metrics).splitlines()[1].split()[0] == "depth"
 
 
+def test_val_inputs_are_prepared_once_when_they_fit_the_cache_and_each_time_when_not(digits_world, tmp_path,
+                                                                                     monkeypatch):
+    from binder.train import evaluate
+
+    calls: list[str] = []
+    real_prepare = evaluate._prepare
+    monkeypatch.setattr(evaluate, "_prepare",
+                        lambda model, path, *a: calls.append(path) or real_prepare(model, path, *a))
+    curves = []
+    for name, cache_mb in (("kept", 1024.0), ("none", 0.0)):
+        calls.clear()
+        recipe = _curve_recipe(digits_world, tmp_path / name, eval_every=1, cache_mb=cache_mb)
+        curves.append(Trainer(load_recipe(recipe), progress=False).run()["val_curve"])
+        val = [c for c in calls if c.endswith("depth.test.jsonl")]
+        # four val points, then the final evaluation's own test split (a fresh memo of its own)
+        assert len(val) == (2 if cache_mb else 5), (name, calls)
+    assert curves[0] == curves[1]  # keeping the inputs changes no figure
+
+
 def test_a_resumed_run_keeps_the_val_curve_before_its_resume_step(digits_world, tmp_path):
     recipe = _curve_recipe(digits_world, tmp_path / "run", eval_every=1, checkpoint_every=2)
     assert Trainer(load_recipe(recipe), progress=False).run(stop_after=3) == {"stopped_at": 3}  # checkpoint: step 2

@@ -106,6 +106,7 @@ class Trainer:
         self._reported: set[tuple[int, int]] = set()
         self._failed: list[tuple[str, str]] = []  # (path, reason) of the files the current step could not read
         self.curve: list[dict[str, Any]] = []  # train.eval_every's rows: {"step": s, modality: val top-1}
+        self._val_inputs: dict[Any, Any] = {}  # the val manifests, prepared once if they fit train.cache_mb
 
     # ------------------------------------------------------------------ setup
     def manifest(self, path: str) -> str:
@@ -325,9 +326,13 @@ class Trainer:
         return row
 
     def _val_top1(self, manifest: str) -> float:
+        """Val top-1 of one manifest. Its prepared inputs are kept for the next measurement while all
+        kept val inputs fit ``train.cache_mb``; past that they are dropped and prepared each time."""
         ev = self.recipe.eval
         result = evaluate_manifest(self.model, self.manifest(manifest), self.cfg.root, ev.classes, ev.templates,
-                                   gallery=None, workers=self.cfg.workers, names=ev.names)
+                                   gallery=None, workers=self.cfg.workers, names=ev.names, inputs=self._val_inputs)
+        if sum(p.inputs.nbytes for _, p in self._val_inputs.values()) > self.cfg.cache_mb * 2**20:
+            self._val_inputs.clear()
         return float(result["zero_shot_top1"])
 
     # ------------------------------------------------------------------ checkpoints

@@ -215,3 +215,15 @@ def test_the_babble_pool_comes_from_the_training_set_unless_a_recipe_names_one()
 def test_babble_options_are_validated(bad):
     with pytest.raises(ValueError):
         AudioAugment(**bad)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("orig", "target"), [(16000, 8000), (8000, 16000), (16000, 22050), (44100, 16000)])
+def test_resampling_with_the_filter_designed_once_equals_scipys_default_bit_for_bit(dtype, orig, target):
+    from scipy.signal import resample_poly
+
+    x = np.random.default_rng(0).standard_normal((2, 4000)).astype(dtype)
+    g = math.gcd(orig, target)
+    want = resample_poly(x, target // g, orig // g, axis=-1).astype(np.float32)
+    for _ in range(2):  # the second call reads the cached filter
+        assert np.array_equal(C._resample_poly(x, orig, target), want)

@@ -26,7 +26,7 @@ from torch import nn
 from binder.errors import ConfigError
 from binder.registry import register_modality
 from binder.tokenizers import SequenceEmbedding, StreamTokens, TubeletTokens
-from modalities.augment.flow import FlowClip, FlowPick, flow_pairs, pick_flow_clip
+from modalities.augment.flow import FlowClip, FlowPick, flow_pairs, frame_flow, pick_flow_clip
 from modalities.augment.video import VideoAugment, augment_frames
 from modalities.base import Modality, Perturber
 from modalities.video import (
@@ -121,11 +121,9 @@ def farneback_flow(rgb: torch.Tensor, cfg: TwoStreamOptions) -> torch.Tensor:
     Values are pixels / ``flow_scale`` clamped to [-1, 1], so the stem sees a bounded input.
     """
     gray = gray_frames(rgb)
-    flows: dict[tuple[int, int], np.ndarray] = {}
-    for a, b in flow_pairs(len(gray)):
-        if (a, b) not in flows:
-            flows[a, b] = pair_flow(gray[a], gray[b], cfg) if a != b else np.zeros((*gray.shape[1:], 2), np.float32)
-    return scale_flow(np.stack([flows[p] for p in flow_pairs(len(gray))]), cfg)
+    pairs = flow_pairs(len(gray))
+    flows = {p: frame_flow(gray, *p, lambda x, y: pair_flow(x, y, cfg)) for p in set(pairs)}  # the last pair once
+    return scale_flow(np.stack([flows[p] for p in pairs]), cfg)
 
 
 class LateTwoStreamTokenizer(nn.Module):

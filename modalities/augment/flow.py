@@ -6,7 +6,8 @@ resized to the model's size S, their grayscale exactly as inference computes it,
 flow fields by (frame a, frame b). A step's augmentation (``pick_flow_clip``) draws T frame
 indices as video's augmentation does and a crop box and returns a ``FlowPick``; its flows come
 from the cache (computed the first time a pair is drawn), cropped with the same box as the frames
-and rescaled into the crop's pixels. At stride 1 without a crop the flows are exactly the ones inference computes.
+and rescaled into the crop's pixels. At stride 1 without a crop the flows are exactly the ones
+inference computes.
 
 Approximations, said here so they are not surprises: the crop acts on frames already resized to
 S (inference crops nothing), and flow is taken on the frames before photometric changes and noise
@@ -35,6 +36,14 @@ def flow_pairs(count: int) -> list[tuple[int, int]]:
     return [*pairs, pairs[-1]]
 
 
+def frame_flow(gray: np.ndarray, a: int, b: int, compute: PairFlow) -> np.ndarray:
+    """Flow from frame ``a`` to frame ``b`` of uint8 ``(K, S, S)`` frames, float32 ``(S, S, 2)`` in
+    pixels; exactly zero when a == b (Farneback returns small noise for a frame against itself)."""
+    if a == b:
+        return np.zeros((*gray.shape[1:], 2), np.float32)
+    return compute(gray[a], gray[b]).astype(np.float32, copy=False)
+
+
 @dataclass
 class FlowClip:
     """One decoded clip for two-stream training: ``rgb`` float32 ``(K, S, S, 3)`` in [0, 1],
@@ -53,9 +62,9 @@ class FlowClip:
     def flow(self, a: int, b: int, compute: PairFlow) -> np.ndarray:
         """Flow from frame ``a`` to frame ``b`` in pixels, float32 ``(S, S, 2)``; zero when a == b."""
         if a == b:
-            return np.zeros((*self.gray.shape[1:], 2), np.float32)
+            return frame_flow(self.gray, a, b, compute)
         if (a, b) not in self.flows:
-            self.flows[(a, b)] = compute(self.gray[a], self.gray[b]).astype(np.float16)
+            self.flows[(a, b)] = frame_flow(self.gray, a, b, compute).astype(np.float16)
         return self.flows[(a, b)].astype(np.float32)
 
 

@@ -120,3 +120,21 @@ def test_a_bad_file_is_reported_once_and_skipped(world, tmp_path, capsys):
     out = capsys.readouterr()
     reports = (out.out + out.err).count(str(world / "bad.depth.npy"))
     assert reports == 1  # 12 steps of 8 over 25 records: the bad row is drawn several times, reported once
+
+
+class _ThreadCounts(PairStream):
+    """Each item: the most threads any native pool (BLAS, OpenMP) and torch would use in this process."""
+
+    def __getitem__(self, key):
+        from threadpoolctl import threadpool_info
+        pools = max(p["num_threads"] for p in threadpool_info())
+        return key, torch.tensor([pools, torch.get_num_threads()], dtype=torch.float32)
+
+
+def test_worker_processes_run_every_native_thread_pool_on_one_thread(world):
+    from threadpoolctl import threadpool_limits
+    ds = _ThreadCounts([depth_source(world)], seed=0, cache_bytes=0)
+    with threadpool_limits(3):  # what a worker would inherit on a 3-core machine
+        batches = list(stream_loader(ds, StepSampler(rows_of, 0, 4), workers=2))
+    counts = torch.cat([b.inputs for b in batches])
+    assert counts.shape == (24, 2) and counts.max().item() == 1.0

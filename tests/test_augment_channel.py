@@ -227,3 +227,23 @@ def test_resampling_with_the_filter_designed_once_equals_scipys_default_bit_for_
     want = resample_poly(x, target // g, orig // g, axis=-1).astype(np.float32)
     for _ in range(2):  # the second call reads the cached filter
         assert np.array_equal(C._resample_poly(x, orig, target), want)
+
+
+def test_lowpass_designs_each_filter_once_and_filters_as_scipys_own_design():
+    from scipy.signal import butter, sosfilt
+    x = np.random.default_rng(3).standard_normal(SR).astype(np.float32)
+    C._butter_lowpass.cache_clear()
+    first, again = C.lowpass(x, SR, 4210.0), C.lowpass(x, SR, 4210.0)
+    expected = sosfilt(butter(8, 4210.0, btype="low", fs=SR, output="sos"), x, axis=-1).astype(np.float32)
+    assert np.array_equal(first, expected) and np.array_equal(again, expected)
+    assert C._butter_lowpass.cache_info().misses == 1 and C._butter_lowpass.cache_info().hits == 1
+
+
+def test_augmentation_draws_band_limit_cutoffs_on_a_10_hz_grid(monkeypatch):
+    seen: list[float] = []
+    monkeypatch.setattr("modalities.augment.audio.lowpass", lambda w, sr, cutoff: seen.append(cutoff) or w)
+    opts = AudioAugment(p_band=1.0)
+    for seed in range(20):
+        augment_wave(_tone(440.0), np.random.default_rng(seed), opts, SR)
+    assert len(seen) == 20 and len(set(seen)) > 10
+    assert all(3000 <= c <= 8000 and c % 10 == 0 for c in seen)

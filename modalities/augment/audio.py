@@ -60,7 +60,7 @@ class AudioAugment:
     Room, microphone and channel (``modalities.augment.channel``): reverberation in a synthetic room
     (``p_reverb``; RT60 ``rt60_s``, direct-to-reverberant ratio ``drr_db``), a microphone's low and
     high shelves (``p_eq``, each drawn from ``eq_db``), band limiting (``p_band``: a low-pass at a
-    cutoff drawn from ``band_cutoff_hz``, then a round trip through a rate of ``band_rates``) and a
+    cutoff drawn from ``band_cutoff_hz`` to the nearest 10 Hz, then a round trip through a rate of ``band_rates``) and a
     lossy codec round trip (``p_codec``, one of ``codecs``). An option at 0 draws nothing, so a
     recipe that turns all four off replays exactly as before they existed.
     SpecAugment masks (``time_masks`` bands of up to
@@ -452,7 +452,8 @@ def _draw_channel(wave: np.ndarray, rng: np.random.Generator, opts: AudioAugment
     if opts.p_eq > 0 and rng.random() < opts.p_eq:
         wave = shelf_eq(wave, sample_rate, rng.uniform(*opts.eq_db), rng.uniform(*opts.eq_db))
     if opts.p_band > 0 and rng.random() < opts.p_band:
-        wave = lowpass(wave, sample_rate, rng.uniform(*opts.band_cutoff_hz))
+        # the cutoff on a 10 Hz grid (no ear or model tells 10 Hz apart at 3-8 kHz), so filter designs repeat and cache
+        wave = lowpass(wave, sample_rate, round(rng.uniform(*opts.band_cutoff_hz), -1))
         wave = through_rate(wave, sample_rate, opts.band_rates[int(rng.integers(len(opts.band_rates)))])
     if opts.p_codec > 0 and rng.random() < opts.p_codec:
         wave = codec_round_trip(wave, sample_rate, opts.codecs[int(rng.integers(len(opts.codecs)))])

@@ -78,12 +78,23 @@ def _fit_length(wave: np.ndarray, length: int) -> np.ndarray:
 
 def lowpass(wave: np.ndarray, sample_rate: int, cutoff_hz: float, order: int = 8) -> np.ndarray:
     """A Butterworth low-pass at ``cutoff_hz`` (a narrow microphone or channel); no-op at or above Nyquist."""
-    from scipy.signal import butter, sosfilt
+    from scipy.signal import sosfilt
 
     if cutoff_hz >= sample_rate / 2:
         return np.asarray(wave, dtype=np.float32).copy()
-    sos = butter(order, cutoff_hz, btype="low", fs=sample_rate, output="sos")
+    sos = _butter_lowpass(order, float(cutoff_hz), int(sample_rate)).copy()  # sosfilt wants a writeable array
     return sosfilt(sos, wave, axis=-1).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1024)
+def _butter_lowpass(order: int, cutoff_hz: float, sample_rate: int) -> np.ndarray:
+    """A Butterworth low-pass as second-order sections, designed once per (order, cutoff, rate):
+    the design costs more than filtering a second of audio."""
+    from scipy.signal import butter
+
+    sos = butter(order, cutoff_hz, btype="low", fs=sample_rate, output="sos")
+    sos.flags.writeable = False  # shared by every later call: callers filter with a copy
+    return sos
 
 
 def through_rate(wave: np.ndarray, sample_rate: int, rate: int) -> np.ndarray:

@@ -62,6 +62,16 @@ class TrainingError(AnybindError):
     read to contrast, or its devices or ranks do not fit it."""
 
 
+class AugmentationError(TrainingError):
+    """Training augmentation failed on a file that reads and preprocesses without it: a fault of the
+    augmentation (or its options), not of the file, so the run stops instead of dropping the file."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path, self.reason = os.fspath(path), reason
+        super().__init__(f"{self.path}: training augmentation failed on a file that reads without it: {reason}. "
+                         "Turn the modality's augmentation off (augment = false) to train on, and report this file")
+
+
 class ConfigError(AnybindError, ValueError):
     """A config or recipe value is malformed: an unknown or repeated key, a value of the wrong type,
     NaN or infinity, a number out of range. The message names the key (and the expected type)."""

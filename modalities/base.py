@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from binder.errors import ConfigError, ModalityError
+from binder.errors import AugmentationError, ConfigError, ModalityError
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -183,10 +183,19 @@ class Modality(ABC):
 
     def prepare_augmented(self, path: str | os.PathLike, raw: Any, rng: np.random.Generator,
                           options: Any) -> torch.Tensor:
-        """augment + preprocess + augment_tensor of an item decoded from ``path`` (training)."""
-        with self._named_errors(path):
-            tensor = self.augment_tensor(self.preprocess(self.augment(raw, rng, options)), rng, options)
-        return self._checked_shape(path, tensor)
+        """augment + preprocess + augment_tensor of an item decoded from ``path`` (training).
+
+        A failure is the file's (a ModalityError, and the file is skipped) only when the item also
+        fails without augmentation; otherwise it is the augmentation's, and an AugmentationError
+        stops the run: dropping every file a faulty augmentation touches would train on what is left.
+        """
+        try:
+            with self._named_errors(path):
+                tensor = self.augment_tensor(self.preprocess(self.augment(raw, rng, options)), rng, options)
+            return self._checked_shape(path, tensor)
+        except ModalityError as exc:
+            self.prepare_raw(path, raw)  # raises the file's own ModalityError when the file is at fault
+            raise AugmentationError(path, exc.reason) from exc
 
     @contextlib.contextmanager
     def _named_errors(self, path: str | os.PathLike) -> Iterator[None]:

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_digits
 
+from binder.errors import ModalityError
 from binder.registry import get_modality
 from binder.train.data import read_pairs
 from binder.train.recipe import load_recipe
@@ -138,3 +139,32 @@ def test_worker_processes_run_every_native_thread_pool_on_one_thread(world):
         batches = list(stream_loader(ds, StepSampler(rows_of, 0, 4), workers=2))
     counts = torch.cat([b.inputs for b in batches])
     assert counts.shape == (24, 2) and counts.max().item() == 1.0
+
+
+def _faulty_augment(self, raw, rng, options):
+    raise ValueError("buffer source array is read-only")  # what a bug inside an augmentation raises
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_faulty_augmentation_stops_the_run_naming_a_file_instead_of_dropping_files(world, tmp_path, monkeypatch,
+                                                                                      workers):
+    from binder.errors import AugmentationError
+    monkeypatch.setattr(type(get_modality("depth")(image_size=32, patch=8)), "augment", _faulty_augment)
+    rec = load_recipe(write_recipe(world, tmp_path / "faulty", "train.jsonl", workers=workers))
+    with pytest.raises(AugmentationError, match=r"\.depth\.npy: training augmentation failed .*read-only") as info:
+        Trainer(rec, progress=False).run()
+    assert "Traceback" not in str(info.value) and Path(info.value.path).is_file()
+    assert not (tmp_path / "faulty" / "model").exists()
+
+
+def test_an_item_that_fails_without_augmentation_too_is_the_files_fault(world, monkeypatch):
+    from binder.errors import AugmentationError
+    src = depth_source(world)
+    raw = src.modality.load_checked(src.records[0].path)
+    monkeypatch.setattr(type(src.modality), "augment", _faulty_augment)
+    with pytest.raises(AugmentationError):
+        src.modality.prepare_augmented(src.records[0].path, raw, np.random.default_rng(0), src.augment)
+    monkeypatch.setattr(type(src.modality), "preprocess", lambda self, raw: torch.zeros(3))  # the file's own shape
+    with pytest.raises(ModalityError, match="preprocessed to shape") as info:
+        src.modality.prepare_augmented(src.records[0].path, raw, np.random.default_rng(0), src.augment)
+    assert not isinstance(info.value, AugmentationError)

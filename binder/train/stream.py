@@ -27,7 +27,7 @@ import torch
 from threadpoolctl import threadpool_limits
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from binder.errors import ModalityError
+from binder.errors import AugmentationError, ModalityError
 from binder.train.data import PairRecord
 from modalities.base import Modality
 
@@ -94,20 +94,31 @@ class StreamSource:
     augment: Any = None
 
 
+@dataclass(frozen=True)
+class Fault:
+    """An item whose augmentation failed on a good file (an AugmentationError in a worker): carried to
+    the trainer's process, which stops the run with it, instead of a worker's traceback."""
+
+    path: str
+    reason: str
+
+
 @dataclass
 class StreamBatch:
-    """The tensors of one step: ``rows`` (into the modality's records) that decoded, and ``failed``."""
+    """The tensors of one step: ``rows`` (into the modality's records) that decoded, and ``failed``;
+    ``fault``: the first augmentation fault of the step, if any."""
 
     source: int
     step: int
     rows: torch.Tensor
     inputs: torch.Tensor | None
     failed: list[tuple[int, str]]
+    fault: Fault | None = None
 
     def pin_memory(self) -> StreamBatch:
         """The DataLoader's ``pin_memory`` hook: the inputs in page-locked memory."""
         inputs = None if self.inputs is None else self.inputs.pin_memory()
-        return StreamBatch(self.source, self.step, self.rows, inputs, self.failed)
+        return StreamBatch(self.source, self.step, self.rows, inputs, self.failed, self.fault)
 
 
 class PairStream(Dataset):
@@ -125,7 +136,7 @@ class PairStream(Dataset):
     def __len__(self) -> int:
         return sum(len(s.records) for s in self.sources)
 
-    def __getitem__(self, key: Key) -> tuple[Key, torch.Tensor | str]:
+    def __getitem__(self, key: Key) -> tuple[Key, torch.Tensor | str | Fault]:
         m, step, row = key
         src = self.sources[m]
         try:
@@ -133,6 +144,8 @@ class PairStream(Dataset):
         except ModalityError as exc:
             self._failed[(m, row)] = exc.reason
             return key, exc.reason
+        except AugmentationError as exc:
+            return key, Fault(exc.path, exc.reason)
 
     def _item(self, src: StreamSource, m: int, step: int, row: int) -> torch.Tensor:
         if (m, row) in self._failed:
@@ -169,9 +182,12 @@ class StepSampler(Sampler[list[Key]]):
         return max(0, self.steps - self.start)
 
 
-def collate(items: list[tuple[Key, torch.Tensor | str]], sources: Sequence[StreamSource]) -> StreamBatch:
-    """Stack the good items of one step; list the failed ones with their reasons."""
+def collate(items: list[tuple[Key, torch.Tensor | str | Fault]], sources: Sequence[StreamSource]) -> StreamBatch:
+    """Stack the good items of one step; list the failed ones with their reasons (a fault: no tensors)."""
     (m, step, _), _ = items[0]
+    faults = [x for _, x in items if isinstance(x, Fault)]
+    if faults:
+        return StreamBatch(m, step, torch.zeros(0, dtype=torch.long), None, [], faults[0])
     good = [(k[2], x) for k, x in items if isinstance(x, torch.Tensor)]
     failed = [(k[2], x) for k, x in items if isinstance(x, str)]
     rows = torch.tensor([r for r, _ in good], dtype=torch.long)

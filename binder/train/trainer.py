@@ -37,7 +37,7 @@ import torch
 from tqdm import tqdm
 
 from binder.checkpoint import load_weights
-from binder.errors import AnybindError, CheckpointError, ConfigError, TrainingError
+from binder.errors import AnybindError, AugmentationError, CheckpointError, ConfigError, TrainingError
 from binder.heads import FusionHead
 from binder.io import atomic_dir, atomic_write_json
 from binder.model import BindingModel
@@ -188,6 +188,8 @@ class Trainer:
         batch = next(self._batches)
         if batch.step != step:
             raise RuntimeError(f"data stream is at step {batch.step}, the trainer at {step}")
+        if batch.fault is not None:  # a fault of the augmentation, not of a file: nothing sound to train on
+            raise AugmentationError(batch.fault.path, batch.fault.reason)
         data = self.data[batch.source]
         self._failed = [(data.records[row].path, reason) for row, reason in batch.failed]
         for row, reason in batch.failed:

@@ -194,7 +194,9 @@ class Modality(ABC):
                 tensor = self.augment_tensor(self.preprocess(self.augment(raw, rng, options)), rng, options)
             return self._checked_shape(path, tensor)
         except ModalityError as exc:
-            self.prepare_raw(path, raw)  # raises the file's own ModalityError when the file is at fault
+            # read as inference reads it (a training decode, a FlowClip say, need not preprocess as it is):
+            # this raises the file's own ModalityError when the file is at fault
+            self.prepare(path)
             raise AugmentationError(path, exc.reason) from exc
 
     @contextlib.contextmanager

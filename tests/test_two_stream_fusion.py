@@ -208,6 +208,21 @@ def test_training_pick_at_stride_one_without_crop_is_what_inference_prepares(cli
     assert (x - ts.prepare(clip_path)).abs().max() < 1e-3  # flows are cached as float16
 
 
+def test_a_faulty_augmentation_of_a_good_clip_is_the_augmentations_fault_not_the_files(clip_path, monkeypatch):
+    from binder.errors import AugmentationError
+    ts = TwoStream(**SMALL)
+    opts = VideoAugment()
+    clip = ts.load_for_training(clip_path, opts)  # a FlowClip, which preprocess alone does not take
+
+    def faulty(self, raw, rng, options):
+        raise ValueError("a bug in the augmentation")
+
+    monkeypatch.setattr(TwoStream, "augment", faulty)
+    with pytest.raises(AugmentationError, match="a bug in the augmentation") as info:
+        ts.prepare_augmented(clip_path, clip, np.random.default_rng(0), opts)
+    assert info.value.path == str(clip_path)
+
+
 def test_each_frame_pair_is_computed_once_and_the_cache_is_measured(clip_path):
     ts = TwoStream(**SMALL)
     opts = VideoAugment(p_temporal=1.0)

@@ -84,7 +84,11 @@ class TrunkConfig:
 
 @dataclass(frozen=True)
 class HeadConfig:
-    """Pooling + projection into the anchor space, with the modality's logit scale (1/temperature)."""
+    """Pooling + projection into the anchor space, with the modality's logit scale (1/temperature).
+
+    ``stream_pool`` lets one stream of a multi-stream modality pool its own way (``{flow = "mean"}``
+    beside ``pool = "attention"``): a stream warm-started from another binding keeps that binding's
+    pooling while a fresh stream takes the one that suits it."""
 
     pool: str = "cls"
     logit_scale: float = 1 / 0.07
@@ -92,9 +96,13 @@ class HeadConfig:
     init_from_anchor: bool = True
     norm_eps: float = 1e-5
     stream_dropout: float = 0.0  # multi-stream modalities, training only: rows that use one stream alone
+    stream_pool: Mapping[str, str] = field(default_factory=dict)  # multi-stream: a stream's own pooling
 
     def __post_init__(self) -> None:
         check_fields(self)
+        for stream, pool in self.stream_pool.items():
+            if pool not in ("cls", "mean", "attention"):
+                raise ConfigError(f"HeadConfig.stream_pool.{stream} must be cls, mean or attention, got {pool!r}")
         if not 0 <= self.stream_dropout < 1:
             raise ConfigError(f"HeadConfig.stream_dropout must lie in [0, 1), got {self.stream_dropout}")
         if self.pool not in ("cls", "mean", "attention"):

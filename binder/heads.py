@@ -1,6 +1,7 @@
 """Per-modality heads: pool the trunk's tokens and project them into the anchor's space."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import cast
 
@@ -9,8 +10,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from binder.config import HeadConfig
+from binder.errors import ConfigError
 
 MAX_LOGIT_SCALE = 100.0
+MIN_WEIGHT = 1e-6  # a fusion gate's smallest weight: a stream set to 0 keeps this (the gate is a softmax)
 
 
 class Head(nn.Module):
@@ -79,7 +82,12 @@ class FusionHead(nn.Module):
         if len(streams) < 2 or len(set(streams)) != len(streams):
             raise ValueError(f"a fusion head needs at least two distinct streams, got {streams}")
         self.streams = tuple(streams)
-        self.heads = nn.ModuleDict({s: Head(width, embed_dim, cfg) for s in streams})
+        unknown = sorted(set(cfg.stream_pool) - set(streams))
+        if unknown:
+            raise ConfigError(f"head.stream_pool names {', '.join(map(repr, unknown))}, not a stream of this "
+                              f"modality (streams: {', '.join(streams)})")
+        self.heads = nn.ModuleDict({s: Head(width, embed_dim, dataclasses.replace(
+            cfg, pool=cfg.stream_pool.get(s, cfg.pool), stream_pool={})) for s in streams})
         for head in self.heads.values():  # the fused embedding has one temperature: this head's own
             head.log_logit_scale.requires_grad_(False)
         self.gate = nn.Parameter(torch.zeros(len(streams)))
@@ -104,6 +112,15 @@ class FusionHead(nn.Module):
         rest = (1 - weight) / (len(self.streams) - 1)
         with torch.no_grad():
             self.gate.copy_(torch.tensor([math.log(weight if s == stream else rest) for s in self.streams]))
+
+    def set_weights(self, weights: dict[str, float]) -> None:
+        """Set the whole gate: ``weights`` (one per stream, non-negative, summing to 1). A weight of 0
+        is kept at 1e-6 of the sum (the gate is a softmax), which leaves that stream no say."""
+        if set(weights) != set(self.streams) or min(weights.values()) < 0 or not math.isclose(
+                sum(weights.values()), 1.0, abs_tol=1e-6):
+            raise ValueError(f"weights must give each of {self.streams} a share >= 0, summing to 1; got {weights}")
+        with torch.no_grad():
+            self.gate.copy_(torch.tensor([math.log(max(weights[s], MIN_WEIGHT)) for s in self.streams]))
 
     def init_from_anchor(self, visual: nn.Module) -> bool:
         """Every stream's head from the anchor's ln_post + proj (``Head.init_from_anchor``)."""

@@ -25,7 +25,7 @@ from binder.checkpoint import (
 )
 from binder.config import BindConfig, ModalityConfig
 from binder.device import resolve_device
-from binder.errors import AnybindError, CheckpointError, ModalityError
+from binder.errors import AnybindError, CheckpointError, ConfigError, ModalityError
 from binder.heads import FusionHead, Head
 from binder.lazy import UnfilledPartError, load_parts
 from binder.registry import get_modality, list_modalities
@@ -130,6 +130,9 @@ class BindingModel(nn.Module):
             width = self.trunk_for(mcfg.name).width
             self.tokenizers[mcfg.name] = modality.build_tokenizer(modality.options, width)
             streams = modality.streams()
+            if mcfg.head.stream_pool and not streams:
+                raise ConfigError(f"{mcfg.name}: head.stream_pool is for a modality with several streams; "
+                                  f"{mcfg.name} has one (set head.pool)")
             head: Head | FusionHead = (FusionHead(width, self.anchor.embed_dim, mcfg.head, streams) if streams
                                        else Head(width, self.anchor.embed_dim, mcfg.head))
             if mcfg.head.init_from_anchor:

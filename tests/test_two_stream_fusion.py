@@ -136,6 +136,30 @@ def test_stream_dropout_trains_some_rows_on_one_stream_alone_and_only_in_trainin
         HeadConfig(stream_dropout=1.0)
 
 
+def test_stream_pool_gives_one_stream_its_own_pooling_and_survives_save_and_load(tmp_path):
+    from binder.config import HeadConfig
+
+    cfg = BindConfig(modalities=(ModalityConfig("two_stream", SMALL, HeadConfig(
+        pool="attention", stream_pool={"flow": "mean"})),), seed=0)
+    m = BindingModel(cfg).eval()
+    heads = m.heads["two_stream"].heads
+    assert (heads["rgb"].pool, heads["flow"].pool) == ("attention", "mean")
+    assert hasattr(heads["rgb"], "attn") and not hasattr(heads["flow"], "attn")
+    x = torch.randn(2, 6, 4, 32, 32)
+    back = BindingModel.load(m.save(tmp_path / "m"))
+    assert back.heads["two_stream"].heads["flow"].pool == "mean"
+    with torch.no_grad():
+        assert torch.allclose(back.encode("two_stream", x), m.encode("two_stream", x), atol=1e-6)
+    with pytest.raises(ConfigError, match="'depth', not a stream"):
+        BindingModel(BindConfig(modalities=(ModalityConfig("two_stream", SMALL, HeadConfig(
+            stream_pool={"depth": "mean"})),), seed=0))
+    with pytest.raises(ConfigError, match="video has one"):
+        BindingModel(BindConfig(modalities=(ModalityConfig("video", SMALL, HeadConfig(
+            stream_pool={"rgb": "mean"})),), seed=0))
+    with pytest.raises(ConfigError, match="stream_pool.flow must be"):
+        HeadConfig(stream_pool={"flow": "max"})
+
+
 def test_set_weight_puts_the_gate_where_asked():
     head = model("two_stream").heads["two_stream"]
     head.set_weight("rgb", 0.9)
@@ -332,7 +356,10 @@ def test_training_two_stream_after_video_records_each_stream_the_gate_and_the_wa
     assert set(metrics["streams"]) == {"rgb", "flow"}
     for figures in metrics["streams"].values():
         assert 0 <= figures["zero_shot_top1"] <= 1 and "zero_shot_top1" in figures["hard"]
-    assert 0.5 < metrics["fusion_weights"]["rgb"] < 1  # started at 0.8, two steps move it a little
+    gate = metrics["fusion_gate"]  # train.fusion_gate = "val" (the default): set on the val pairs after training
+    assert 0.5 < gate["learned"]["rgb"] < 1  # started at 0.8, two steps move it a little
+    assert gate["val_loss"]["chosen"] <= min(gate["val_loss"]["learned"], *gate["val_loss"]["streams"].values()) + 1e-6
+    assert metrics["fusion_weights"] == gate["chosen"] == trainer.model.heads["two_stream"].weights()
     saved = json.loads((tmp_path / "ts" / "metrics.json").read_text())["two_stream"]
     assert saved["fusion_weights"] == metrics["fusion_weights"]
 
@@ -345,15 +372,16 @@ def test_lr_scale_zero_keeps_the_copied_stream_exactly_the_binding_it_came_from(
     Trainer(_small_recipe("video", small_world, tmp_path / "video", tmp_path / "cache"), progress=False).run()
     source = load_file(str(tmp_path / "video" / "model" / "model.safetensors"))
     init = {"model": str(tmp_path / "video" / "model"), "modality": "video", "stream": "rgb", "lr_scale": 0.0}
-    trainer = Trainer(_small_recipe("two_stream", small_world, tmp_path / "ts", tmp_path / "cache", init),
-                      progress=False)
+    ts = _small_recipe("two_stream", small_world, tmp_path / "ts", tmp_path / "cache", init)
+    ts = dataclasses.replace(ts, train=dataclasses.replace(ts.train, fusion_gate="learned"))  # the gate as trained
+    trainer = Trainer(ts, progress=False)
     rgb = ("tokenizers.two_stream.streams.rgb.", "heads.two_stream.heads.rgb.")
     optimized = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
     named = dict(trainer.model.named_parameters())
     assert all(id(p) not in optimized and not p.requires_grad for n, p in named.items() if n.startswith(rgb))
     flow_before = {n: p.detach().clone() for n, p in named.items() if n.startswith("heads.two_stream.heads.flow.")}
     gate_before = trainer.model.heads["two_stream"].weights()
-    trainer.run()
+    assert "fusion_gate" not in trainer.run()["two_stream"]
     state = load_file(str(tmp_path / "ts" / "model" / "model.safetensors"))
     copied = {k: v for k, v in state.items() if k.startswith(rgb)}
     assert copied

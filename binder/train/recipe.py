@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T", bound="DataclassInstance")
 
+FUSION_GATES = ("val", "learned")  # TrainConfig.fusion_gate: set on the val pairs after training, or as learned
+
 
 @dataclass(frozen=True)
 class BindSpec:
@@ -127,9 +129,12 @@ class TrainConfig:
     precision: str = "auto"
     accumulate: int = 1
     eval_every: int = 0
+    fusion_gate: str = "val"
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.fusion_gate not in FUSION_GATES:
+            raise ConfigError(f"train.fusion_gate must be one of {', '.join(FUSION_GATES)}, got {self.fusion_gate!r}")
         if self.steps < 1 or self.batch_size < 2:
             raise ConfigError("train.steps must be >= 1 and train.batch_size >= 2 (InfoNCE needs negatives)")
         if not 0 <= self.token_drop < 1:

@@ -53,6 +53,7 @@ from binder.train.data import (
 )
 from binder.train.distributed import Ranks
 from binder.train.evaluate import evaluate_manifest
+from binder.train.gate import choose_gate
 from binder.train.loss import make_loss
 from binder.train.optim import adamw, schedule
 from binder.train.recipe import BindSpec, Recipe
@@ -261,7 +262,10 @@ class Trainer:
             return {}
         self.model.eval()
         self.model.place(self.ranks.device)  # evaluation runs where training ran: on a GPU, there
+        gates = self.choose_gates()
         metrics = self.evaluate()
+        for name, gate in gates.items():
+            metrics.setdefault(name, {})["fusion_gate"] = gate
         if self.curve:  # a top-level key no modality is named (_check_eval_every); not a dict, so summaries skip it
             metrics[VAL_CURVE] = self.curve
         self.model.place("cpu")  # the saved model, and the one the caller keeps, live on the CPU
@@ -336,6 +340,25 @@ class Trainer:
         if sum(p.inputs.nbytes for _, p in self._val_inputs.values()) > self.cfg.cache_mb * 2**20:
             self._val_inputs.clear()
         return float(result["zero_shot_top1"])
+
+    def choose_gates(self) -> dict[str, Any]:
+        """With ``train.fusion_gate = "val"``, each multi-stream modality's gate set on its val pairs
+        (``binder.train.gate``); what each choice compared, by modality."""
+        chosen: dict[str, Any] = {}
+        for spec in self.recipe.modalities:
+            if self.cfg.fusion_gate != "val" or spec.val is None or not self.model.modality(spec.name).streams():
+                continue
+            manifest = self.manifest(spec.val)
+            if (manifest, None) not in self._val_inputs:
+                records = read_pairs(manifest, self.cfg.root)
+                self._val_inputs[manifest, None] = (spec.name, prepare_inputs(
+                    self.model.modality(spec.name), records, self.cfg.workers, progress=False))
+            prepared = self._val_inputs[manifest, None][1]
+            targets, ids = anchor_targets(self.model.anchor, target_keys(prepared.records, spec.target), spec.target,
+                                          self.cfg.cache_dir, image_modality=self.model.modalities.get("image"))
+            with torch.no_grad():
+                chosen[spec.name] = choose_gate(self.model, spec.name, prepared.inputs, targets, ids)
+        return chosen
 
     # ------------------------------------------------------------------ checkpoints
     def stateful_parts(self) -> dict[str, Any]:

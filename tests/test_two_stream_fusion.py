@@ -360,6 +360,11 @@ def test_training_two_stream_after_video_records_each_stream_the_gate_and_the_wa
     assert 0.5 < gate["learned"]["rgb"] < 1  # started at 0.8, two steps move it a little
     assert gate["val_loss"]["chosen"] <= min(gate["val_loss"]["learned"], *gate["val_loss"]["streams"].values()) + 1e-6
     assert metrics["fusion_weights"] == gate["chosen"] == trainer.model.heads["two_stream"].weights()
+    from binder.train.trainer import format_summary
+
+    last = format_summary({"two_stream": metrics}).splitlines()[-1]
+    chosen = ", ".join(f"{s} {w:.2f}" for s, w in gate["chosen"].items())
+    assert last.startswith(f"two_stream fusion gate, set on {gate['items']} val pairs: {chosen} (as trained: rgb 0.")
     saved = json.loads((tmp_path / "ts" / "metrics.json").read_text())["two_stream"]
     assert saved["fusion_weights"] == metrics["fusion_weights"]
 

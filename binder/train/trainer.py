@@ -481,7 +481,16 @@ def format_summary(metrics: dict[str, Any], recipe: Recipe | None = None) -> str
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) if i < 3 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
              .rstrip() for row in table]
-    return "\n".join(lines)
+    return "\n".join(lines + [_gate_line(n, m["fusion_gate"]) for n, m in metrics.items()
+                              if isinstance(m, dict) and isinstance(m.get("fusion_gate"), dict)])
+
+
+def _gate_line(name: str, gate: dict[str, Any]) -> str:
+    """Where a multi-stream modality's gate was set on the val pairs, beside the gate training left."""
+    def weights(w: dict[str, float]) -> str:
+        return ", ".join(f"{s} {v:.2f}" for s, v in w.items())
+    return (f"{name} fusion gate, set on {gate.get('items', '?')} val pairs: {weights(gate['chosen'])} "
+            f"(as trained: {weights(gate['learned'])})")
 
 
 def _top1_only(result: dict[str, Any]) -> dict[str, Any]:

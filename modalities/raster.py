@@ -150,6 +150,8 @@ RASTER_PERTURBATIONS: dict[str, Perturber] = {
     "holes": Perturber(_raster(lambda a, v, rng: aug.drop_pixels(a, rng, v)), "share of pixels dropped to 0"),
     "crop": Perturber(_raster(lambda a, v, rng: aug.resized_crop(a, center_box(a.shape, v), valid_aware=True)),
                       "keep this share of the area (centre), resized back"),
+    "blur": Perturber(_raster(lambda a, v, rng: aug.defocus(a, v)),
+                      "Gaussian blur, sigma as a share of the shorter side"),
     "gain": Perturber(_raster(lambda a, v, rng: aug.gain_offset(a, v, 0.0)), "multiply values"),
     "offset": Perturber(_raster(lambda a, v, rng: aug.gain_offset(a, 1.0, v * aug.value_range(a))),
                         "add this share of the value range"),
@@ -184,5 +186,5 @@ class RasterModality(Modality):
         return PatchTokens2d(1, width, (cfg.image_size, cfg.image_size), cfg.patch)
 
     def perturbations(self) -> dict[str, Perturber]:
-        """Rotation, noise, holes, centre crop, gain and offset (``RASTER_PERTURBATIONS``)."""
+        """Rotation, noise, holes, centre crop, blur, gain and offset (``RASTER_PERTURBATIONS``)."""
         return RASTER_PERTURBATIONS

@@ -1,6 +1,7 @@
 """Tests of the pure training-time augmentations in modalities.augment."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -320,11 +321,40 @@ def test_thermal_gain_offset_is_exact_and_bits_are_respected():
     assert isinstance(bare, np.ndarray) and np.allclose(bare, frame * 3)
 
 
+def test_defocus_blurs_by_a_share_of_the_side_keeps_the_mean_and_off_leaves_the_draws_as_they_were():
+    frame = np.zeros((32, 48), np.float32)
+    frame[16, 24] = 1.0
+    out = R.defocus(frame, 0.05)  # sigma 1.6 px on a 32 px side
+    assert out.shape == frame.shape and out.dtype == np.float32 and not np.shares_memory(out, frame)
+    assert math.isclose(float(out.sum()), 1.0, rel_tol=1e-3) and 0 < out.max() < 0.1
+    assert math.isclose(float((out * (np.arange(48) - 24) ** 2).sum()), 1.6 ** 2, rel_tol=0.05)  # its variance
+    assert np.array_equal(R.defocus(frame, 0.0), frame)
+    still = ThermalAugment(p_crop=0, p_affine=0, p_noise=1, p_gain=0)
+    blurred = ThermalAugment(p_crop=0, p_affine=0, p_noise=1, p_gain=0, p_blur=1, blur_frac=(0.05, 0.05))
+    a, _ = augment_thermal((frame, 0), np.random.default_rng(3), still)
+    b, _ = augment_thermal((frame, 0), np.random.default_rng(3), dataclasses.replace(still, blur_frac=(0.1, 0.2)))
+    assert np.array_equal(a, b)  # p_blur 0 draws nothing: older recipes' variations are unchanged
+    c, _ = augment_thermal((frame, 0), np.random.default_rng(3), blurred)
+    assert c[16, 24] < 0.2
+
+
+def test_raster_blur_perturbation_is_the_defocus():
+    from modalities.raster import RASTER_PERTURBATIONS
+
+    frame = np.random.default_rng(0).uniform(0, 1000, (32, 32)).astype(np.float32)
+    out, bits = RASTER_PERTURBATIONS["blur"].apply((frame, 16), 0.03, np.random.default_rng(0), None)
+    assert bits == 16 and np.allclose(out, R.defocus(frame, 0.03))
+
+
 def test_raster_options_validation_names_the_field():
     with pytest.raises(ValueError, match="crop_scale"):
         DepthAugment(crop_scale=(0.5, 1.5))
     with pytest.raises(ValueError, match="gain"):
         ThermalAugment(gain=(0.0, 1.0))
+    with pytest.raises(ValueError, match="p_blur"):
+        ThermalAugment(p_blur=1.5)
+    with pytest.raises(ValueError, match="blur_frac"):
+        ThermalAugment(blur_frac=(-0.1, 0.1))
 
 
 # ---------------------------------------------------------------- video

@@ -74,6 +74,7 @@ class ThermalAugment(GeometryAugment):
     The same crop/rotation/translation as depth, sensor noise of sigma ``noise_rel`` of the
     map's value range, and a gain/offset (``gain``, ``offset_frac`` of the value range) for
     other cameras' calibration and scene temperature; integer-bit maps stay within their range.
+    ``p_blur`` (off by default) defocuses with sigma ``blur_frac`` of the shorter side (``defocus``).
     """
 
     p_noise: float = 0.5
@@ -81,15 +82,18 @@ class ThermalAugment(GeometryAugment):
     p_gain: float = 0.8
     gain: tuple[float, float] = (0.8, 1.25)
     offset_frac: tuple[float, float] = (-0.1, 0.1)
+    p_blur: float = 0.0
+    blur_frac: tuple[float, float] = (0.0, 0.03)
 
     def __post_init__(self) -> None:
         _check_geometry(self)
-        for name in ("noise_rel", "gain", "offset_frac"):
+        for name in ("noise_rel", "gain", "offset_frac", "blur_frac"):
             object.__setattr__(self, name, check_range(name, getattr(self, name)))
-        for name in ("p_noise", "p_gain"):
+        for name in ("p_noise", "p_gain", "p_blur"):
             check_probability(name, getattr(self, name))
-        if self.noise_rel[0] < 0 or self.gain[0] <= 0:
-            raise ConfigError(f"ThermalAugment.noise_rel must be >= 0 and gain > 0, got {self.noise_rel}, {self.gain}")
+        if self.noise_rel[0] < 0 or self.gain[0] <= 0 or self.blur_frac[0] < 0:
+            raise ConfigError(f"ThermalAugment.noise_rel and blur_frac must be >= 0 and gain > 0, got "
+                              f"{self.noise_rel}, {self.blur_frac}, {self.gain}")
 
 
 def _check_geometry(opts: GeometryAugment) -> None:
@@ -219,6 +223,16 @@ def add_holes(arr: np.ndarray, rng: np.random.Generator, count: int, max_radius:
     return out
 
 
+def defocus(arr: np.ndarray, sigma_frac: float) -> np.ndarray:
+    """Gaussian blur of sigma ``sigma_frac`` × the map's shorter side: soft optics or a missed focus
+    (a fraction, so one setting means the same at any resolution); 0 returns a copy."""
+    out = np.array(arr, dtype=np.float32)
+    sigma = float(sigma_frac) * min(out.shape[:2])
+    if sigma <= 0:
+        return out
+    return cv2.GaussianBlur(out, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
+
+
 def gain_offset(arr: np.ndarray, gain: float, offset: float) -> np.ndarray:
     """``arr * gain + offset`` in float32: another camera's responsivity and a different scene temperature."""
     return np.asarray(arr, dtype=np.float32) * np.float32(gain) + np.float32(offset)
@@ -269,12 +283,14 @@ def augment_depth(raw: Any, rng: np.random.Generator, opts: DepthAugment) -> Any
 
 def augment_thermal(raw: Any, rng: np.random.Generator, opts: ThermalAugment) -> Any:
     """A random variation of a decoded thermal frame (``(array, bits)`` or an array; same form back):
-    crop, rotation/translation, read noise, then gain/offset; integer-bit maps are clipped to
+    crop, rotation/translation, defocus, read noise, then gain/offset; integer-bit maps are clipped to
     [0, 2**bits - 1] so ``to_signal`` still maps them into [0, 1]."""
     arr, bits = _split(raw)
     if not opts.enabled:
         return _join(arr.copy(), bits)
     out = _geometry(arr, rng, opts, valid_aware=False)
+    if opts.p_blur > 0 and rng.random() < opts.p_blur:  # drawn only when on: p 0 keeps older runs' draws
+        out = defocus(out, rng.uniform(*opts.blur_frac))
     if rng.random() < opts.p_noise:
         out = add_sensor_noise(out, rng, rng.uniform(*opts.noise_rel), "range")
     if rng.random() < opts.p_gain:

@@ -343,7 +343,15 @@ def test_raster_blur_perturbation_is_the_defocus():
 
     frame = np.random.default_rng(0).uniform(0, 1000, (32, 32)).astype(np.float32)
     out, bits = RASTER_PERTURBATIONS["blur"].apply((frame, 16), 0.03, np.random.default_rng(0), None)
-    assert bits == 16 and np.allclose(out, R.defocus(frame, 0.03))
+    assert bits == 16 and np.allclose(out, R.defocus(frame, 0.03))  # no zeros: the plain blur
+    depth = np.full((32, 32), 2.0, np.float32)
+    depth[:, 16:] = 3.0
+    depth[10:14, 4:8] = 0.0  # a hole inside the 2 m half
+    out, _ = RASTER_PERTURBATIONS["blur"].apply((depth, 16), 0.05, np.random.default_rng(0), None)
+    assert np.array_equal(out == 0, depth == 0)  # holes stay holes, no valid pixel becomes one
+    near = out[:, :10][depth[:, :10] > 0]  # the 2 m half around the hole, 6 px and more from the edge
+    assert np.allclose(near, 2.0, atol=1e-3) and out[depth > 0].min() >= 2.0 - 1e-5  # never blended with 0s
+    assert 2.0 < out[16, 16] < 3.0  # the real edge still blurs
 
 
 def test_raster_options_validation_names_the_field():

@@ -223,14 +223,24 @@ def add_holes(arr: np.ndarray, rng: np.random.Generator, count: int, max_radius:
     return out
 
 
-def defocus(arr: np.ndarray, sigma_frac: float) -> np.ndarray:
+def defocus(arr: np.ndarray, sigma_frac: float, valid_aware: bool = False) -> np.ndarray:
     """Gaussian blur of sigma ``sigma_frac`` × the map's shorter side: soft optics or a missed focus
-    (a fraction, so one setting means the same at any resolution); 0 returns a copy."""
+    (a fraction, so one setting means the same at any resolution); 0 returns a copy.
+
+    ``valid_aware`` (depth): 0 pixels are holes, left at 0 and never blended into their neighbours
+    (each valid pixel is the blur of the valid pixels only, normalised by their weight)."""
     out = np.array(arr, dtype=np.float32)
     sigma = float(sigma_frac) * min(out.shape[:2])
     if sigma <= 0:
         return out
-    return cv2.GaussianBlur(out, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
+
+    def blur(a: np.ndarray) -> np.ndarray:
+        return cv2.GaussianBlur(a, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
+    if not valid_aware:
+        return blur(out)
+    valid = (out > 0).astype(np.float32)
+    weight = blur(valid)
+    return np.where(valid > 0, blur(out * valid) / np.maximum(weight, 1e-12), 0.0).astype(np.float32)
 
 
 def gain_offset(arr: np.ndarray, gain: float, offset: float) -> np.ndarray:

@@ -106,6 +106,9 @@ def emergence_row(name: str, args) -> dict:
         row[f"{stream}_stream_hard_top1"] = figures.get("hard", {}).get("zero_shot_top1")
     if "fusion_weights" in by_image:
         row["fusion_weights"] = by_image["fusion_weights"]
+    gates = {t: m["fusion_gate"] for t, m in (("image", by_image), ("text", by_text)) if "fusion_gate" in m}
+    if gates:  # where each binding's gate was set on its val pairs, and what that compared
+        row["fusion_gate"] = gates
     print(f"  {name:<13} emergent {row['emergent_top1']:.3f}  hard {_num(row['emergent_hard_top1'])}  "
           f"R@1 {row['to_image_R@1']:.3f}  text-bound {row['text_bound_top1']:.3f}  chance {row['chance']:.3f}  "
           f"({row['minutes']:.1f} min)", flush=True)
@@ -176,32 +179,47 @@ def main() -> None:
     build_world(args.world, WorldConfig.full())
     print(f"anchor: {ensure_anchor(args.world, args.anchor)}", flush=True)
     previous = _previous(args.out / "results.json")
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     fresh = {m: emergence_row(m, args) for m in args.modalities.split(",") if m}
-    rows = [fresh.get(m) or previous["rows"][m] for m in MODALITIES if m in fresh or m in previous["rows"]]
     ran_bm = not args.skip_basic_motions or "basic_motions" not in previous
-    bm = basic_motions(args) if ran_bm else previous["basic_motions"]
-    run = {"modalities": list(fresh), "basic_motions": ran_bm, "threads": args.threads,
+    bm = basic_motions(args) if ran_bm else None
+    run = {"started": started, "modalities": list(fresh), "basic_motions": ran_bm, "threads": args.threads,
            "minutes": round((time.perf_counter() - t0) / 60, 2)}  # wall time of this run, all of it
+    results = combine(previous, fresh, bm, run)
+    rows, bm = list(results["rows"].values()), results["basic_motions"]
     report = table(rows) + (f"\nBasicMotions (real IMU, official 40/40 split, {bm['test_items']} test series): anybind "
                             f"bound to text labels {bm['anybind_text_bound_top1']:.3f}; same split, same run: ROCKET "
                             f"{bm['rocket_top1']:.3f}, 1-NN DTW {bm['dtw_1nn_top1']:.3f}\n")
     print("\n" + report + f"\nthis run: {', '.join(run['modalities'])} in {run['minutes']:.1f} min "
           f"({args.threads} threads)")
     args.out.mkdir(parents=True, exist_ok=True)
-    results = {"rows": {r["modality"]: r for r in rows}, "basic_motions": bm, "run": run}
     _write(args.out / "results.json", json.dumps(results, indent=2))
     _write(args.out / "results.md", report)
 
 
 def _previous(path: Path) -> dict:
-    """Rows of an earlier run, so re-running some modalities keeps the others' figures."""
+    """Rows of earlier runs, so re-running some modalities keeps the others' figures."""
     if not path.is_file():
         return {"rows": {}}
     data = json.loads(path.read_text())
     rows = data.get("rows", {})
     rows = {r["modality"]: r for r in rows} if isinstance(rows, list) else rows
-    return {"rows": rows, **({"basic_motions": data["basic_motions"]} if "basic_motions" in data else {})}
+    return {"rows": rows, "runs": data.get("runs", {}),
+            **({"basic_motions": data["basic_motions"]} if "basic_motions" in data else {})}
+
+
+def combine(previous: dict, fresh: dict[str, dict], bm: dict | None, run: dict) -> dict:
+    """results.json after ``run``: its ``fresh`` rows (and BasicMotions when ``bm`` is given) over the
+    ``previous`` ones, in MODALITIES order. Every row and BasicMotions name the run that measured
+    them (``run``: its start), and ``runs`` keeps each run that still owns a figure, so a table
+    assembled from several runs says so; ``run`` is the latest."""
+    started = run["started"]
+    rows = {m: {**fresh[m], "run": started} if m in fresh else previous["rows"][m]
+            for m in MODALITIES if m in fresh or m in previous["rows"]}
+    basic = {**bm, "run": started} if bm is not None else previous["basic_motions"]
+    owners = {r.get("run") for r in rows.values()} | {basic.get("run")}
+    runs = {k: v for k, v in previous.get("runs", {}).items() if k in owners}
+    return {"rows": rows, "basic_motions": basic, "run": run, "runs": {**runs, started: run}}
 
 
 def _write(path: Path, text: str) -> None:

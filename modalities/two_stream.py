@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -180,6 +180,15 @@ class TwoStream(Modality):
     extensions = (".twostream.mp4", ".twostream.avi", ".twostream.mkv")
     Options = TwoStreamOptions
     AugmentOptions = VideoAugment
+
+    def augment_options(self, values: Mapping[str, Any] | bool | None = True) -> Any | None:
+        """Video's augmentation options, less rotation: turning the frames would also have to turn
+        the cached flow vectors, which the flow cache does not do, so ``p_rotate`` is refused."""
+        opts = super().augment_options(values)
+        if isinstance(opts, VideoAugment) and opts.p_rotate > 0:
+            raise ConfigError(f"{self.name}: augment.p_rotate is not supported (the flow stream's cached "
+                              f"vectors are not turned with the frames); set it to 0")
+        return opts
 
     def augment(self, raw: np.ndarray | FlowClip, rng: np.random.Generator,
                 options: VideoAugment) -> np.ndarray | FlowPick:

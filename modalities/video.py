@@ -265,6 +265,7 @@ VIDEO_PERTURBATIONS: dict[str, Perturber] = {
     "offset": Perturber(lambda raw, v, rng, mod: aug.temporal_shift(raw, int(v)), "shift by this many frames"),
     "stride": Perturber(lambda raw, v, rng, mod: aug.select_frames(raw, aug.frame_indices(len(raw), 0.0, v)),
                         "frame-rate change: take every v-th frame"),
+    "rotate": Perturber(lambda raw, v, rng, mod: aug.rotate_frames(raw, v), "turn every frame by this many degrees"),
 }
 """Named perturbations of decoded frames ``(T, H, W, 3)`` (video and two-stream video)."""
 
@@ -322,5 +323,5 @@ class Video(Modality):
         return poster_preview(path, size)
 
     def perturbations(self) -> dict[str, Perturber]:
-        """Centre crop, temporal offset and frame-rate change (``VIDEO_PERTURBATIONS``)."""
+        """Centre crop, temporal offset, frame-rate change and rotation (``VIDEO_PERTURBATIONS``)."""
         return VIDEO_PERTURBATIONS

@@ -410,6 +410,38 @@ def test_crop_frames_applies_one_box_to_all_frames():
     assert np.array_equal(full, frames)
 
 
+def test_rotate_frames_turns_every_frame_about_its_centre_and_off_draws_nothing():
+    frames = np.zeros((2, 33, 33, 3), np.uint8)
+    frames[:, 16, 24] = 200  # 8 px right of the centre
+    turned = V.rotate_frames(frames, 90.0)  # counter-clockwise: the dot goes 8 px above the centre
+    assert turned.shape == frames.shape and turned.dtype == np.uint8
+    for f in turned:
+        assert np.unravel_index(f[..., 0].argmax(), f.shape[:2]) == (8, 16)
+    assert np.array_equal(V.rotate_frames(frames, 0.0), frames)
+    base = VideoAugment(p_temporal=0, p_crop=0, p_noise=1)
+    clip = np.random.default_rng(0).integers(0, 255, (4, 16, 16, 3), dtype=np.uint8)
+    a = V.augment_frames(clip, np.random.default_rng(5), base)
+    b = V.augment_frames(clip, np.random.default_rng(5), dataclasses.replace(base, max_rotate_deg=90.0))
+    assert np.array_equal(a, b)  # p_rotate 0: no draw, so earlier variations are unchanged
+    c = V.augment_frames(clip, np.random.default_rng(5), dataclasses.replace(base, p_rotate=1.0))
+    assert not np.array_equal(a, c)
+    with pytest.raises(ValueError, match="max_rotate_deg"):
+        VideoAugment(max_rotate_deg=200.0)
+
+
+def test_two_stream_refuses_rotation_its_flow_cache_cannot_follow_and_video_perturbs_by_rotation():
+    from binder.errors import ConfigError
+    from modalities.two_stream import TwoStream
+    from modalities.video import VIDEO_PERTURBATIONS
+
+    with pytest.raises(ConfigError, match="p_rotate"):
+        TwoStream().augment_options({"p_rotate": 0.5})
+    assert TwoStream().augment_options({"p_noise": 0.5}).p_rotate == 0
+    clip = np.random.default_rng(1).integers(0, 255, (3, 16, 16, 3), dtype=np.uint8)
+    out = VIDEO_PERTURBATIONS["rotate"].apply(clip, 30.0, np.random.default_rng(0), None)
+    assert np.array_equal(out, V.rotate_frames(clip, 30.0))
+
+
 def _source_indices(out: np.ndarray) -> np.ndarray:
     """Which of ``_frames``' frames each output frame is (every frame is a flat, distinct level)."""
     return (out[:, 0, 0, 0].astype(np.int64) - 5) // 15

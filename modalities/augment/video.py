@@ -31,6 +31,8 @@ class VideoAugment:
     change by a stride factor drawn from ``stride`` (>1 = faster, covers more of the clip, <1 =
     a shorter window), per-frame index jitter of up to ``max_jitter`` output frame steps.
     Spatial: one random resized crop (area ``crop_scale``, aspect ``crop_aspect``) for all frames.
+    Rotation (off by default): one angle of up to ±``max_rotate_deg`` for the whole clip (a tilted
+    camera), with probability ``p_rotate``.
     Photometric (off by default): one ``gain`` for the clip times a per-frame ``1 ± flicker``,
     plus a ``brightness_shift``; Gaussian noise of σ drawn from ``noise_sigma``. Shifts and σ are
     fractions of full scale (255 for uint8).
@@ -51,12 +53,16 @@ class VideoAugment:
     brightness_shift: tuple[float, float] = (-0.1, 0.1)
     p_noise: float = 0.0
     noise_sigma: tuple[float, float] = (0.0, 0.05)
+    p_rotate: float = 0.0
+    max_rotate_deg: float = 15.0
 
     def __post_init__(self) -> None:
         for name in ("stride", "crop_scale", "crop_aspect", "gain", "brightness_shift", "noise_sigma"):
             object.__setattr__(self, name, check_range(name, getattr(self, name)))
-        for name in ("p_temporal", "p_crop", "p_photometric", "p_noise"):
+        for name in ("p_temporal", "p_crop", "p_photometric", "p_noise", "p_rotate"):
             check_probability(name, getattr(self, name))
+        if not 0 <= self.max_rotate_deg <= 180:
+            raise ConfigError(f"VideoAugment.max_rotate_deg must lie in [0, 180], got {self.max_rotate_deg}")
         if not self.decode_factor >= 1:  # also refuses NaN
             raise ConfigError(f"VideoAugment.decode_factor must be >= 1, got {self.decode_factor}")
         self._check_photometric()
@@ -145,6 +151,26 @@ def uniform_pick(k: int, count: int) -> np.ndarray:
     return uniform_indices(k, count)
 
 
+def rotate_frames(frames: np.ndarray, degrees: float) -> np.ndarray:
+    """Every frame turned by ``degrees`` (counter-clockwise) about its centre, edges replicated;
+    integer frames are rounded back to their dtype."""
+    frames = np.asarray(frames)
+    h, w = frames.shape[1:3]
+    turn = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), float(degrees), 1.0)
+    return _warp_frames(frames, turn)
+
+
+def _warp_frames(frames: np.ndarray, forward: np.ndarray) -> np.ndarray:
+    h, w = frames.shape[1:3]
+    work = frames.astype(np.float32)
+    out = np.stack([cv2.warpAffine(f, forward, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                    for f in work]).reshape(frames.shape)
+    if np.issubdtype(frames.dtype, np.integer):
+        info = np.iinfo(frames.dtype)
+        return np.clip(np.rint(out), info.min, info.max).astype(frames.dtype)
+    return out.astype(frames.dtype)
+
+
 def crop_frames(frames: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
     """Every frame's ``box = (left, top, width, height)`` region, resized back to (H, W) bilinearly.
 
@@ -155,13 +181,7 @@ def crop_frames(frames: np.ndarray, box: tuple[float, float, float, float]) -> n
     left, top, bw, bh = box
     sx, sy = w / bw, h / bh
     forward = np.array([[sx, 0.0, sx * (0.5 - left) - 0.5], [0.0, sy, sy * (0.5 - top) - 0.5]])
-    work = frames.astype(np.float32)
-    out = np.stack([cv2.warpAffine(f, forward, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-                    for f in work]).reshape(frames.shape)
-    if np.issubdtype(frames.dtype, np.integer):
-        info = np.iinfo(frames.dtype)
-        return np.clip(np.rint(out), info.min, info.max).astype(frames.dtype)
-    return out.astype(frames.dtype)
+    return _warp_frames(frames, forward)
 
 
 def full_scale(dtype: np.dtype) -> float:
@@ -220,7 +240,7 @@ def augment_frames(frames: np.ndarray, rng: np.random.Generator, opts: VideoAugm
                    count: int | None = None) -> np.ndarray:
     """A random variation of K decoded frames (video or two-stream raw), ``count`` frames long
     (default K): a temporal pick (offset, stride, jitter over all K), one random resized crop for
-    the whole clip, then photometric changes and noise when their ``p_*`` are on. Same frame shape
+    the whole clip, then a rotation, photometric changes and noise when their ``p_*`` are on. Same frame shape
     and dtype as the input; without augmentation the pick is the uniform one, as inference's."""
     frames = np.asarray(frames)
     k = len(frames)
@@ -236,6 +256,8 @@ def augment_frames(frames: np.ndarray, rng: np.random.Generator, opts: VideoAugm
         out = select_frames(frames, idx if idx is not None else uniform_pick(k, count))
     if box is not None:
         out = crop_frames(out, box)
+    if opts.p_rotate > 0 and rng.random() < opts.p_rotate:  # drawn only when on: p 0 keeps older runs' draws
+        out = rotate_frames(out, rng.uniform(-opts.max_rotate_deg, opts.max_rotate_deg))
     out = draw_appearance(out, rng, opts)
     return out.copy() if np.shares_memory(out, frames) else out
 

@@ -111,8 +111,10 @@ def with_variant(recipe: Recipe, variant: dict[str, Any]) -> Recipe:
 
 def with_augment(recipe: Recipe, augment: bool | dict[str, Any], steps: int, eval_every: int) -> Recipe:
     """``recipe`` with every [[modality]]'s ``augment`` replaced, trained ``steps`` steps and measured
-    every ``eval_every``; no checkpoints (a benchmark run is not resumed)."""
-    specs = tuple(dataclasses.replace(s, augment=augment) for s in recipe.modalities)
+    every ``eval_every``; no checkpoints (a benchmark run is not resumed). Its test and hard
+    manifests are dropped: a run that chooses settings never measures them (the end-of-run
+    evaluation then reads val), so no choice made from its files can have seen them."""
+    specs = tuple(dataclasses.replace(s, augment=augment, test=None, hard=None) for s in recipe.modalities)
     train = dataclasses.replace(recipe.train, steps=steps, eval_every=eval_every, checkpoint_every=10**9)
     return dataclasses.replace(recipe, modalities=specs, train=train)
 

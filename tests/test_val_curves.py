@@ -84,6 +84,8 @@ def test_a_candidate_replaces_the_modalitys_augment_and_sets_the_curve():
     assert [s.augment for s in changed.modalities] == [{"p_temporal": 0.3}]
     assert (changed.train.steps, changed.train.eval_every) == (40, 4)
     assert changed.modalities[0].val == recipe.modalities[0].val and changed.bind == recipe.bind
+    assert recipe.modalities[0].test and recipe.modalities[0].hard  # the recipe has both ...
+    assert changed.modalities[0].test is None and changed.modalities[0].hard is None  # ... a val run neither
 
 
 def test_a_variant_reaches_the_models_config_not_only_the_recipe_entry():

@@ -2,16 +2,13 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import socket
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from live_server import serving  # noqa: F401  (the server tests import it from here)
 
 from binder.index.build import BuildOptions
 
@@ -93,30 +90,6 @@ def raw_get(app, path: str) -> tuple[int, bytes]:
 
 # Index builds in these tests: small batches, one decode thread, no progress bars.
 QUIET = BuildOptions(batch_size=8, workers=1, progress=False)
-
-
-@contextlib.contextmanager
-def serving(app, access_log: bool = False) -> Iterator[tuple[str, int]]:
-    """``app`` served by a real uvicorn in a thread on a free port of 127.0.0.1; yields (host, port)."""
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="info" if access_log else "warning",
-                                           access_log=access_log))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    try:
-        yield "127.0.0.1", sock.getsockname()[1]
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
 
 
 def raw_http(address: tuple[str, int], data: bytes, timeout: float = 10) -> bytes:

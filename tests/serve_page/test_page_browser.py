@@ -16,15 +16,12 @@ for once, and a phone-width page (390 px) that does not scroll sideways. Every s
 from __future__ import annotations
 
 import base64
-import contextlib
 import re
-import socket
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from live_server import serving_url
 from playwright import sync_api
 
 from binder.index.store import IndexStore
@@ -43,29 +40,6 @@ def browser():
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True)
         yield browser
         browser.close()
-
-
-@contextlib.contextmanager
-def serving(app) -> Iterator[str]:
-    """The app served by uvicorn in a thread, on a free port of 127.0.0.1; yields its base URL."""
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
 
 
 @pytest.fixture
@@ -185,7 +159,7 @@ def test_search_page_in_a_real_browser(open_page, page_index, make_app, tmp_path
     by_modality = {r["modality"]: Path(r["path"]) for r in rows}
     open_, problems = open_page
     started = time.monotonic()
-    with serving(make_app(page_index)) as base:
+    with serving_url(make_app(page_index)) as base:
         page = open_(base)
         page.wait_for_function("n => document.querySelectorAll('#chips .chip').length === n",
                                arg=len(by_modality) + 1)
@@ -241,7 +215,7 @@ def test_search_page_in_a_real_browser(open_page, page_index, make_app, tmp_path
 def test_a_token_from_the_address_or_a_prompt_opens_the_page(open_page, page_index, make_app):
     rows = IndexStore.open(page_index).snapshot().rows
     open_, problems = open_page
-    with serving(make_app(page_index, token=TOKEN)) as base:
+    with serving_url(make_app(page_index, token=TOKEN)) as base:
         page = open_(base, f"/?token={TOKEN}&q=the+digit+three")
         assert "token" not in page.url  # taken out of the address bar
         wait_results(page, len(rows))  # previews and players load with the token's cookie
@@ -272,7 +246,7 @@ def test_a_token_of_any_characters_opens_the_page_and_leaves_the_address(open_pa
     token = "pässwörd-ключ 🔑"
     rows = IndexStore.open(page_index).snapshot().rows
     open_, problems = open_page
-    with serving(make_app(page_index, token=token)) as base:
+    with serving_url(make_app(page_index, token=token)) as base:
         page = open_(base, f"/?q=the+digit+three&token={quote(token)}#top")
         assert "token" not in page.url and page.url.endswith("/?q=the+digit+three#top")
         wait_results(page, len(rows))  # previews load with the cookie
@@ -290,7 +264,7 @@ SCORE_COS = re.compile(r"^cos -?\d\.\d{3}$")
 def test_the_ranking_is_chosen_labelled_and_the_address_shares_the_search(open_page, page_index, make_app):
     rows = IndexStore.open(page_index).snapshot().rows
     open_, problems = open_page
-    with serving(make_app(page_index)) as base:
+    with serving_url(make_app(page_index)) as base:
         page = open_(base)
         page.wait_for_function("() => document.querySelectorAll('#chips .chip').length > 1")
         assert page.locator("#mix option").evaluate_all("os => os.map(o => o.value)") == [
@@ -340,7 +314,7 @@ def test_chips_count_the_current_results_only(open_page, page_index, make_app):
     rows = IndexStore.open(page_index).snapshot().rows
     modalities = sorted({r["modality"] for r in rows})
     open_, problems = open_page
-    with serving(make_app(page_index)) as base:
+    with serving_url(make_app(page_index)) as base:
         page = open_(base, "/?q=the+digit+three")
         wait_results(page, len(rows))
         page.wait_for_function("n => document.querySelectorAll('#chips .chip').length === n", arg=len(rows) + 1)
@@ -365,7 +339,7 @@ def test_the_query_file_is_shown_with_a_player_for_sound(open_page, page_index, 
     rows = IndexStore.open(page_index).snapshot().rows
     by_modality = {r["modality"]: Path(r["path"]) for r in rows}
     open_, problems = open_page
-    with serving(make_app(page_index)) as base:
+    with serving_url(make_app(page_index)) as base:
         page = open_(base)
         page.wait_for_function("() => document.querySelectorAll('#chips .chip').length > 1")
         drop_file(page, by_modality["depth"], "mine.depth.png")
@@ -388,7 +362,7 @@ def test_a_phone_width_page_does_not_scroll_sideways(open_page, page_index, make
     rows = IndexStore.open(page_index).snapshot().rows
     by_modality = {r["modality"]: Path(r["path"]) for r in rows}
     open_, problems = open_page
-    with serving(make_app(page_index)) as base:
+    with serving_url(make_app(page_index)) as base:
         page = open_(base, "/?q=the+digit+three", width=390)
         wait_results(page, len(rows))
         check_every_modality_renders(page, rows)

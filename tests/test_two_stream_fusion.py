@@ -344,7 +344,9 @@ def test_training_two_stream_after_video_records_each_stream_the_gate_and_the_wa
 
     monkeypatch.setattr(evaluate, "_prepare", counting_prepare)
     metrics = trainer.run()["two_stream"]
-    assert len(prepared) == len(set(prepared)) == 3  # test, hard and the image gallery, once each
+    # val (the gate's choice), test, hard and the image gallery, once each
+    assert len(prepared) == len(set(prepared)) == 4
+    assert any(path.endswith("two_stream.val.jsonl") for path, _ in prepared)
     monkeypatch.undo()
     ev, spec = trainer.recipe.eval, trainer.recipe.modalities[0]
     with trainer.model.single_stream("two_stream", "flow"):

@@ -77,9 +77,7 @@ def evaluate_manifest(model: BindingModel, manifest: str, root: str | None = Non
     memo: dict[Any, Any] = {} if inputs is None else inputs
 
     def embed(path: str, spec: str | None = None):
-        if (path, spec) not in memo:
-            memo[path, spec] = _prepare(model, path, root, workers, spec)
-        name, prepared = memo[path, spec]
+        name, prepared = prepared_manifest(model, path, root, workers, memo, spec)
         return name, embed_tensor(model, name, prepared.inputs), prepared
 
     name, emb, prepared = embed(manifest, perturb)
@@ -98,6 +96,15 @@ def evaluate_manifest(model: BindingModel, manifest: str, root: str | None = Non
         out[f"to_{g_name}"] = recall_at_k(emb, g_emb, [key(r) for r in prepared.records],
                                           [g_key(r) for r in g_prep.records])
     return out
+
+
+def prepared_manifest(model: BindingModel, path: str, root: str | None, workers: int, memo: dict[Any, Any],
+                      perturb: str | None = None) -> tuple[str, Any]:
+    """(modality name, ``PreparedSet``) of a one-modality manifest, ``perturb`` applied, taken from
+    ``memo`` (the ``inputs`` of ``evaluate_manifest``) or prepared once into it."""
+    if (path, perturb) not in memo:
+        memo[path, perturb] = _prepare(model, path, root, workers, perturb)
+    return memo[path, perturb]
 
 
 def _prepare(model: BindingModel, path: str, root: str | None, workers: int, perturb: str | None) -> tuple[str, Any]:

@@ -52,7 +52,7 @@ from binder.train.data import (
     under_root,
 )
 from binder.train.distributed import Ranks
-from binder.train.evaluate import evaluate_manifest
+from binder.train.evaluate import evaluate_manifest, prepared_manifest
 from binder.train.gate import choose_gate
 from binder.train.loss import make_loss
 from binder.train.optim import adamw, schedule
@@ -348,12 +348,8 @@ class Trainer:
         for spec in self.recipe.modalities:
             if self.cfg.fusion_gate != "val" or spec.val is None or not self.model.modality(spec.name).streams():
                 continue
-            manifest = self.manifest(spec.val)
-            if (manifest, None) not in self._val_inputs:
-                records = read_pairs(manifest, self.cfg.root)
-                self._val_inputs[manifest, None] = (spec.name, prepare_inputs(
-                    self.model.modality(spec.name), records, self.cfg.workers, progress=False))
-            prepared = self._val_inputs[manifest, None][1]
+            _, prepared = prepared_manifest(self.model, self.manifest(spec.val), self.cfg.root, self.cfg.workers,
+                                            self._val_inputs)
             targets, ids = anchor_targets(self.model.anchor, target_keys(prepared.records, spec.target), spec.target,
                                           self.cfg.cache_dir, image_modality=self.model.modalities.get("image"))
             with torch.no_grad():

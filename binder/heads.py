@@ -64,6 +64,12 @@ class Head(nn.Module):
         return out[:, 0]
 
 
+def fuse(stacked: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The fused unit vectors of stream vectors ``stacked`` (streams, rows, dim): their sum weighted
+    by ``weights`` (one per stream), renormalized."""
+    return F.normalize((stacked * weights.to(stacked.dtype).view(-1, 1, 1)).sum(0), dim=-1)
+
+
 class FusionHead(nn.Module):
     """Late fusion of a multi-stream modality: one ``Head`` per stream pools and projects that
     stream's trunk output to a unit vector, and a learned gate (softmax weights) sums them, renormalized.
@@ -110,8 +116,7 @@ class FusionHead(nn.Module):
         if stream not in self.streams or not 0 < weight < 1:
             raise ValueError(f"stream must be one of {self.streams} and weight in (0, 1), got {stream!r}, {weight}")
         rest = (1 - weight) / (len(self.streams) - 1)
-        with torch.no_grad():
-            self.gate.copy_(torch.tensor([math.log(weight if s == stream else rest) for s in self.streams]))
+        self.set_weights({s: weight if s == stream else rest for s in self.streams})
 
     def set_weights(self, weights: dict[str, float]) -> None:
         """Set the whole gate: ``weights`` (one per stream, non-negative, summing to 1). A weight of 0
@@ -145,9 +150,8 @@ class FusionHead(nn.Module):
         zs = [cast(Head, self.heads[s])(x, m) for s, x, m in zip(self.streams, xs, masks)]
         if self.only is not None:
             return zs[self.streams.index(self.only)]
-        w = self.gate.softmax(0).to(zs[0].dtype)
         stacked = torch.stack(zs)  # streams, rows, dim
-        fused = F.normalize((stacked * w.view(-1, 1, 1)).sum(0), dim=-1)
+        fused = fuse(stacked, self.gate.softmax(0))
         if solo is None:
             return fused
         solo = solo.to(fused.device)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from binder.heads import FusionHead
+from binder.heads import fuse as fuse_streams
 from binder.model import BindingModel
 from binder.train.evaluate import embed_tensor
 
@@ -36,9 +37,8 @@ def pair_loss(z: torch.Tensor, targets: torch.Tensor, ids: torch.Tensor, scale: 
 
 
 def fuse(stream_z: list[torch.Tensor], weights: tuple[float, ...]) -> torch.Tensor:
-    """The fused unit vectors for one gate setting (the head's own rule: weighted sum, renormalized)."""
-    w = torch.tensor(weights, dtype=stream_z[0].dtype).view(-1, 1, 1)
-    return F.normalize((torch.stack(stream_z) * w).sum(0), dim=-1)
+    """The fused unit vectors for one gate setting, by the head's own rule (``binder.heads.fuse``)."""
+    return fuse_streams(torch.stack(stream_z), torch.tensor(weights))
 
 
 def choose_gate(model: BindingModel, name: str, inputs: torch.Tensor, targets: torch.Tensor,

@@ -130,16 +130,29 @@ def _warp(arr: np.ndarray, forward: np.ndarray, valid_aware: bool) -> np.ndarray
     return np.where(den >= 0.5, num / np.maximum(den, 1e-6), 0.0).astype(np.float32)
 
 
+def crop_matrix(shape: tuple[int, ...], box: tuple[float, float, float, float]) -> np.ndarray:
+    """The 2×3 source→output matrix that maps ``box = (left, top, width, height)`` of an (H, W, ...)
+    image onto the whole (H, W) (pixel centres aligned)."""
+    h, w = shape[0], shape[1]
+    left, top, bw, bh = box
+    sx, sy = w / bw, h / bh
+    return np.array([[sx, 0.0, sx * (0.5 - left) - 0.5], [0.0, sy, sy * (0.5 - top) - 0.5]])
+
+
+def rotation_matrix(shape: tuple[int, ...], degrees: float, dx: float = 0.0, dy: float = 0.0) -> np.ndarray:
+    """The 2×3 matrix that turns an (H, W, ...) image by ``degrees`` (counter-clockwise) about its
+    centre, then moves it by (dx, dy) pixels."""
+    h, w = shape[0], shape[1]
+    forward = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), float(degrees), 1.0)
+    return np.asarray(forward, dtype=np.float64) + np.array([[0.0, 0.0, dx], [0.0, 0.0, dy]])
+
+
 def resized_crop(arr: np.ndarray, box: tuple[float, float, float, float], valid_aware: bool = False) -> np.ndarray:
     """The ``box = (left, top, width, height)`` region (in pixels) resized back to the full (H, W), bilinear.
 
     Values keep their units; with ``valid_aware`` zeros stay invalid holes (see ``_warp``).
     """
-    h, w = np.shape(arr)
-    left, top, bw, bh = box
-    sx, sy = w / bw, h / bh
-    forward = np.array([[sx, 0.0, sx * (0.5 - left) - 0.5], [0.0, sy, sy * (0.5 - top) - 0.5]])
-    return _warp(arr, forward, valid_aware)
+    return _warp(arr, crop_matrix(np.shape(arr), box), valid_aware)
 
 
 def draw_crop_box(shape: tuple[int, int], rng: np.random.Generator, scale: tuple[float, float],
@@ -160,11 +173,7 @@ def affine(arr: np.ndarray, degrees: float = 0.0, dx: float = 0.0, dy: float = 0
 
     Shape is kept; pixels that come from outside the image take the nearest edge value.
     """
-    h, w = np.shape(arr)
-    forward = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), float(degrees), 1.0)
-    shift = np.array([[0.0, 0.0, dx], [0.0, 0.0, dy]])
-    forward = np.asarray(forward, dtype=np.float64) + shift
-    return _warp(arr, forward, valid_aware)
+    return _warp(arr, rotation_matrix(np.shape(arr), degrees, dx, dy), valid_aware)
 
 
 def rotate(arr: np.ndarray, degrees: float, valid_aware: bool = False) -> np.ndarray:

@@ -18,7 +18,7 @@ import numpy as np
 
 from binder.errors import ConfigError
 from modalities.augment.checks import check_probability, check_range
-from modalities.augment.raster import draw_crop_box
+from modalities.augment.raster import crop_matrix, draw_crop_box, rotation_matrix
 
 
 @dataclass(frozen=True)
@@ -155,9 +155,7 @@ def rotate_frames(frames: np.ndarray, degrees: float) -> np.ndarray:
     """Every frame turned by ``degrees`` (counter-clockwise) about its centre, edges replicated;
     integer frames are rounded back to their dtype."""
     frames = np.asarray(frames)
-    h, w = frames.shape[1:3]
-    turn = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), float(degrees), 1.0)
-    return _warp_frames(frames, turn)
+    return _warp_frames(frames, rotation_matrix(frames.shape[1:3], degrees))
 
 
 def _warp_frames(frames: np.ndarray, forward: np.ndarray) -> np.ndarray:
@@ -177,11 +175,7 @@ def crop_frames(frames: np.ndarray, box: tuple[float, float, float, float]) -> n
     Integer frames are rounded back to their dtype, so uint8 stays uint8.
     """
     frames = np.asarray(frames)
-    t, h, w = frames.shape[:3]
-    left, top, bw, bh = box
-    sx, sy = w / bw, h / bh
-    forward = np.array([[sx, 0.0, sx * (0.5 - left) - 0.5], [0.0, sy, sy * (0.5 - top) - 0.5]])
-    return _warp_frames(frames, forward)
+    return _warp_frames(frames, crop_matrix(frames.shape[1:3], box))
 
 
 def full_scale(dtype: np.dtype) -> float:

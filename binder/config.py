@@ -82,6 +82,9 @@ class TrunkConfig:
             raise ConfigError("TrunkConfig.mlp_ratio and norm_eps must be > 0")
 
 
+POOLS = ("cls", "mean", "attention")  # HeadConfig.pool (and stream_pool's values)
+
+
 @dataclass(frozen=True)
 class HeadConfig:
     """Pooling + projection into the anchor space, with the modality's logit scale (1/temperature).
@@ -100,13 +103,11 @@ class HeadConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        for stream, pool in self.stream_pool.items():
-            if pool not in ("cls", "mean", "attention"):
-                raise ConfigError(f"HeadConfig.stream_pool.{stream} must be cls, mean or attention, got {pool!r}")
+        for key, pool in (("pool", self.pool), *((f"stream_pool.{s}", p) for s, p in self.stream_pool.items())):
+            if pool not in POOLS:
+                raise ConfigError(f"HeadConfig.{key} must be cls, mean or attention, got {pool!r}")
         if not 0 <= self.stream_dropout < 1:
             raise ConfigError(f"HeadConfig.stream_dropout must lie in [0, 1), got {self.stream_dropout}")
-        if self.pool not in ("cls", "mean", "attention"):
-            raise ConfigError(f"HeadConfig.pool must be cls, mean or attention, got {self.pool!r}")
         if self.logit_scale <= 0:
             raise ConfigError("HeadConfig.logit_scale must be > 0")
         if self.norm_eps <= 0:

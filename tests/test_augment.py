@@ -329,6 +329,10 @@ def test_defocus_blurs_by_a_share_of_the_side_keeps_the_mean_and_off_leaves_the_
     assert math.isclose(float(out.sum()), 1.0, rel_tol=1e-3) and 0 < out.max() < 0.1
     assert math.isclose(float((out * (np.arange(48) - 24) ** 2).sum()), 1.6 ** 2, rel_tol=0.05)  # its variance
     assert np.array_equal(R.defocus(frame, 0.0), frame)
+    assert np.array_equal(R.defocus(frame, 1e6), R.defocus(frame, 1.0))  # no kernel wider than the map
+    for bad in (-0.1, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="blur fraction"):
+            R.defocus(frame, bad)
     still = ThermalAugment(p_crop=0, p_affine=0, p_noise=1, p_gain=0)
     blurred = ThermalAugment(p_crop=0, p_affine=0, p_noise=1, p_gain=0, p_blur=1, blur_frac=(0.05, 0.05))
     a, _ = augment_thermal((frame, 0), np.random.default_rng(3), still)
@@ -363,6 +367,8 @@ def test_raster_options_validation_names_the_field():
         ThermalAugment(p_blur=1.5)
     with pytest.raises(ValueError, match="blur_frac"):
         ThermalAugment(blur_frac=(-0.1, 0.1))
+    with pytest.raises(ValueError, match="blur_frac"):
+        ThermalAugment(blur_frac=(0.0, 2.0))
 
 
 # ---------------------------------------------------------------- video

@@ -91,9 +91,9 @@ class ThermalAugment(GeometryAugment):
             object.__setattr__(self, name, check_range(name, getattr(self, name)))
         for name in ("p_noise", "p_gain", "p_blur"):
             check_probability(name, getattr(self, name))
-        if self.noise_rel[0] < 0 or self.gain[0] <= 0 or self.blur_frac[0] < 0:
-            raise ConfigError(f"ThermalAugment.noise_rel and blur_frac must be >= 0 and gain > 0, got "
-                              f"{self.noise_rel}, {self.blur_frac}, {self.gain}")
+        if self.noise_rel[0] < 0 or self.gain[0] <= 0 or not 0 <= self.blur_frac[0] <= self.blur_frac[1] <= 1:
+            raise ConfigError(f"ThermalAugment.noise_rel must be >= 0, blur_frac lie in [0, 1] and gain be > 0, "
+                              f"got {self.noise_rel}, {self.blur_frac}, {self.gain}")
 
 
 def _check_geometry(opts: GeometryAugment) -> None:
@@ -234,12 +234,16 @@ def add_holes(arr: np.ndarray, rng: np.random.Generator, count: int, max_radius:
 
 def defocus(arr: np.ndarray, sigma_frac: float, valid_aware: bool = False) -> np.ndarray:
     """Gaussian blur of sigma ``sigma_frac`` × the map's shorter side: soft optics or a missed focus
-    (a fraction, so one setting means the same at any resolution); 0 returns a copy.
+    (a fraction, so one setting means the same at any resolution); 0 returns a copy. A fraction
+    above 1 blurs as 1 does: a sigma of the whole side already leaves a flat map, and a larger one
+    would only ask OpenCV for a kernel it cannot allocate. Negative or non-finite is a ValueError.
 
     ``valid_aware`` (depth): 0 pixels are holes, left at 0 and never blended into their neighbours
     (each valid pixel is the blur of the valid pixels only, normalised by their weight)."""
+    if not (math.isfinite(sigma_frac) and sigma_frac >= 0):
+        raise ValueError(f"defocus needs a blur fraction >= 0, got {sigma_frac}")
     out = np.array(arr, dtype=np.float32)
-    sigma = float(sigma_frac) * min(out.shape[:2])
+    sigma = min(float(sigma_frac), 1.0) * min(out.shape[:2])
     if sigma <= 0:
         return out
 

@@ -55,6 +55,10 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "channel+babble strong": ({**CHANNEL, "p_babble": 0.6}, {}),
     "pcen": (NO_CHANNEL, {"normalize": "pcen"}),
     "channel+pcen": (CHANNEL, {"normalize": "pcen"}),
+    # The voice's pitch and tempo: the world's voices span a few rates and pitches, people more.
+    "channel+pitch": ({**CHANNEL, "p_pitch": 0.5}, {}),
+    "channel+pitch4": ({**CHANNEL, "p_pitch": 0.5, "pitch_semitones": [-4.0, 4.0]}, {}),
+    "channel+speed wide": ({**CHANNEL, "speed": [0.8, 1.25]}, {}),
 }
 
 

@@ -228,6 +228,28 @@ def test_a_run_whose_files_are_all_missing_stops_and_saves_nothing(digits_world,
     assert not (tmp_path / "run" / "model").exists() and not (tmp_path / "run" / "metrics.json").exists()
 
 
+def test_a_test_manifest_that_cannot_be_read_leaves_the_trained_model_saved(digits_world, tmp_path, capfd):
+    from cli_helpers import run_cli
+
+    recipe = write_recipe(digits_world, tmp_path / "run", workers=0)
+    missing = _missing_files_world(digits_world, tmp_path)
+    recipe.write_text(recipe.read_text().replace(f'test = "{digits_world}/depth.test.jsonl"', f'test = "{missing}"'))
+    code, out, err = run_cli(["train", str(recipe), "--quiet"], capfd)
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and "Traceback" not in err, err
+    assert last.startswith("anybind: error: training finished and the model is saved in") and "gone/" in last, last
+    assert "--resume" in last and "metrics.json is not written" in last, last
+    assert not (tmp_path / "run" / "metrics.json").exists()
+    model = BindingModel.load(tmp_path / "run" / "model")
+    trained = BindingModel.load(tmp_path / "run" / "checkpoint")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), trained.state_dict().values()))
+
+    recipe.write_text(recipe.read_text().replace(f'test = "{missing}"', f'test = "{digits_world}/depth.test.jsonl"'))
+    code, out, err = run_cli(["train", str(recipe), "--quiet", "--resume"], capfd)
+    assert code == 0, err
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["depth"]["items"] == 60
+
+
 def test_a_step_with_one_readable_pair_stops_with_a_typed_error(digits_world, tmp_path):
     from binder.errors import TrainingError
 

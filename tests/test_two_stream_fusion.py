@@ -369,6 +369,9 @@ def test_training_two_stream_after_video_records_each_stream_the_gate_and_the_wa
     assert last.startswith(f"two_stream fusion gate, set on {gate['items']} val pairs: {chosen} (as trained: rgb 0.")
     saved = json.loads((tmp_path / "ts" / "metrics.json").read_text())["two_stream"]
     assert saved["fusion_weights"] == metrics["fusion_weights"]
+    from binder.model import BindingModel  # the saved model carries the gate chosen, not the one trained
+
+    assert BindingModel.load(tmp_path / "ts" / "model").heads["two_stream"].weights() == gate["chosen"]
 
 
 def test_lr_scale_zero_keeps_the_copied_stream_exactly_the_binding_it_came_from(small_world, tmp_path):

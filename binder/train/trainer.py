@@ -261,17 +261,47 @@ class Trainer:
         if not self.ranks.main:
             return {}
         self.model.eval()
-        self.model.place(self.ranks.device)  # evaluation runs where training ran: on a GPU, there
-        gates = self.choose_gates()
-        metrics = self.evaluate()
+        self._save_model(out / "model")  # kept whatever happens to the measuring after it
+        try:
+            metrics = self._measure(out / "model")
+        finally:
+            self.model.place("cpu")  # the saved model, and the one the caller keeps, live on the CPU
+        atomic_write_json(out / "metrics.json", metrics)
+        return metrics
+
+    def _save_model(self, folder: Path) -> None:
+        """Save the model from the CPU, then put it back where training ran."""
+        self.model.place("cpu")
+        self.model.save(folder)
+        self.model.place(self.ranks.device)  # measuring runs where training ran: on a GPU, there
+
+    def _measure(self, folder: Path) -> dict[str, Any]:
+        """Set fusion gates on val (saving the model again when one is set), then evaluate; a failure
+        here says that the trained model is already saved and what it holds."""
+        gates: dict[str, Any] = {}
+        try:
+            gates = self.choose_gates()
+            if gates:
+                self._save_model(folder)
+            metrics = self.evaluate()
+        except AnybindError as err:
+            held = ", with its learned fusion gate," if not gates and self._gated() else ""
+            raise TrainingError(f"training finished and the model is saved in {folder}{held} but measuring it "
+                                f"failed, so metrics.json is not written ({err}); once mended, --resume measures "
+                                f"it again without retraining") from err
         for name, gate in gates.items():
             metrics.setdefault(name, {})["fusion_gate"] = gate
         if self.curve:  # a top-level key no modality is named (_check_eval_every); not a dict, so summaries skip it
             metrics[VAL_CURVE] = self.curve
-        self.model.place("cpu")  # the saved model, and the one the caller keeps, live on the CPU
-        self.model.save(out / "model")
-        atomic_write_json(out / "metrics.json", metrics)
         return metrics
+
+    def _gated(self) -> bool:
+        """Whether choose_gates sets a gate for some modality."""
+        return any(self._gates(spec) for spec in self.recipe.modalities)
+
+    def _gates(self, spec: BindSpec) -> bool:
+        """Whether ``spec``'s fusion gate is set on its val pairs after training."""
+        return self.cfg.fusion_gate == "val" and spec.val is not None and bool(self.model.modality(spec.name).streams())
 
     def _loop(self, out: Path, stop_after: int | None) -> bool:
         """Steps until the end (False) or until ``stop_after`` (True), checkpointing on the way."""
@@ -346,7 +376,7 @@ class Trainer:
         (``binder.train.gate``); what each choice compared, by modality."""
         chosen: dict[str, Any] = {}
         for spec in self.recipe.modalities:
-            if self.cfg.fusion_gate != "val" or spec.val is None or not self.model.modality(spec.name).streams():
+            if spec.val is None or not self._gates(spec):
                 continue
             _, prepared = prepared_manifest(self.model, self.manifest(spec.val), self.cfg.root, self.cfg.workers,
                                             self._val_inputs)

@@ -10,7 +10,9 @@ then measure on held-out test data
 and BasicMotions (real IMU data) bound to its text labels, beside ROCKET and 1-NN DTW run on the
 same official split in the same process. two_stream's RGB stream starts from this run's video
 bindings (image-bound from image-bound, text-bound from text-bound), so video runs first; each
-stream's own figure and the fusion weights are printed below the table. Usage:
+stream's own figure and the fusion weights are printed below the table. Each run records its anchor
+(the weights' SHA-256 and its own zero-shot figure on the test digits): re-running some modalities
+keeps the other rows only where an earlier run read the same anchor. Usage:
 
     python benchmarks/emergence.py [--world out/world] [--anchor out/anchor] [--modalities audio,depth]
 """
@@ -28,7 +30,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from binder.train.anchor_train import load_anchor_recipe, train_anchor  # noqa: E402
+from binder.anchor import load_anchor  # noqa: E402
+from binder.config import AnchorConfig  # noqa: E402
+from binder.hub.checksum import sha256_file  # noqa: E402
+from binder.train.anchor_train import anchor_zero_shot, load_anchor_recipe, train_anchor  # noqa: E402
 from binder.train.recipe import Recipe, load_recipe  # noqa: E402
 from binder.train.trainer import Trainer  # noqa: E402
 from recipes.world.build import build_world  # noqa: E402
@@ -44,6 +49,31 @@ def ensure_anchor(world: Path, anchor: Path) -> dict:
     cfg, ev = load_anchor_recipe(ROOT / "recipes" / "anchor_digits.toml",
                                  {"train.root": str(world), "train.out": str(anchor)})
     return train_anchor(cfg, ev)
+
+
+def anchor_record(world: Path, anchor: Path) -> dict:
+    """Which anchor a run reads (its weights' SHA-256) and how well it reads the world's test digits
+    zero-shot: every figure of the run is measured through it and bounded by it."""
+    _, ev = load_anchor_recipe(ROOT / "recipes" / "anchor_digits.toml", {"train.root": str(world)})
+    model = load_anchor(AnchorConfig(model=f"local-dir:{anchor}"))
+    figures = anchor_zero_shot(model, "manifests/images.test.jsonl", str(world), ev)
+    return {"weights_sha256": sha256_file(anchor / "open_clip_model.safetensors"), **figures}
+
+
+def same_anchor(previous: dict, anchor: dict) -> tuple[dict, list[str]]:
+    """``previous`` less the figures an earlier run measured through another anchor, or through one
+    it did not record, and the names of what was left out: two anchors' figures are not one table."""
+    runs = previous.get("runs", {})
+
+    def ours(figures: dict) -> bool:
+        return runs.get(figures.get("run"), {}).get("anchor", {}).get("weights_sha256") == anchor["weights_sha256"]
+
+    kept = {**previous, "rows": {m: r for m, r in previous["rows"].items() if ours(r)}}
+    dropped = [m for m in previous["rows"] if m not in kept["rows"]]
+    if "basic_motions" in previous and not ours(previous["basic_motions"]):
+        del kept["basic_motions"]
+        dropped.append("basic_motions")
+    return kept, dropped
 
 
 def add_world_arguments(ap: argparse.ArgumentParser, out: str) -> None:
@@ -154,6 +184,11 @@ def table(rows: list[dict]) -> str:
     return head + "".join(out) + "".join(_streams_note(r) for r in rows)
 
 
+def _anchor_line(anchor: dict) -> str:
+    return (f"Anchor: zero-shot top-1 {anchor['zero_shot_top1']:.3f} on {anchor['test_items']} test digits "
+            f"(weights sha256 {anchor['weights_sha256'][:12]}).\n\n")
+
+
 def _streams_note(r: dict) -> str:
     """Below the table: each stream of a multi-stream row alone, and the gate's weights."""
     streams = [k.removesuffix("_stream_top1") for k in r if k.endswith("_stream_top1")]
@@ -178,18 +213,24 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     build_world(args.world, WorldConfig.full())
     print(f"anchor: {ensure_anchor(args.world, args.anchor)}", flush=True)
-    previous = _previous(args.out / "results.json")
+    anchor = anchor_record(args.world, args.anchor)
+    print(f"anchor reads the test digits zero-shot at {anchor['zero_shot_top1']:.3f} "
+          f"(weights sha256 {anchor['weights_sha256'][:12]})", flush=True)
+    previous, dropped = same_anchor(_previous(args.out / "results.json"), anchor)
+    if dropped:
+        print(f"left out, measured through another anchor: {', '.join(dropped)}", flush=True)
     t0, started = time.perf_counter(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     fresh = {m: emergence_row(m, args) for m in args.modalities.split(",") if m}
     ran_bm = not args.skip_basic_motions or "basic_motions" not in previous
     bm = basic_motions(args) if ran_bm else None
     run = {"started": started, "modalities": list(fresh), "basic_motions": ran_bm, "threads": args.threads,
-           "minutes": round((time.perf_counter() - t0) / 60, 2)}  # wall time of this run, all of it
+           "minutes": round((time.perf_counter() - t0) / 60, 2), "anchor": anchor}  # minutes: all of this run
     results = combine(previous, fresh, bm, run)
     rows, bm = list(results["rows"].values()), results["basic_motions"]
-    report = table(rows) + (f"\nBasicMotions (real IMU, official 40/40 split, {bm['test_items']} test series): anybind "
-                            f"bound to text labels {bm['anybind_text_bound_top1']:.3f}; same split, same run: ROCKET "
-                            f"{bm['rocket_top1']:.3f}, 1-NN DTW {bm['dtw_1nn_top1']:.3f}\n")
+    report = _anchor_line(anchor) + table(rows) + (
+        f"\nBasicMotions (real IMU, official 40/40 split, {bm['test_items']} test series): anybind "
+        f"bound to text labels {bm['anybind_text_bound_top1']:.3f}; same split, same run: ROCKET "
+        f"{bm['rocket_top1']:.3f}, 1-NN DTW {bm['dtw_1nn_top1']:.3f}\n")
     print("\n" + report + f"\nthis run: {', '.join(run['modalities'])} in {run['minutes']:.1f} min "
           f"({args.threads} threads)")
     args.out.mkdir(parents=True, exist_ok=True)

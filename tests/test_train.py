@@ -199,6 +199,18 @@ def test_anchor_training_learns_digits(trained_anchor):
     assert (folder / "open_clip_config.json").is_file() and model.embed_dim == 64
 
 
+def test_a_saved_anchor_reads_its_test_digits_as_it_did_when_trained(digits_world, trained_anchor):
+    from binder.anchor import load_anchor
+    from binder.train.anchor_train import anchor_zero_shot
+    from binder.train.recipe import EvalSpec
+
+    folder, metrics = trained_anchor
+    ev = EvalSpec(classes=tuple(WORDS), templates=("the digit {}",))
+    again = anchor_zero_shot(load_anchor(AnchorConfig(model=f"local-dir:{folder}")), "images.train.jsonl",
+                             str(digits_world), ev)
+    assert again == {"zero_shot_top1": metrics["zero_shot_top1"], "test_items": 160}
+
+
 def _missing_files_world(root: Path, tmp_path: Path) -> Path:
     """A copy of the depth manifest whose every depth file is missing (the paired images exist)."""
     lines = [json.loads(line) for line in (root / "depth.train.jsonl").read_text().splitlines()]

@@ -76,15 +76,23 @@ def train_anchor(cfg: AnchorTrainConfig, ev: EvalSpec, progress: bool = True) ->
     anchor = Anchor(clip, tokenizer, anchor_cfg)
     metrics: dict[str, float] = {"train_pairs": len(records)}
     if cfg.test and ev.classes:
-        test = read_pairs(under_root(cfg.root, cfg.test), cfg.root)
-        x = prepare_inputs(image, test, progress=False).inputs
-        emb = torch.cat([anchor.encode_image(x[i:i + 256]) for i in range(0, len(x), 256)])
-        labels = label_indices([r.label for r in test], ev.classes)
-        classes = class_embeddings(anchor, ev.prompt_names, ev.templates)
-        metrics["zero_shot_top1"] = zero_shot_accuracy(emb, labels, classes)
-        metrics["test_items"] = len(test)
+        metrics.update(anchor_zero_shot(anchor, cfg.test, cfg.root, ev))
     save_anchor_dir(anchor, cfg.out)
     return metrics
+
+
+def anchor_zero_shot(anchor: Anchor, manifest: str, root: str | None, ev: EvalSpec) -> dict[str, Any]:
+    """The anchor's zero-shot image → text top-1 on an image manifest (its ``zero_shot_top1`` and
+    ``test_items``): what every emergent figure read through this anchor is bounded by."""
+    test = read_pairs(under_root(root, manifest), root)
+    image = ImageModality()
+    image.use_preprocess_cfg(anchor.preprocess_cfg)
+    x = prepare_inputs(image, test, progress=False).inputs
+    with torch.no_grad():
+        emb = torch.cat([anchor.encode_image(x[i:i + 256]) for i in range(0, len(x), 256)])
+    labels = label_indices([r.label for r in test], ev.classes)
+    classes = class_embeddings(anchor, ev.prompt_names, ev.templates)
+    return {"zero_shot_top1": zero_shot_accuracy(emb, labels, classes), "test_items": len(test)}
 
 
 def random_affine(x: torch.Tensor, gen: torch.Generator, degrees: float = 10.0, translate: float = 0.08,

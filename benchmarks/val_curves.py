@@ -158,12 +158,14 @@ def plot(name: str, candidates: dict[str, dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for candidate, result in candidates.items():
+    styles = ("-", "--", ":")  # past the ten colours, a line keeps a look of its own
+    for i, (candidate, result) in enumerate(candidates.items()):
         curve = result["curve"]
-        ax.plot([r["step"] for r in curve], [row_top1(r) for r in curve], marker=".", label=candidate)
+        ax.plot([r["step"] for r in curve], [row_top1(r) for r in curve], marker=".", label=candidate,
+                linestyle=styles[i // 10 % len(styles)])
     ax.set(title=name, xlabel="step", ylabel="val zero-shot top-1")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small")
     tmp = path.with_name(f".{path.name}.tmp")
     fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -401,3 +402,24 @@ def test_lr_scale_zero_keeps_the_copied_stream_exactly_the_binding_it_came_from(
         assert torch.equal(value, source[src]), key
     assert any(not torch.equal(state[n], v) for n, v in flow_before.items())
     assert trainer.model.heads["two_stream"].weights() != gate_before
+
+
+def test_a_val_manifest_that_cannot_be_read_leaves_the_model_saved_with_its_learned_gate(small_world, tmp_path):
+    """The gate is set on val after training; when val cannot be read, the trained model is already
+    saved (with the gate as trained) and the error says so, naming the files."""
+    from binder.errors import TrainingError
+    from binder.model import BindingModel
+    from binder.train.trainer import Trainer
+
+    r = _small_recipe("two_stream", small_world, tmp_path / "ts", tmp_path / "cache")
+    spec = r.modalities[0]
+    rows = [json.loads(line) for line in (Path(small_world.folder) / spec.val).read_text().splitlines()]
+    broken = tmp_path / "val.jsonl"
+    broken.write_text("".join(json.dumps({**row, "path": f"gone/{row['path']}"}) + "\n" for row in rows))
+    trainer = Trainer(dataclasses.replace(r, modalities=(dataclasses.replace(spec, val=str(broken)),)), progress=False)
+    with pytest.raises(TrainingError, match="saved in .* with its learned fusion gate") as err:
+        trainer.run()
+    assert "gone/" in str(err.value) and "--resume" in str(err.value)
+    assert not (tmp_path / "ts" / "metrics.json").exists()
+    saved = BindingModel.load(tmp_path / "ts" / "model").heads["two_stream"].weights()
+    assert saved == trainer.model.heads["two_stream"].weights()

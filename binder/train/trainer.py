@@ -297,11 +297,12 @@ class Trainer:
 
     def _gated(self) -> bool:
         """Whether choose_gates sets a gate for some modality."""
-        return any(self._gates(spec) for spec in self.recipe.modalities)
+        return any(self._gate_val(spec) is not None for spec in self.recipe.modalities)
 
-    def _gates(self, spec: BindSpec) -> bool:
-        """Whether ``spec``'s fusion gate is set on its val pairs after training."""
-        return self.cfg.fusion_gate == "val" and spec.val is not None and bool(self.model.modality(spec.name).streams())
+    def _gate_val(self, spec: BindSpec) -> str | None:
+        """The val manifest ``spec``'s fusion gate is set on after training; None where none is."""
+        gated = self.cfg.fusion_gate == "val" and self.model.modality(spec.name).streams()
+        return spec.val if gated else None
 
     def _loop(self, out: Path, stop_after: int | None) -> bool:
         """Steps until the end (False) or until ``stop_after`` (True), checkpointing on the way."""
@@ -376,9 +377,10 @@ class Trainer:
         (``binder.train.gate``); what each choice compared, by modality."""
         chosen: dict[str, Any] = {}
         for spec in self.recipe.modalities:
-            if spec.val is None or not self._gates(spec):
+            val = self._gate_val(spec)
+            if val is None:
                 continue
-            _, prepared = prepared_manifest(self.model, self.manifest(spec.val), self.cfg.root, self.cfg.workers,
+            _, prepared = prepared_manifest(self.model, self.manifest(val), self.cfg.root, self.cfg.workers,
                                             self._val_inputs)
             targets, ids = anchor_targets(self.model.anchor, target_keys(prepared.records, spec.target), spec.target,
                                           self.cfg.cache_dir, image_modality=self.model.modalities.get("image"))

@@ -214,8 +214,7 @@ def main() -> None:
     build_world(args.world, WorldConfig.full())
     print(f"anchor: {ensure_anchor(args.world, args.anchor)}", flush=True)
     anchor = anchor_record(args.world, args.anchor)
-    print(f"anchor reads the test digits zero-shot at {anchor['zero_shot_top1']:.3f} "
-          f"(weights sha256 {anchor['weights_sha256'][:12]})", flush=True)
+    print(_anchor_line(anchor), end="", flush=True)
     previous, dropped = same_anchor(_previous(args.out / "results.json"), anchor)
     if dropped:
         print(f"left out, measured through another anchor: {', '.join(dropped)}", flush=True)

@@ -9,8 +9,13 @@ Each candidate's JSON is the ``augment`` value of the recipe's [[modality]] (tru
 false: off, a table: fields overridden), or a recipe variant: an object with an ``augment`` key and
 any of ``options``, ``head``, ``init`` (merged into the [[modality]]'s) and ``train`` (into [train]),
 e.g. ``--candidate 'flow5={"augment": true, "options": {"winsize": 5}, "train": {"lr": 1e-3}}'``.
+Each finished run is also measured on val under each named perturbation of its modality's
+``SHIFTS`` (``anybind eval --perturb``, one at a time; ``--shift SPEC`` replaces them, ``--shift
+none`` skips them): a robustness val, so a candidate that buys robustness with some clean
+accuracy can be weighed on val, never on the test or hard splits.
 Writes benchmarks/results/val_curves/NAME.json (per candidate: the curve, best val top-1 and its
-step, the final one, ``flat_step``, minutes) and NAME.png (val top-1 against steps, one line per
+step, the final one, ``flat_step``, minutes, and ``shifted``: top-1 under each perturbation and
+their mean) and NAME.png (val top-1 against steps, one line per
 candidate; needs the ``bench`` extra, matplotlib). Re-running some candidates keeps the others'
 earlier results; ``val_curves.py table`` prints them all as one markdown table. Needs out/world and
 out/anchor (built when missing, as benchmarks/emergence.py does).
@@ -34,6 +39,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from emergence import add_world_arguments, ensure_anchor, recipe_for  # noqa: E402
 
 from binder.config import HeadConfig  # noqa: E402
+from binder.train.evaluate import evaluate_manifest  # noqa: E402
+from binder.train.perturb import parse_perturbation  # noqa: E402
 from binder.train.recipe import Recipe, build_section, check_options  # noqa: E402
 from binder.train.trainer import VAL_CURVE, Trainer  # noqa: E402
 from recipes.world.build import build_world  # noqa: E402
@@ -42,6 +49,17 @@ from recipes.world.config import WorldConfig  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results" / "val_curves"
 FLAT = 0.01  # a curve has flattened at the first step within this much top-1 of its best
 POINTS = 20  # evaluations per run when --eval-every is not given
+_AUDIO_SHIFTS = ("snr=10", "pink=10", "silence=1", "speed=1.25", "pitch=3", "gain=-20")
+_VIDEO_SHIFTS = ("crop=0.6", "stride=2", "rotate=20", "offset=2")
+SHIFTS: dict[str, tuple[str, ...]] = {
+    # Each modality's own perturbations, one at a time, past what its recipe's augmentation draws:
+    # ordinary sensor conditions a user's data may have. Fixed before any result was read.
+    "audio": _AUDIO_SHIFTS, "speech_units": _AUDIO_SHIFTS,
+    "thermal": ("noise=0.1", "blur=0.03", "rotate=25", "crop=0.5", "holes=0.05"),
+    "depth": ("noise=0.02", "blur=0.03", "rotate=25", "crop=0.5", "holes=0.1"),
+    "video": _VIDEO_SHIFTS, "two_stream": _VIDEO_SHIFTS,
+    "imu": ("scale=1.5", "noise=0.3", "crop=0.7", "dropout=0"),
+}
 
 
 def row_top1(row: dict[str, Any]) -> float:
@@ -62,12 +80,39 @@ def pick_steps(curve: list[dict[str, Any]], tolerance: float = FLAT) -> int | No
 VARIANT_KEYS = ("augment", "options", "head", "init", "train")
 
 
-def summarize(curve: list[dict[str, Any]], augment: Any, minutes: float) -> dict[str, Any]:
+def summarize(curve: list[dict[str, Any]], augment: Any, minutes: float,
+              shifted: dict[str, float] | None = None) -> dict[str, Any]:
     """One candidate's result: its curve, best val top-1 and its (first) step, the final top-1,
-    the step where it flattens, and the minutes the run took."""
+    the step where it flattens, the minutes the run took and, when measured, the final model's
+    val top-1 under each perturbation with their mean (``shifted``)."""
     best = max(curve, key=row_top1)  # max keeps the first of equal rows: the earliest best step
-    return {"augment": augment, "curve": curve, "best_top1": row_top1(best), "best_step": int(best["step"]),
-            "final_top1": row_top1(curve[-1]), "flat_step": pick_steps(curve), "minutes": minutes}
+    out = {"augment": augment, "curve": curve, "best_top1": row_top1(best), "best_step": int(best["step"]),
+           "final_top1": row_top1(curve[-1]), "flat_step": pick_steps(curve), "minutes": minutes}
+    if shifted:
+        out["shifted"] = {**shifted, "mean": sum(shifted.values()) / len(shifted)}
+    return out
+
+
+def shift_specs(modality: str, given: list[str] | None) -> tuple[str, ...]:
+    """The perturbations a candidate's val is measured under: ``--shift`` values when given
+    (``none``: no shifted val), else the modality's ``SHIFTS`` (none for a modality without)."""
+    if given is None:
+        return SHIFTS.get(modality, ())
+    return () if given == ["none"] else tuple(given)
+
+
+def shifted_val(trainer: Trainer, specs: tuple[str, ...]) -> dict[str, float]:
+    """The trained model's val zero-shot top-1 under each perturbation spec, one at a time (the
+    mean over the recipe's modalities when it binds several)."""
+    out: dict[str, float] = {}
+    ev = trainer.recipe.eval
+    vals = [s.val for s in trainer.recipe.modalities if s.val is not None]
+    for spec in specs:
+        tops = [evaluate_manifest(trainer.model, trainer.manifest(val), trainer.cfg.root, ev.classes, ev.templates,
+                                  workers=trainer.cfg.workers, names=ev.names, perturb=spec)["zero_shot_top1"]
+                for val in vals]
+        out[spec] = sum(tops) / len(tops)
+    return out
 
 
 def parse_candidate(text: str) -> tuple[str, bool | dict[str, Any]]:
@@ -128,11 +173,18 @@ def run_candidate(name: str, candidate: str, augment: bool | dict[str, Any], arg
     every = args.eval_every or max(1, steps // POINTS)
     recipe = with_augment(base, augment["augment"] if isinstance(augment, dict) and "augment" in augment
                           else augment, steps, every)
+    shifts = shift_specs(name, args.shift)
+    for spec in recipe.modalities:  # a mistyped perturbation stops the sweep before it trains
+        for shift in shifts:
+            parse_perturbation(shift, spec.name)
     t0 = time.perf_counter()
-    metrics = Trainer(recipe, progress=not args.quiet).run()
-    result = summarize(metrics[VAL_CURVE], augment, (time.perf_counter() - t0) / 60)
+    trainer = Trainer(recipe, progress=not args.quiet)
+    metrics = trainer.run()
+    minutes = (time.perf_counter() - t0) / 60
+    result = summarize(metrics[VAL_CURVE], augment, minutes, shifted_val(trainer, shifts))
+    shifted = f"  shifted val {result['shifted']['mean']:.3f}" if "shifted" in result else ""
     print(f"  {name} {candidate:<12} best {result['best_top1']:.3f} at step {result['best_step']}  final "
-          f"{result['final_top1']:.3f}  flat from step {result['flat_step']}  ({result['minutes']:.1f} min)",
+          f"{result['final_top1']:.3f}  flat from step {result['flat_step']}{shifted}  ({minutes:.1f} min)",
           flush=True)
     return result
 
@@ -183,16 +235,21 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 def markdown_table(folder: Path) -> str:
     """Every recipe's candidates in ``folder`` as one markdown table: run length, best val top-1 and
     its step, final val top-1, the step where the curve flattens, and the augment value."""
-    head = ("| recipe | candidate | steps | best val top-1 (step) | final | flat from | augment |\n"
-            "|---|---|---|---|---|---|---|\n")
+    head = ("| recipe | candidate | steps | best val top-1 (step) | final | flat from | shifted val | augment |\n"
+            "|---|---|---|---|---|---|---|---|\n")
     rows = []
     for path in sorted(folder.glob("*.json")):
         data = read_previous(path)
         for candidate, r in data.get("candidates", {}).items():
             rows.append(f"| {data.get('recipe', path.stem)} | {candidate} | {r['curve'][-1]['step']} | "
                         f"{r['best_top1']:.3f} ({r['best_step']}) | {r['final_top1']:.3f} | {r['flat_step']} | "
-                        f"`{json.dumps(r['augment'])}` |\n")
+                        f"{_shifted_cell(r)} | `{json.dumps(r['augment'])}` |\n")
     return head + "".join(rows)
+
+
+def _shifted_cell(result: dict[str, Any]) -> str:
+    """A table cell: the mean val top-1 under the perturbations, or a dash where none was measured."""
+    return f"{result['shifted']['mean']:.3f}" if "shifted" in result else "–"
 
 
 def main() -> None:
@@ -204,6 +261,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="steps per run (default: twice the recipe's)")
     ap.add_argument("--eval-every", type=int, default=None, help=f"steps between evaluations (default: {POINTS} "
                     "evaluations per run)")
+    ap.add_argument("--shift", action="append", metavar="SPEC",
+                    help="a perturbation the final model's val is measured under, as anybind eval --perturb "
+                    "takes it (repeatable; default: the modality's SHIFTS; 'none': no shifted val)")
     ap.add_argument("--results", type=Path, default=RESULTS, help="folder of NAME.json and NAME.png")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     add_world_arguments(ap, "val_curves")

@@ -3,21 +3,28 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from PIL import Image
 
+from binder.errors import AnybindError
+from binder.train.perturb import parse_perturbation
 from binder.train.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+import val_curves  # noqa: E402
 from val_curves import (  # noqa: E402
+    SHIFTS,
     markdown_table,
     merge,
     parse_candidate,
     pick_steps,
     plot,
     read_previous,
+    shift_specs,
+    shifted_val,
     summarize,
     with_augment,
     with_variant,
@@ -117,3 +124,50 @@ def test_the_table_lists_every_recipes_candidates_with_their_figures(tmp_path):
     lines = markdown_table(tmp_path).splitlines()
     assert len(lines) == 2 + 3 and lines[2].startswith("| imu | defaults | 50 | 0.400 (50) |")
     assert "| video | strong | 300 | 0.600 (300) | 0.600 | 300 |" in lines[4] and '{"p_noise": 0.5}' in lines[4]
+
+
+def test_the_summary_keeps_each_shifted_val_and_their_mean():
+    result = summarize(curve((10, 0.5)), True, 1.0, {"noise=0.1": 0.4, "blur=0.03": 0.2})
+    assert result["shifted"] == {"noise=0.1": 0.4, "blur=0.03": 0.2, "mean": pytest.approx(0.3)}
+    assert "shifted" not in summarize(curve((10, 0.5)), True, 1.0, {})
+
+
+def test_shift_specs_are_the_modalitys_unless_given():
+    assert shift_specs("thermal", None) == SHIFTS["thermal"] and len(SHIFTS["thermal"]) > 1
+    assert shift_specs("thermal", ["noise=0.2"]) == ("noise=0.2",)
+    assert shift_specs("thermal", ["none"]) == () and shift_specs("basic_motions", None) == ()
+
+
+@pytest.mark.parametrize("modality", sorted(SHIFTS))
+def test_every_shift_is_a_perturbation_its_modality_declares(modality):
+    for spec in SHIFTS[modality]:
+        assert parse_perturbation(spec, modality).spec == spec
+    with pytest.raises(AnybindError, match="unknown perturbation"):
+        parse_perturbation("warp=1", modality)
+
+
+def test_shifted_val_measures_every_val_under_each_spec_alone(monkeypatch):
+    """One evaluation per (val manifest, spec), never the test or hard manifests; a recipe binding
+    several modalities reads the mean of their vals."""
+    calls = []
+
+    def fake_evaluate(model, manifest, root, classes, templates, workers, names, perturb):
+        calls.append((manifest, perturb))
+        return {"zero_shot_top1": {"a.val": 0.6, "b.val": 0.2}[manifest] - (0.1 if perturb == "snr=5" else 0.0)}
+
+    monkeypatch.setattr(val_curves, "evaluate_manifest", fake_evaluate)
+    spec = lambda name: SimpleNamespace(val=f"{name}.val", test=f"{name}.test", hard=f"{name}.hard")  # noqa: E731
+    trainer = SimpleNamespace(model=None, manifest=lambda m: m, cfg=SimpleNamespace(root=None, workers=1),
+                              recipe=SimpleNamespace(modalities=[spec("a"), spec("b")],
+                                                     eval=SimpleNamespace(classes=("x",), templates=("{}",), names=())))
+    out = shifted_val(trainer, ("snr=5", "gain=-20"))
+    assert out == {"snr=5": pytest.approx(0.3), "gain=-20": pytest.approx(0.4)}
+    assert sorted(calls) == [("a.val", "gain=-20"), ("a.val", "snr=5"), ("b.val", "gain=-20"), ("b.val", "snr=5")]
+
+
+def test_the_table_shows_the_shifted_val_mean_or_a_dash(tmp_path):
+    write_json(tmp_path / "depth.json", merge({}, "depth", {
+        "plain": summarize(curve((100, 0.5)), True, 1.0),
+        "shifted": summarize(curve((100, 0.5)), True, 1.0, {"noise=0.02": 0.25, "rotate=25": 0.35})}))
+    plain, shifted = markdown_table(tmp_path).splitlines()[2:]
+    assert "| 100 | – |" in plain and "| 100 | 0.300 |" in shifted

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -19,18 +20,24 @@ class DepthOptions(RasterOptions):
     """``kind``: what the file holds ("depth" in metres after scaling, or "disparity").
     ``png_scale``: integer PNG units per metre (1000 = millimetres, the Kinect/RealSense norm).
     ``detrend``: "plane" subtracts the least-squares plane of the disparity, so a small object on
-    a tilted wall or table is not drowned by the surface it stands on; "none" keeps it."""
+    a tilted wall or table is not drowned by the surface it stands on; "none" keeps it.
+    ``hole_fill``: what invalid pixels (no sensor return) carry: "mean", the map's mean disparity;
+    "local", the Gaussian-weighted mean of their valid neighbours (widening until every hole is
+    reached), so a hole on a sloped or near surface does not read as a step."""
 
     kind: str = "depth"
     png_scale: float = 1000.0
     min_depth: float = 0.05
     detrend: str = "none"
+    hole_fill: str = "mean"
 
     def __post_init__(self) -> None:
         if self.kind not in ("depth", "disparity"):
             raise ConfigError(f"depth kind must be 'depth' or 'disparity', got {self.kind!r}")
         if self.detrend not in ("none", "plane"):
             raise ConfigError(f"depth detrend must be 'none' or 'plane', got {self.detrend!r}")
+        if self.hole_fill not in ("mean", "local"):
+            raise ConfigError(f"depth hole_fill must be 'mean' or 'local', got {self.hole_fill!r}")
 
 
 @register_modality
@@ -58,7 +65,10 @@ class Depth(RasterModality):
             disp = 1.0 / np.maximum(depth, opts.min_depth)
         if not valid.any():
             raise ModalityError(None, "depth map has no valid pixels")
-        disp = np.where(valid, disp, disp[valid].mean())  # holes carry no signal: the mean hides them
+        if opts.hole_fill == "local":
+            disp = fill_from_neighbours(disp, valid)
+        else:
+            disp = np.where(valid, disp, disp[valid].mean())  # holes carry no signal: the mean hides them
         return fit_plane_residual(disp, valid) if opts.detrend == "plane" else disp
 
     def preview(self, path: Path, size: int) -> Image.Image:
@@ -74,6 +84,33 @@ class Depth(RasterModality):
         else:
             disp = np.where(valid, 1.0 / np.where(valid, arr, 1.0), 0.0)
         return relief_preview(disp, valid, "viridis")
+
+
+FILL_SIGMAS = (1.0, 2.0, 4.0, 8.0)  # pixels: each hole takes the nearest scale that reaches valid pixels
+
+
+def fill_from_neighbours(x: np.ndarray, valid: np.ndarray, sigmas: tuple[float, ...] = FILL_SIGMAS) -> np.ndarray:
+    """``x`` with each invalid pixel given what the valid pixels around it say: the map's plane
+    (least squares on the valid pixels) plus the Gaussian-weighted mean of the valid pixels'
+    residuals from it (normalised convolution), at the smallest of ``sigmas`` that reaches one
+    (no residual where none does). A hole on a sloped surface thus continues the slope instead
+    of taking the side it is filled from. Valid pixels are returned unchanged."""
+    x = np.asarray(x, np.float32)
+    residual = fit_plane_residual(np.where(valid, x, 0.0), valid)
+    plane = np.where(valid, x, 0.0) - residual
+    values = np.where(valid, residual, 0.0).astype(np.float32)
+    weight = valid.astype(np.float32)
+    filled = np.zeros_like(values)
+    todo = ~valid
+    for sigma in sigmas:
+        if not todo.any():
+            break
+        num = cv2.GaussianBlur(values, (0, 0), sigma, borderType=cv2.BORDER_CONSTANT)
+        den = cv2.GaussianBlur(weight, (0, 0), sigma, borderType=cv2.BORDER_CONSTANT)
+        reached = todo & (den > 1e-3)
+        filled[reached] = num[reached] / den[reached]
+        todo &= ~reached
+    return np.where(valid, x, plane + filled).astype(np.float32)
 
 
 def fit_plane_residual(x: np.ndarray, valid: np.ndarray) -> np.ndarray:

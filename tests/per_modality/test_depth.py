@@ -5,8 +5,8 @@ coordinates, which is why the detrend fits a plane to disparity."""
 import numpy as np
 import pytest
 
-from binder.errors import ModalityError
-from modalities.depth import Depth, fit_plane_residual
+from binder.errors import ConfigError, ModalityError
+from modalities.depth import Depth, fill_from_neighbours, fit_plane_residual
 
 
 def _tilted_wall_with_bump(size: int = 64) -> tuple[np.ndarray, np.ndarray]:
@@ -45,3 +45,33 @@ def test_plane_residual_of_a_plane_is_zero():
     yy, xx = np.mgrid[0:8, 0:8].astype(np.float32)
     plane = 2 * xx - 3 * yy + 5
     assert np.abs(fit_plane_residual(plane, np.ones_like(plane, bool))).max() < 1e-4
+
+
+def test_local_fill_gives_a_hole_on_a_slope_its_neighbours_depth(tmp_path):
+    """On a tilted wall the map's mean is far from a corner hole's surroundings: after plane
+    removal a mean-filled hole reads as a step, a locally filled one as the wall."""
+    depth, _ = _tilted_wall_with_bump()
+    depth[4:8, 4:8] = 0.0  # a hole near the wall's nearest corner, wall on every side of it
+    np.save(tmp_path / "corner.depth.npy", depth)
+    step = {fill: np.abs(Depth(image_size=64, patch=8, detrend="plane", hole_fill=fill)
+                         .prepare(tmp_path / "corner.depth.npy")[0].numpy()[4:8, 4:8]).max()
+            for fill in ("mean", "local")}
+    assert step["mean"] > 2.0 and step["local"] < 0.5
+
+
+def test_fill_from_neighbours_keeps_valid_pixels_and_reaches_every_hole():
+    yy, xx = np.mgrid[0:32, 0:128].astype(np.float32)
+    x = 0.01 * xx + 1.0
+    valid = np.ones_like(x, bool)
+    valid[8:10, 8:10] = False  # small: filled from its ring
+    valid[:, 24:] = False  # wider than every scale: the far side continues the plane
+    x[20:22, 4:6] += 0.5  # a bump on the valid side
+    out = fill_from_neighbours(np.where(valid, x, 0.0), valid)
+    assert np.array_equal(out[valid], x[valid]) and np.isfinite(out).all()
+    assert np.abs(out[8:10, 8:10] - x[8:10, 8:10]).max() < 0.01  # the slope carried into a small hole
+    assert np.abs(out[:, 127] - x[:, 127]).max() < 0.05  # and across one wider than every scale
+
+
+def test_an_unknown_hole_fill_is_a_config_error():
+    with pytest.raises(ConfigError, match="hole_fill"):
+        Depth(hole_fill="zero")

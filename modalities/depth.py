@@ -22,8 +22,9 @@ class DepthOptions(RasterOptions):
     ``detrend``: "plane" subtracts the least-squares plane of the disparity, so a small object on
     a tilted wall or table is not drowned by the surface it stands on; "none" keeps it.
     ``hole_fill``: what invalid pixels (no sensor return) carry: "mean", the map's mean disparity;
-    "local", the Gaussian-weighted mean of their valid neighbours (widening until every hole is
-    reached), so a hole on a sloped or near surface does not read as a step."""
+    "local", the plane of the valid pixels continued into the hole plus what its valid neighbours
+    differ from that plane (``fill_from_neighbours``), so a hole on a sloped or near surface does
+    not read as a step."""
 
     kind: str = "depth"
     png_scale: float = 1000.0
@@ -113,10 +114,19 @@ def fill_from_neighbours(x: np.ndarray, valid: np.ndarray, sigmas: tuple[float, 
     return np.where(valid, x, plane + filled).astype(np.float32)
 
 
-def fit_plane_residual(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """``x`` minus its least-squares plane a·u + b·v + c, fitted on the valid pixels."""
+def fit_plane(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """The least-squares plane (float64) a·u + b·v + c of ``x`` over the valid pixels, evaluated everywhere;
+    the valid pixels' mean where they do not fix a plane (fewer than three, or all on one line),
+    so a nearly empty map is never extrapolated from a line."""
     v, u = np.nonzero(valid)
     design = np.stack([u, v, np.ones_like(u)], axis=1).astype(np.float64)
-    coef, *_ = np.linalg.lstsq(design, x[valid].astype(np.float64), rcond=None)
+    coef, _, rank, _ = np.linalg.lstsq(design, x[valid].astype(np.float64), rcond=None)
+    if rank < 3:
+        return np.full(x.shape, x[valid].astype(np.float64).mean())
     vv, uu = np.mgrid[0:x.shape[0], 0:x.shape[1]]
-    return (x - (coef[0] * uu + coef[1] * vv + coef[2])).astype(np.float32)
+    return coef[0] * uu + coef[1] * vv + coef[2]
+
+
+def fit_plane_residual(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """``x`` minus its least-squares plane over the valid pixels (``fit_plane``)."""
+    return (x - fit_plane(x, valid)).astype(np.float32)

@@ -75,3 +75,15 @@ def test_fill_from_neighbours_keeps_valid_pixels_and_reaches_every_hole():
 def test_an_unknown_hole_fill_is_a_config_error():
     with pytest.raises(ConfigError, match="hole_fill"):
         Depth(hole_fill="zero")
+
+
+@pytest.mark.parametrize("n", [1, 2, 5])
+def test_valid_pixels_on_one_line_fill_with_their_mean_not_an_extrapolated_plane(n):
+    """Fewer than three valid pixels, or all in one row, fix no plane: the holes take the valid
+    pixels' mean instead of a line's slope run out across the map."""
+    x = np.zeros((16, 16), np.float32)
+    valid = np.zeros_like(x, bool)
+    valid[0, :n] = True
+    x[0, :n] = np.arange(n, dtype=np.float32) + 1.0  # a steep ramp along the row
+    out = fill_from_neighbours(x, valid)
+    assert np.isfinite(out).all() and out.min() >= 1.0 and out.max() <= n  # a line's plane would reach 16

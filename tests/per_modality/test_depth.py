@@ -48,7 +48,7 @@ def test_plane_residual_of_a_plane_is_zero():
 
 
 def test_local_fill_gives_a_hole_on_a_slope_its_neighbours_depth(tmp_path):
-    """On a tilted wall the map's mean is far from a corner hole's surroundings: after plane
+    """On a tilted wall the map's mean is far from the surroundings of a hole near its corner: after plane
     removal a mean-filled hole reads as a step, a locally filled one as the wall."""
     depth, _ = _tilted_wall_with_bump()
     depth[4:8, 4:8] = 0.0  # a hole near the wall's nearest corner, wall on every side of it

@@ -39,7 +39,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from emergence import add_world_arguments, ensure_anchor, recipe_for  # noqa: E402
 
 from binder.config import HeadConfig  # noqa: E402
-from binder.train.evaluate import evaluate_manifest  # noqa: E402
 from binder.train.perturb import parse_perturbation  # noqa: E402
 from binder.train.recipe import Recipe, build_section, check_options  # noqa: E402
 from binder.train.trainer import VAL_CURVE, Trainer  # noqa: E402
@@ -105,12 +104,9 @@ def shifted_val(trainer: Trainer, specs: tuple[str, ...]) -> dict[str, float]:
     """The trained model's val zero-shot top-1 under each perturbation spec, one at a time (the
     mean over the recipe's modalities when it binds several)."""
     out: dict[str, float] = {}
-    ev = trainer.recipe.eval
     vals = [s.val for s in trainer.recipe.modalities if s.val is not None]
     for spec in specs:
-        tops = [evaluate_manifest(trainer.model, trainer.manifest(val), trainer.cfg.root, ev.classes, ev.templates,
-                                  workers=trainer.cfg.workers, names=ev.names, perturb=spec)["zero_shot_top1"]
-                for val in vals]
+        tops = [trainer.val_top1(val, spec) for val in vals]
         out[spec] = sum(tops) / len(tops)
     return out
 

@@ -494,6 +494,19 @@ def test_val_inputs_are_prepared_once_when_they_fit_the_cache_and_each_time_when
     assert curves[0] == curves[1]  # keeping the inputs changes no figure
 
 
+def test_val_top1_under_a_perturbation_reads_perturbed_inputs_beside_the_clean_ones(digits_world, tmp_path):
+    """benchmarks/val_curves.py's robustness val: the trained model on val with named perturbations."""
+    trainer = Trainer(load_recipe(_curve_recipe(digits_world, tmp_path / "run", eval_every=4)), progress=False)
+    clean = trainer.run()["val_curve"][-1]["depth"]
+    val = trainer.recipe.modalities[0].val
+    assert trainer.val_top1(val) == clean
+    noisy = trainer.val_top1(val, "noise=0.5")
+    assert 0 <= noisy <= 1
+    kept = {perturb: prepared for (_, perturb), (_, prepared) in trainer._val_inputs.items()}
+    assert set(kept) == {None, "noise=0.5"}
+    assert not torch.equal(kept[None].inputs, kept["noise=0.5"].inputs)
+
+
 def test_a_resumed_run_keeps_the_val_curve_before_its_resume_step(digits_world, tmp_path):
     recipe = _curve_recipe(digits_world, tmp_path / "run", eval_every=1, checkpoint_every=2)
     assert Trainer(load_recipe(recipe), progress=False).run(stop_after=3) == {"stopped_at": 3}  # checkpoint: step 2

@@ -14,7 +14,6 @@ from binder.train.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-import val_curves  # noqa: E402
 from val_curves import (  # noqa: E402
     SHIFTS,
     markdown_table,
@@ -146,20 +145,17 @@ def test_every_shift_is_a_perturbation_its_modality_declares(modality):
         parse_perturbation("warp=1", modality)
 
 
-def test_shifted_val_measures_every_val_under_each_spec_alone(monkeypatch):
+def test_shifted_val_measures_every_val_under_each_spec_alone():
     """One evaluation per (val manifest, spec), never the test or hard manifests; a recipe binding
     several modalities reads the mean of their vals."""
     calls = []
 
-    def fake_evaluate(model, manifest, root, classes, templates, workers, names, perturb):
+    def fake_val_top1(manifest, perturb=None):
         calls.append((manifest, perturb))
-        return {"zero_shot_top1": {"a.val": 0.6, "b.val": 0.2}[manifest] - (0.1 if perturb == "snr=5" else 0.0)}
+        return {"a.val": 0.6, "b.val": 0.2}[manifest] - (0.1 if perturb == "snr=5" else 0.0)
 
-    monkeypatch.setattr(val_curves, "evaluate_manifest", fake_evaluate)
     spec = lambda name: SimpleNamespace(val=f"{name}.val", test=f"{name}.test", hard=f"{name}.hard")  # noqa: E731
-    trainer = SimpleNamespace(model=None, manifest=lambda m: m, cfg=SimpleNamespace(root=None, workers=1),
-                              recipe=SimpleNamespace(modalities=[spec("a"), spec("b")],
-                                                     eval=SimpleNamespace(classes=("x",), templates=("{}",), names=())))
+    trainer = SimpleNamespace(val_top1=fake_val_top1, recipe=SimpleNamespace(modalities=[spec("a"), spec("b")]))
     out = shifted_val(trainer, ("snr=5", "gain=-20"))
     assert out == {"snr=5": pytest.approx(0.3), "gain=-20": pytest.approx(0.4)}
     assert sorted(calls) == [("a.val", "gain=-20"), ("a.val", "snr=5"), ("b.val", "gain=-20"), ("b.val", "snr=5")]

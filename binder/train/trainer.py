@@ -349,7 +349,7 @@ class Trainer:
                 self.model.place(device)  # inputs go where the model is (already there: nothing moves)
                 for spec in self.recipe.modalities:
                     if spec.val is not None:
-                        row[spec.name] = self._val_top1(spec.val)
+                        row[spec.name] = self.val_top1(spec.val)
         finally:
             self.model.input_device = placed
             self.model.train()
@@ -362,12 +362,14 @@ class Trainer:
             tqdm.write(f"anybind: step {self.step}: val top-1 {shown}", file=sys.stderr)
         return row
 
-    def _val_top1(self, manifest: str) -> float:
-        """Val top-1 of one manifest. Its prepared inputs are kept for the next measurement while all
-        kept val inputs fit ``train.cache_mb``; past that they are dropped and prepared each time."""
+    def val_top1(self, manifest: str, perturb: str | None = None) -> float:
+        """Val top-1 of one manifest, with named perturbations (``anybind eval --perturb``) applied when
+        given. Its prepared inputs are kept for the next measurement while all kept val inputs fit
+        ``train.cache_mb``; past that they are dropped and prepared each time."""
         ev = self.recipe.eval
         result = evaluate_manifest(self.model, self.manifest(manifest), self.cfg.root, ev.classes, ev.templates,
-                                   gallery=None, workers=self.cfg.workers, names=ev.names, inputs=self._val_inputs)
+                                   gallery=None, workers=self.cfg.workers, names=ev.names, perturb=perturb,
+                                   inputs=self._val_inputs)
         if sum(p.inputs.nbytes for _, p in self._val_inputs.values()) > self.cfg.cache_mb * 2**20:
             self._val_inputs.clear()
         return float(result["zero_shot_top1"])

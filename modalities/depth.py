@@ -97,8 +97,9 @@ def fill_from_neighbours(x: np.ndarray, valid: np.ndarray, sigmas: tuple[float, 
     (no residual where none does). A hole on a sloped surface thus continues the slope instead
     of taking the side it is filled from. Valid pixels are returned unchanged."""
     x = np.asarray(x, np.float32)
-    residual = fit_plane_residual(np.where(valid, x, 0.0), valid)
-    plane = np.where(valid, x, 0.0) - residual
+    known = np.where(valid, x, 0.0)  # what is under a hole (NaN, inf, a fill) never reaches the fit
+    residual = fit_plane_residual(known, valid)
+    plane = known - residual
     values = np.where(valid, residual, 0.0).astype(np.float32)
     weight = valid.astype(np.float32)
     filled = np.zeros_like(values)

@@ -11,8 +11,16 @@ from PIL import Image
 from binder.errors import ConfigError, ModalityError
 from binder.registry import register_modality
 from modalities.augment.raster import DepthAugment, augment_depth
+from modalities.base import Perturber
 from modalities.preview import shrink
-from modalities.raster import RasterModality, RasterOptions, read_raster, relief_preview
+from modalities.raster import (
+    DEPTH_PERTURBATIONS,
+    RasterModality,
+    RasterOptions,
+    fit_plane_residual,
+    read_raster,
+    relief_preview,
+)
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,10 @@ class Depth(RasterModality):
             disp = np.where(valid, disp, disp[valid].mean())  # holes carry no signal: the mean hides them
         return fit_plane_residual(disp, valid) if opts.detrend == "plane" else disp
 
+    def perturbations(self) -> dict[str, Perturber]:
+        """The raster perturbations, noise and offset keeping holes as holes (``DEPTH_PERTURBATIONS``)."""
+        return DEPTH_PERTURBATIONS
+
     def preview(self, path: Path, size: int) -> Image.Image:
         """Disparity (1/depth, or the file's own disparity) less its dominant plane (a tilted wall or
         table), contrast-stretched, in viridis: what stands out toward the camera bright, so a digit
@@ -113,21 +125,3 @@ def fill_from_neighbours(x: np.ndarray, valid: np.ndarray, sigmas: tuple[float, 
         filled[reached] = num[reached] / den[reached]
         todo &= ~reached
     return np.where(valid, x, plane + filled).astype(np.float32)
-
-
-def fit_plane(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """The least-squares plane (float64) a·u + b·v + c of ``x`` over the valid pixels, evaluated everywhere;
-    the valid pixels' mean where they do not fix a plane (fewer than three, or all on one line),
-    so a nearly empty map is never extrapolated from a line."""
-    v, u = np.nonzero(valid)
-    design = np.stack([u, v, np.ones_like(u)], axis=1).astype(np.float64)
-    coef, _, rank, _ = np.linalg.lstsq(design, x[valid].astype(np.float64), rcond=None)
-    if rank < 3:
-        return np.full(x.shape, x[valid].astype(np.float64).mean())
-    vv, uu = np.mgrid[0:x.shape[0], 0:x.shape[1]]
-    return coef[0] * uu + coef[1] * vv + coef[2]
-
-
-def fit_plane_residual(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """``x`` minus its least-squares plane over the valid pixels (``fit_plane``)."""
-    return (x - fit_plane(x, valid)).astype(np.float32)

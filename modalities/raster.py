@@ -81,6 +81,24 @@ def read_raster(path: str | os.PathLike, max_abs: float = MAX_ABS,
     return arr, bits
 
 
+def fit_plane(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """The least-squares plane (float64) a·u + b·v + c of ``x`` over the valid pixels, evaluated everywhere;
+    the valid pixels' mean where they do not fix a plane (fewer than three, or all on one line),
+    so a nearly empty map is never extrapolated from a line."""
+    v, u = np.nonzero(valid)
+    design = np.stack([u, v, np.ones_like(u)], axis=1).astype(np.float64)
+    coef, _, rank, _ = np.linalg.lstsq(design, x[valid].astype(np.float64), rcond=None)
+    if rank < 3:
+        return np.full(x.shape, x[valid].astype(np.float64).mean())
+    vv, uu = np.mgrid[0:x.shape[0], 0:x.shape[1]]
+    return coef[0] * uu + coef[1] * vv + coef[2]
+
+
+def fit_plane_residual(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """``x`` minus its least-squares plane over the valid pixels (``fit_plane``)."""
+    return (x - fit_plane(x, valid)).astype(np.float32)
+
+
 def dominant_plane_residual(values: np.ndarray, valid: np.ndarray, rounds: int = PLANE_ROUNDS,
                             inliers: float = PLANE_INLIERS, max_points: int = PLANE_POINTS) -> np.ndarray:
     """``values`` less the plane ``a·u + b·v + c`` most of its valid pixels lie on (float64).
@@ -157,6 +175,26 @@ RASTER_PERTURBATIONS: dict[str, Perturber] = {
                         "add this share of the value range"),
 }
 """Named perturbations of a raster (depth, thermal): raw ``(array, bits)`` in, the same out."""
+
+
+def _holes_kept(fn: Callable[[np.ndarray, float, np.random.Generator], np.ndarray]
+                ) -> Callable[[np.ndarray, float, np.random.Generator], np.ndarray]:
+    """``fn`` on a depth map's valid pixels only: a hole (0, no return) stays a hole rather than
+    becoming a return at whatever the noise or offset put there, and a pixel pushed to 0 or
+    below becomes one."""
+    def run(a: np.ndarray, v: float, rng: np.random.Generator) -> np.ndarray:
+        return np.where(a > 0, np.maximum(fn(a, v, rng), 0.0), 0.0)
+    return run
+
+
+DEPTH_PERTURBATIONS: dict[str, Perturber] = {
+    **RASTER_PERTURBATIONS,
+    "noise": Perturber(_raster(_holes_kept(lambda a, v, rng: aug.add_sensor_noise(a, rng, v))),
+                       "Gaussian noise, share of the value range (holes stay holes)"),
+    "offset": Perturber(_raster(_holes_kept(lambda a, v, rng: aug.gain_offset(a, 1.0, v * aug.value_range(a)))),
+                        "add this share of the value range (holes stay holes)"),
+}
+"""Depth's named perturbations: the raster ones, with noise and offset leaving holes (0) as holes."""
 
 
 class RasterModality(Modality):

@@ -358,6 +358,60 @@ def test_raster_blur_perturbation_is_the_defocus():
     assert 2.0 < out[16, 16] < 3.0  # the real edge still blurs
 
 
+def test_perspective_moves_the_corners_where_asked_and_a_line_stays_a_line():
+    shifts = np.array([[3.0, 2.0], [-4.0, 1.0], [0.0, -3.0], [2.0, 0.0]])
+    m = R.perspective_matrix((30, 40), shifts)
+    corners = np.array([[0, 0, 1], [39, 0, 1], [39, 29, 1], [0, 29, 1]], np.float64)
+    moved = (m @ corners.T).T
+    assert np.allclose(moved[:, :2] / moved[:, 2:], corners[:, :2] + shifts, atol=1e-4)
+    assert np.allclose(R.perspective_matrix((30, 40), np.zeros((4, 2))), np.eye(3), atol=1e-9)
+    frame = np.zeros((30, 40), np.float32)
+    frame[:, 20] = 1.0  # a vertical line
+    out = R.perspective(frame, shifts)
+    assert out.shape == frame.shape and out.dtype == np.float32
+    cols = (out * np.arange(40)).sum(1) / np.maximum(out.sum(1), 1e-6)  # the line's column in each row
+    rows = np.arange(30)
+    fit = np.polyfit(rows, cols, 1)
+    assert np.abs(np.polyval(fit, rows) - cols).max() < 0.3 and abs(fit[0]) > 0.01  # straight, but tilted
+
+
+def test_valid_aware_perspective_keeps_holes_and_units_and_off_draws_nothing():
+    depth = _depth_map()
+    shifts = R.draw_perspective(depth.shape, np.random.default_rng(0), 0.2)
+    assert np.abs(shifts[:, 0]).max() <= 0.2 * 39 and np.abs(shifts[:, 1]).max() <= 0.2 * 29
+    out = R.perspective(depth, shifts, valid_aware=True)
+    assert (out == 0).any() and (out[out > 0] >= 1.0 - 1e-4).all() and out.max() <= depth.max() + 1e-4
+    base = DepthAugment(p_crop=0, p_affine=0, p_noise=1, p_holes=0)
+    a, _ = augment_depth((depth, 16), np.random.default_rng(5), base)
+    b, _ = augment_depth((depth, 16), np.random.default_rng(5), dataclasses.replace(base, max_perspective=0.3))
+    assert np.array_equal(a, b)  # p_perspective 0 draws nothing: older recipes' variations are unchanged
+    on = dataclasses.replace(base, p_noise=0, p_perspective=1.0, max_perspective=0.2)
+    c, _ = augment_depth((depth, 16), np.random.default_rng(5), on)
+    assert not np.array_equal(c, depth) and (c[c > 0] >= 1.0 - 1e-4).all()
+    frame = np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(32, 32)
+    t, _ = augment_thermal((frame, 0), np.random.default_rng(5), ThermalAugment(
+        p_crop=0, p_affine=0, p_noise=0, p_gain=0, p_perspective=1.0, max_perspective=0.2))
+    assert not np.array_equal(t, frame) and t.min() >= 0 and t.max() <= 1 + 1e-6
+
+
+def test_depth_noise_and_offset_perturbations_keep_holes_as_holes_and_thermal_is_unchanged():
+    from modalities.raster import DEPTH_PERTURBATIONS, RASTER_PERTURBATIONS
+
+    depth = _depth_map() * 1000.0  # millimetres, a 16-bit PNG's units
+    for name, value in (("noise", 0.05), ("offset", 0.1), ("offset", -2.0)):
+        out, bits = DEPTH_PERTURBATIONS[name].apply((depth, 16), value, np.random.default_rng(0), None)
+        plain, _ = RASTER_PERTURBATIONS[name].apply((depth, 16), value, np.random.default_rng(0), None)
+        assert bits == 16 and (out[depth == 0] == 0).all() and (out >= 0).all()
+        assert (plain[depth == 0] != 0).any()  # the plain raster perturbation would fill them
+        kept = (depth > 0) & (plain > 0)
+        assert np.array_equal(out[kept], plain[kept])  # the same draw where there was a return
+    gone, _ = DEPTH_PERTURBATIONS["offset"].apply((depth, 16), -2.0, np.random.default_rng(0), None)
+    assert (gone == 0).all()  # pushed past the camera: no return anywhere, not negative depths
+    from modalities.depth import Depth
+    from modalities.thermal import Thermal
+    assert Depth().perturbations() is DEPTH_PERTURBATIONS and Thermal().perturbations() is RASTER_PERTURBATIONS
+
+
 def test_raster_options_validation_names_the_field():
     with pytest.raises(ValueError, match="crop_scale"):
         DepthAugment(crop_scale=(0.5, 1.5))
@@ -369,6 +423,10 @@ def test_raster_options_validation_names_the_field():
         ThermalAugment(blur_frac=(-0.1, 0.1))
     with pytest.raises(ValueError, match="blur_frac"):
         ThermalAugment(blur_frac=(0.0, 2.0))
+    with pytest.raises(ValueError, match="max_perspective"):
+        DepthAugment(max_perspective=0.5)
+    with pytest.raises(ValueError, match="p_perspective"):
+        ThermalAugment(p_perspective=-0.1)
 
 
 # ---------------------------------------------------------------- video

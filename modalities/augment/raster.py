@@ -26,9 +26,12 @@ from modalities.augment.checks import check_probability, check_range
 
 @dataclass(frozen=True)
 class GeometryAugment:
-    """The crop, rotation and translation depth and thermal maps share: a random resized crop
-    (area ``crop_scale``, aspect ``crop_aspect``, probability ``p_crop``), then a rotation within
-    ±``max_rotate_deg`` and a shift within ±``max_translate_frac`` of the size (``p_affine``)."""
+    """The crop, rotation, translation and viewpoint change depth and thermal maps share: a random
+    resized crop (area ``crop_scale``, aspect ``crop_aspect``, probability ``p_crop``), then a
+    rotation within ±``max_rotate_deg`` and a shift within ±``max_translate_frac`` of the size
+    (``p_affine``), then a perspective warp whose corners move by up to ``max_perspective`` of the
+    size in x and y (``p_perspective``): the same surface seen from another angle. Off by default
+    (p 0), so older configs draw as they did."""
 
     enabled: bool = True
     p_crop: float = 0.5
@@ -37,6 +40,8 @@ class GeometryAugment:
     p_affine: float = 0.5
     max_rotate_deg: float = 8.0
     max_translate_frac: float = 0.06
+    p_perspective: float = 0.0
+    max_perspective: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -99,7 +104,7 @@ class ThermalAugment(GeometryAugment):
 def _check_geometry(opts: GeometryAugment) -> None:
     for name in ("crop_scale", "crop_aspect"):
         object.__setattr__(opts, name, check_range(name, getattr(opts, name)))
-    for name in ("p_crop", "p_affine"):
+    for name in ("p_crop", "p_affine", "p_perspective"):
         check_probability(name, getattr(opts, name))
     if not 0 < opts.crop_scale[0] <= opts.crop_scale[1] <= 1:
         raise ConfigError(f"crop_scale must lie in (0, 1], got {opts.crop_scale}")
@@ -108,13 +113,16 @@ def _check_geometry(opts: GeometryAugment) -> None:
     if opts.max_rotate_deg < 0 or not 0 <= opts.max_translate_frac < 1:
         raise ConfigError(f"max_rotate_deg must be >= 0 and max_translate_frac in [0, 1), "
                          f"got {opts.max_rotate_deg}, {opts.max_translate_frac}")
+    if not 0 <= opts.max_perspective < 0.5:
+        raise ConfigError(f"max_perspective must lie in [0, 0.5), got {opts.max_perspective}")
 
 
 # ---------------------------------------------------------------- geometry
 
 
 def _warp(arr: np.ndarray, forward: np.ndarray, valid_aware: bool) -> np.ndarray:
-    """Bilinear warp of an (H, W) map by a 2×3 source→output matrix, borders replicated.
+    """Bilinear warp of an (H, W) map by a 2×3 (affine) or 3×3 (homography) source→output matrix,
+    borders replicated.
 
     ``valid_aware``: 0 marks invalid pixels; values and validity are warped separately and an
     output pixel is valid (value = weighted mean of valid neighbours) when most of its weight is.
@@ -122,11 +130,14 @@ def _warp(arr: np.ndarray, forward: np.ndarray, valid_aware: bool) -> np.ndarray
     arr = np.asarray(arr, dtype=np.float32)
     h, w = arr.shape
     flags, border = cv2.INTER_LINEAR, cv2.BORDER_REPLICATE
+    warp = cv2.warpPerspective if np.shape(forward) == (3, 3) else cv2.warpAffine
+
+    def run(a: np.ndarray) -> np.ndarray:
+        return warp(a, forward, (w, h), flags=flags, borderMode=border)
     if not valid_aware:
-        return cv2.warpAffine(arr, forward, (w, h), flags=flags, borderMode=border)
+        return run(arr)
     valid = (arr > 0).astype(np.float32)
-    num = cv2.warpAffine(arr * valid, forward, (w, h), flags=flags, borderMode=border)
-    den = cv2.warpAffine(valid, forward, (w, h), flags=flags, borderMode=border)
+    num, den = run(arr * valid), run(valid)
     return np.where(den >= 0.5, num / np.maximum(den, 1e-6), 0.0).astype(np.float32)
 
 
@@ -145,6 +156,28 @@ def rotation_matrix(shape: tuple[int, ...], degrees: float, dx: float = 0.0, dy:
     h, w = shape[0], shape[1]
     forward = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), float(degrees), 1.0)
     return np.asarray(forward, dtype=np.float64) + np.array([[0.0, 0.0, dx], [0.0, 0.0, dy]])
+
+
+def perspective_matrix(shape: tuple[int, ...], shifts: np.ndarray) -> np.ndarray:
+    """The 3×3 homography that moves the corners of an (H, W, ...) image (top-left, top-right,
+    bottom-right, bottom-left) by ``shifts`` (4×2, in pixels) and everything else with them."""
+    h, w = shape[0], shape[1]
+    corners = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], dtype=np.float32)
+    moved = (corners + np.asarray(shifts, np.float32).reshape(4, 2)).astype(np.float32)
+    return np.asarray(cv2.getPerspectiveTransform(corners, moved), dtype=np.float64)
+
+
+def draw_perspective(shape: tuple[int, ...], rng: np.random.Generator, max_shift: float) -> np.ndarray:
+    """A random viewpoint change for ``perspective_matrix``: each corner moved by up to ``max_shift``
+    of the width in x and of the height in y, uniformly and independently."""
+    h, w = shape[0], shape[1]
+    return rng.uniform(-max_shift, max_shift, size=(4, 2)) * np.array([w - 1, h - 1])
+
+
+def perspective(arr: np.ndarray, shifts: np.ndarray, valid_aware: bool = False) -> np.ndarray:
+    """Warp so the image's corners move by ``shifts`` (4×2 pixels, ``perspective_matrix``): a planar
+    scene seen from another angle, edges replicated; with ``valid_aware`` zeros stay holes."""
+    return _warp(arr, perspective_matrix(np.shape(arr), shifts), valid_aware)
 
 
 def resized_crop(arr: np.ndarray, box: tuple[float, float, float, float], valid_aware: bool = False) -> np.ndarray:
@@ -285,6 +318,8 @@ def _geometry(arr: np.ndarray, rng: np.random.Generator, opts: DepthAugment | Th
         t = opts.max_translate_frac
         degrees = rng.uniform(-opts.max_rotate_deg, opts.max_rotate_deg)
         arr = affine(arr, degrees, rng.uniform(-t, t) * w, rng.uniform(-t, t) * h, valid_aware)
+    if opts.p_perspective > 0 and rng.random() < opts.p_perspective:  # drawn only when on
+        arr = perspective(arr, draw_perspective(arr.shape, rng, opts.max_perspective), valid_aware)
     return arr
 
 

@@ -94,6 +94,24 @@ def option_files(config: BindConfig) -> Iterator[tuple[int, str, str, Any]]:
             yield i, m.name, key, m.options.get(key)
 
 
+def with_former_defaults(config: BindConfig, version: int) -> BindConfig:
+    """``config`` as read from a folder of format ``version``: each option whose default a modality
+    changed in a later format (``Modality.former_defaults``), and that the folder does not name,
+    takes the default the folder was saved under, so an older model reads its inputs as it was
+    trained. A modality not registered is left as it is (building it fails later, with its own error)."""
+    changes: dict[int, dict[str, Any]] = {}
+    for i, m in enumerate(config.modalities):
+        try:
+            former = get_modality(m.name).former_defaults
+        except RegistryError:
+            continue
+        for since in sorted(v for v in former if v > version):  # the earliest change holds what it replaced
+            for key, value in former[since].items():
+                if key not in m.options:
+                    changes.setdefault(i, {}).setdefault(key, value)
+    return _with_options(config, changes)
+
+
 def _with_options(config: BindConfig, changes: dict[int, dict[str, Any]]) -> BindConfig:
     if not changes:
         return config

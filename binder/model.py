@@ -22,6 +22,7 @@ from binder.checkpoint import (
     read_config,
     resolve_option_files,
     save_checkpoint,
+    with_former_defaults,
 )
 from binder.config import BindConfig, ModalityConfig
 from binder.device import resolve_device
@@ -34,8 +35,10 @@ from binder.trunk import Trunk, build_trunk
 from binder.vectors import UNIT_TOLERANCE
 from modalities.base import Modality
 
-FORMAT_VERSION = 2  # 2: files a modality option names are inside the folder (binder.checkpoint)
-READABLE_VERSIONS = (1, 2)
+# 2: files a modality option names are inside the folder (binder.checkpoint);
+# 3: option defaults may differ from format 2's (Modality.former_defaults: depth's hole_fill).
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 CONFIG_KEYS = ("format_version", "bind", "anchor_arch")
 NON_FINITE = "non-finite output: the model produced NaN/Inf (or a zero vector) for this input"
 
@@ -379,6 +382,7 @@ class BindingModel(nn.Module):
             config = BindConfig.from_dict(payload["bind"])
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
             raise CheckpointError(f"{folder}: bad config ({type(exc).__name__}: {exc})") from None
+        config = with_former_defaults(config, version)
         config, cleared = resolve_option_files(folder, config, legacy=version == 1)
         check_buildable(folder, payload)
         where = None if device is None else resolve_device(device if isinstance(device, str) else str(device))

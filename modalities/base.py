@@ -65,6 +65,10 @@ class Modality(ABC):
     AugmentOptions: ClassVar[type | None] = None
     tower: ClassVar[str | None] = None
     has_clips: ClassVar[bool] = False
+    # Option defaults this modality has changed, keyed by the model format version that changed them:
+    # {3: {"hole_fill": "mean"}} says a model folder saved before format 3 meant "mean" where it named
+    # no hole_fill, so it is read that way (binder.checkpoint.with_former_defaults).
+    former_defaults: ClassVar[dict[int, dict[str, Any]]] = {}
 
     def __init__(self, **options: Any):
         try:

@@ -215,6 +215,33 @@ def test_unknown_config_keys_and_versions_are_refused(saved, tmp_path):
         BindingModel.load(folder)
 
 
+def test_an_older_folder_reads_its_inputs_with_the_defaults_it_was_saved_under(saved, tmp_path):
+    folder = _fresh_copy(saved, tmp_path / "former")
+    payload = json.loads((folder / CONFIG).read_text())
+    assert payload["format_version"] == 3 and payload["bind"]["modalities"][2]["options"]["hole_fill"] == "local"
+    yy, xx = np.mgrid[0:32, 0:32].astype(np.float32)
+    wall = 1.0 / (1.2 - 0.01 * xx - 0.005 * yy)  # a tilted wall, in metres
+    wall[2:8, 24:30] = 0.0  # a hole near its nearest corner
+    np.save(tmp_path / "wall.depth.npy", wall)
+
+    def read(version: int, **options) -> tuple[str, torch.Tensor]:
+        depth = {**payload["bind"]["modalities"][2], "options": {**SMALL["depth"], **options}}  # as saved before
+        mods = [depth if i == 2 else m for i, m in enumerate(payload["bind"]["modalities"])]
+        bind = {**payload["bind"], "modalities": mods}
+        (folder / CONFIG).write_text(json.dumps({**payload, "format_version": version, "bind": bind}))
+        modality = BindingModel.load(folder).modality("depth")
+        return modality.options.hole_fill, modality.prepare(tmp_path / "wall.depth.npy")
+
+    (now, x_now), (before, x_before) = read(3), read(2)
+    assert (now, before) == ("local", "mean")  # format 2 named none and meant the default of its day
+    assert not torch.allclose(x_now, x_before)  # and the hole reads differently
+    assert read(2, hole_fill="local")[0] == "local" and read(3, hole_fill="mean")[0] == "mean"  # named: kept
+    read(2)
+    resaved = BindingModel.load(folder).save(tmp_path / "resaved")
+    options = json.loads((resaved / CONFIG).read_text())["bind"]["modalities"][2]["options"]
+    assert options["hole_fill"] == "mean"  # re-saved at format 3, the old default is written down
+
+
 # ---------------------------------------------------------------- the anchor
 
 

@@ -12,7 +12,7 @@ from samplegen import MAKERS
 
 from binder.config import BindConfig, ModalityConfig
 from binder.errors import AnybindError, ModalityError
-from binder.model import BindingModel
+from binder.model import FORMAT_VERSION, BindingModel
 from binder.train.units import fit_first_codebook, fit_next_codebook, hidden_extractor
 from modalities.speech_codebook import Codebook, nearest_units
 from modalities.speech_units import dedup_units
@@ -231,7 +231,7 @@ def test_older_model_folders_load_from_their_weights_without_opening_outside_pat
         assert opened == [] and old.config.modality("speech_units").options["codebook"] is None
         assert torch.equal(old.encode("speech_units", x), first.encode("speech_units", x))
     old.save(tmp_path / "resaved")  # re-saved, it is a current, self-contained folder
-    assert _config_of(tmp_path / "resaved")["format_version"] == 2
+    assert _config_of(tmp_path / "resaved")["format_version"] == FORMAT_VERSION
     assert torch.equal(BindingModel.load(tmp_path / "resaved").encode("speech_units", x),
                        first.encode("speech_units", x))
 

@@ -31,7 +31,7 @@ def test_holes_are_filled_with_the_mean_not_zero(tmp_path):
     depth, _ = _tilted_wall_with_bump()
     depth[10:14, 10:14] = 0.0  # invalid pixels
     np.save(tmp_path / "holes.depth.npy", depth)
-    x = Depth(image_size=64, patch=8).prepare(tmp_path / "holes.depth.npy")[0].numpy()
+    x = Depth(image_size=64, patch=8, hole_fill="mean").prepare(tmp_path / "holes.depth.npy")[0].numpy()
     assert np.abs(x[10:14, 10:14]).max() < 1.0  # near the mean after standardizing, not an outlier
 
 

@@ -77,6 +77,25 @@ def test_an_unknown_hole_fill_is_a_config_error():
         Depth(hole_fill="zero")
 
 
+@pytest.mark.parametrize("denoise", ["median3", "median5"])
+def test_median_denoise_removes_speckle_and_keeps_a_wide_relief(tmp_path, denoise):
+    depth, bump = _tilted_wall_with_bump()  # the bump: a 1 cm disc about 11 px across
+    speckled = depth.copy()
+    speckled[3::9, 5::9] *= 1.05  # isolated wrong returns (49 of them, 9 px apart), 5 % of the depth
+    np.save(tmp_path / "clean.depth.npy", depth)
+    np.save(tmp_path / "speckle.depth.npy", speckled)
+
+    def read(name: str, **options) -> np.ndarray:
+        return Depth(image_size=64, patch=8, detrend="plane", **options).prepare(tmp_path / name)[0].numpy()
+    contrast = lambda x: x[bump].mean() - x[~bump].mean()  # noqa: E731
+    plain_error = np.abs(read("speckle.depth.npy") - read("clean.depth.npy")).mean()
+    denoised_error = np.abs(read("speckle.depth.npy", denoise=denoise) - read("clean.depth.npy", denoise=denoise)).mean()
+    assert denoised_error < plain_error / 3  # the speckle is (nearly) gone
+    assert contrast(read("clean.depth.npy", denoise=denoise)) > 3.0  # the relief still stands out
+    with pytest.raises(ConfigError, match="denoise"):
+        Depth(denoise="bilateral")
+
+
 @pytest.mark.parametrize("n", [1, 2, 5])
 def test_valid_pixels_on_one_line_fill_with_their_mean_not_an_extrapolated_plane(n):
     """Fewer than three valid pixels, or all in one row, fix no plane: the holes take the valid

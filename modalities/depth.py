@@ -22,8 +22,6 @@ from modalities.raster import (
     relief_preview,
 )
 
-DENOISE = {"none": 0, "median3": 3, "median5": 5}  # option value -> median window (cv2 takes 3 or 5 on float)
-
 
 @dataclass(frozen=True)
 class DepthOptions(RasterOptions):
@@ -35,27 +33,23 @@ class DepthOptions(RasterOptions):
     the valid pixels continued into the hole plus what its valid neighbours differ from that plane
     (``fill_from_neighbours``), so a hole on a sloped or near surface does not read as a step;
     "mean", the map's mean disparity (the default before model format 3, which folders saved
-    earlier keep).
-    ``denoise``: "median3" or "median5" replaces each value (after the holes are filled and the
-    plane, if any, removed) by the median of its 3×3 or 5×5 neighbourhood, so a sensor's speckle
-    noise does not read as relief; "none" (the default) keeps it."""
+    earlier keep). ``denoise`` (``RasterOptions``) comes after the holes are filled and the plane
+    removed."""
 
     kind: str = "depth"
     png_scale: float = 1000.0
     min_depth: float = 0.05
     detrend: str = "none"
     hole_fill: str = "local"
-    denoise: str = "none"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.kind not in ("depth", "disparity"):
             raise ConfigError(f"depth kind must be 'depth' or 'disparity', got {self.kind!r}")
         if self.detrend not in ("none", "plane"):
             raise ConfigError(f"depth detrend must be 'none' or 'plane', got {self.detrend!r}")
         if self.hole_fill not in ("mean", "local"):
             raise ConfigError(f"depth hole_fill must be 'mean' or 'local', got {self.hole_fill!r}")
-        if self.denoise not in DENOISE:
-            raise ConfigError(f"depth denoise must be one of {', '.join(DENOISE)}, got {self.denoise!r}")
 
 
 @register_modality
@@ -88,10 +82,7 @@ class Depth(RasterModality):
             disp = fill_from_neighbours(disp, valid)
         else:
             disp = np.where(valid, disp, disp[valid].mean())  # holes carry no signal: the mean hides them
-        signal = fit_plane_residual(disp, valid) if opts.detrend == "plane" else disp
-        if DENOISE[opts.denoise]:  # after the plane: on a tilted wall a median would shift the slope
-            signal = cv2.medianBlur(np.ascontiguousarray(signal, np.float32), DENOISE[opts.denoise])
-        return signal
+        return fit_plane_residual(disp, valid) if opts.detrend == "plane" else disp
 
     def perturbations(self) -> dict[str, Perturber]:
         """The raster perturbations, noise and offset keeping holes as holes (``DEPTH_PERTURBATIONS``)."""

@@ -7,12 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
-from binder.errors import ModalityError
+from binder.errors import ConfigError, ModalityError
 from binder.tokenizers import PatchTokens2d
 from modalities.augment import raster as aug
 from modalities.base import Modality, Perturber, PerturbFn
@@ -33,20 +34,31 @@ MAX_ABS = 1e6
 PLANE_ROUNDS = 3  # refits of a preview's dominant plane on the pixels nearest the last fit
 PLANE_INLIERS = 0.6  # the share of valid pixels each refit keeps
 PLANE_POINTS = 50_000  # at most this many pixels, evenly spaced, enter a fit
+DENOISE = {"none": 0, "median3": 3, "median5": 5}  # option value -> median window (OpenCV takes 3 or 5 on float)
 
 
 @dataclass(frozen=True)
 class RasterOptions:
-    """Output size and patch of a raster modality, and the bounds its files must respect.
+    """Output size and patch of a raster modality, the bounds its files must respect, and its denoising.
 
     ``max_abs`` bounds float data (depth in metres, radiometric temperatures): larger values would
     overflow the float32 standardization. ``max_pixels`` is checked on the header before decoding.
+    ``denoise``: "median3" or "median5" replaces each value of the signal (``to_signal``'s output:
+    after depth's holes are filled and any plane removed, since on a tilted surface a median would
+    shift the slope by one order step) by the median of its 3×3 or 5×5 neighbourhood, so a
+    sensor's speckle, noise or dead pixels do not read as the scene; "none" (the default) keeps it.
     """
 
     image_size: int = 224
     patch: int = 16
     max_abs: float = MAX_ABS
     max_pixels: int = MAX_PIXELS
+    denoise: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.denoise not in DENOISE:
+            raise ConfigError(f"{type(self).__name__}.denoise must be one of {', '.join(DENOISE)}, "
+                              f"got {self.denoise!r}")
 
 
 def read_raster(path: str | os.PathLike, max_abs: float = MAX_ABS,
@@ -212,7 +224,10 @@ class RasterModality(Modality):
 
     def preprocess(self, raw: tuple[np.ndarray, int]) -> torch.Tensor:
         arr, bits = raw
-        x = torch.from_numpy(np.ascontiguousarray(self.to_signal(arr, bits), dtype=np.float32))[None]
+        signal = np.ascontiguousarray(self.to_signal(arr, bits), dtype=np.float32)
+        if DENOISE[self.options.denoise]:
+            signal = cv2.medianBlur(signal, DENOISE[self.options.denoise])
+        x = torch.from_numpy(signal)[None]
         x = resize_center_crop(x, self.options.image_size)
         return standardize(x, dims=(1, 2))
 

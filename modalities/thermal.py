@@ -23,6 +23,7 @@ class ThermalOptions(RasterOptions):
     detrend: str = "none"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.detrend not in ("none", "plane"):
             raise ConfigError(f"thermal detrend must be 'none' or 'plane', got {self.detrend!r}")
 

@@ -36,3 +36,20 @@ def test_thermal_default_keeps_the_frame_and_a_bad_detrend_is_a_config_error():
     assert Thermal().options.detrend == "none"
     with pytest.raises(ConfigError, match="detrend"):
         Thermal(detrend="quadratic")
+
+
+def test_median_denoise_replaces_dead_pixels_and_keeps_the_mark(tmp_path):
+    (flat, _), mark = _frames(tmp_path)
+    counts = np.array(Image.open(flat), dtype=np.uint16)
+    counts[2::7, 3::7] = 0  # dead pixels, 7 px apart
+    Image.fromarray(counts).save(tmp_path / "dead.thermal.png")
+    for window in ("median3", "median5"):
+        model = Thermal(image_size=32, patch=8, denoise=window)
+        clean, dead = (model.prepare(p)[0].numpy() for p in (flat, tmp_path / "dead.thermal.png"))
+        plain = Thermal(image_size=32, patch=8)
+        plain_error = np.abs(plain.prepare(tmp_path / "dead.thermal.png")[0].numpy() - plain.prepare(flat)[0].numpy())
+        error = np.abs(dead - clean)
+        assert error.mean() < plain_error.mean() / 10 and error.max() < plain_error.max() / 5  # gone, not spread
+        assert clean[mark].mean() - clean[~mark].mean() > 2.0
+    with pytest.raises(ConfigError, match="denoise"):
+        Thermal(denoise="median7")

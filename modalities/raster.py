@@ -224,7 +224,7 @@ class RasterModality(Modality):
 
     def preprocess(self, raw: tuple[np.ndarray, int]) -> torch.Tensor:
         arr, bits = raw
-        signal = np.ascontiguousarray(self.to_signal(arr, bits), dtype=np.float32)
+        signal: np.ndarray = np.ascontiguousarray(self.to_signal(arr, bits), dtype=np.float32)
         if DENOISE[self.options.denoise]:
             signal = cv2.medianBlur(signal, DENOISE[self.options.denoise])
         x = torch.from_numpy(signal)[None]

@@ -173,18 +173,24 @@ def _raster(fn: Callable[[np.ndarray, float, np.random.Generator], np.ndarray]) 
     return run
 
 
+def _noise(a: np.ndarray, v: float, rng: np.random.Generator) -> np.ndarray:
+    return aug.add_sensor_noise(a, rng, v)
+
+
+def _offset(a: np.ndarray, v: float, rng: np.random.Generator) -> np.ndarray:
+    return aug.gain_offset(a, 1.0, v * aug.value_range(a))
+
+
 RASTER_PERTURBATIONS: dict[str, Perturber] = {
     "rotate": Perturber(_raster(lambda a, v, rng: aug.rotate(a, v, valid_aware=True)), "rotation in degrees"),
-    "noise": Perturber(_raster(lambda a, v, rng: aug.add_sensor_noise(a, rng, v)),
-                       "Gaussian noise, share of the value range"),
+    "noise": Perturber(_raster(_noise), "Gaussian noise, share of the value range"),
     "holes": Perturber(_raster(lambda a, v, rng: aug.drop_pixels(a, rng, v)), "share of pixels dropped to 0"),
     "crop": Perturber(_raster(lambda a, v, rng: aug.resized_crop(a, center_box(a.shape, v), valid_aware=True)),
                       "keep this share of the area (centre), resized back"),
     "blur": Perturber(_raster(lambda a, v, rng: aug.defocus(a, v, valid_aware=True)),
                       "Gaussian blur, sigma as a share of the shorter side (holes stay holes)"),
     "gain": Perturber(_raster(lambda a, v, rng: aug.gain_offset(a, v, 0.0)), "multiply values"),
-    "offset": Perturber(_raster(lambda a, v, rng: aug.gain_offset(a, 1.0, v * aug.value_range(a))),
-                        "add this share of the value range"),
+    "offset": Perturber(_raster(_offset), "add this share of the value range"),
 }
 """Named perturbations of a raster (depth, thermal): raw ``(array, bits)`` in, the same out."""
 
@@ -201,10 +207,8 @@ def _holes_kept(fn: Callable[[np.ndarray, float, np.random.Generator], np.ndarra
 
 DEPTH_PERTURBATIONS: dict[str, Perturber] = {
     **RASTER_PERTURBATIONS,
-    "noise": Perturber(_raster(_holes_kept(lambda a, v, rng: aug.add_sensor_noise(a, rng, v))),
-                       "Gaussian noise, share of the value range (holes stay holes)"),
-    "offset": Perturber(_raster(_holes_kept(lambda a, v, rng: aug.gain_offset(a, 1.0, v * aug.value_range(a)))),
-                        "add this share of the value range (holes stay holes)"),
+    "noise": Perturber(_raster(_holes_kept(_noise)), "Gaussian noise, share of the value range (holes stay holes)"),
+    "offset": Perturber(_raster(_holes_kept(_offset)), "add this share of the value range (holes stay holes)"),
 }
 """Depth's named perturbations: the raster ones, with noise and offset leaving holes (0) as holes."""
 

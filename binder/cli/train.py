@@ -80,13 +80,15 @@ def anchor_train_cmd(recipe: str, sets: tuple[str, ...], quiet: bool) -> None:
 @click.option("--perturb", default=None, metavar="SPEC",
               help="Evaluate under named perturbations, e.g. 'snr=10,silence=1.5' (audio), 'rotate=15' (depth); "
                    "an unknown name lists the known ones.")
+@click.option("--group", default=None, metavar="COLUMN",
+              help="Also report every figure per value of this manifest column, e.g. speaker or condition.")
 @DEVICE_OPTION
 @PRECISION_OPTION
-def eval_cmd(manifest, model_dir, root, classes, templates, gallery, by, perturb, device, precision) -> None:
+def eval_cmd(manifest, model_dir, root, classes, templates, gallery, by, perturb, group, device, precision) -> None:
     """Zero-shot classification and cross-modal retrieval of a manifest's items."""
     from binder.train.evaluate import evaluate_manifest
 
     names = tuple(c.strip() for c in classes.split(",") if c.strip())
     model = load_model(model_dir, quiet=True, device=device, precision=precision)
-    result = evaluate_manifest(model, manifest, root, names, templates, gallery, by, perturb=perturb)
+    result = evaluate_manifest(model, manifest, root, names, templates, gallery, by, perturb=perturb, group=group)
     click.echo(json.dumps(result, indent=2))

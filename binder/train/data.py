@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast, overload
 
@@ -35,6 +35,11 @@ class PairRecord:
     image: str | None = None
     label: Any = None
     text: str | None = None
+    # the manifest row's other columns (speaker, condition, ...), for per-group reports; not part of equality
+    columns: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+
+_RECORD_KEYS = frozenset({"modality", "path", "image", "label", "text"})
 
 
 def read_pairs(path: str | os.PathLike, root: str | os.PathLike | None = None) -> list[PairRecord]:
@@ -51,7 +56,8 @@ def read_pairs(path: str | os.PathLike, root: str | os.PathLike | None = None) -
             try:
                 row = json.loads(line)
                 rec = PairRecord(row["modality"], _resolve(base, row["path"]), _resolve(base, row.get("image")),
-                                 row.get("label"), row.get("text"))
+                                 row.get("label"), row.get("text"),
+                                 {k: v for k, v in row.items() if k not in _RECORD_KEYS})
             except (json.JSONDecodeError, KeyError, TypeError) as exc:
                 raise AnybindError(f"{path}:{n}: bad manifest line ({exc})") from None
             records.append(rec)

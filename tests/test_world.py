@@ -449,6 +449,43 @@ def test_engine_rows_record_engine_and_voice_and_espeak_ones_are_unchanged(world
             assert _digest(world.folder / a["path"]) == _digest(plain.folder / b["path"])
 
 
+def test_train_only_variants_add_training_speakers_and_leave_every_other_file_as_it_was(world, tmp_path, capsys):
+    cfg = WorldConfig.small(**{**LIGHT, "include_speech": True, "hard_split": True}, include_depth=False,
+                            include_thermal=False, include_imu=False, speech_train_variants=("Andy", "nosuchvariant"))
+    wide = build_world(tmp_path / "wide", cfg, progress=False)
+    assert "no variant nosuchvariant" in capsys.readouterr().err
+    added = {f"{v}+Andy" for v in cfg.speech_voices}
+    assert added <= set(wide.speakers["train"]) and not any("nosuchvariant" in s for s in wide.speakers["train"])
+    train = _rows(wide, "audio", "train", absolute=False)
+    assert {r["label"] for r in train if r["speaker"] in added} == set(range(10))
+    for split in ("val", "test", HARD):  # the same rows and the same bytes as the world without them
+        theirs = _rows(world, "audio", split, absolute=False)
+        assert _rows(wide, "audio", split, absolute=False) == theirs
+        for row in theirs[:5]:
+            assert _digest(wide.folder / row["path"]) == _digest(world.folder / row["path"])
+    before = _rows(world, "audio", "train", absolute=False)
+    assert train[:len(before)] == before
+    assert len(train) == len(before) + len(added) * 10 * cfg.utterances_per_speaker_digit
+    assert wide.config.config_hash() != world.config.config_hash()
+
+
+@pytest.mark.parametrize("variants, match", [(("m1",), "taken"), (("m4",), "taken"), (("Andy", "Andy"), "twice")])
+def test_train_only_variants_must_be_new_and_unheld(variants, match):
+    with pytest.raises(AnybindError, match=match):
+        WorldConfig.full(speech_train_variants=variants)
+
+
+def test_an_empty_train_only_list_keeps_the_hash_of_worlds_built_before_it():
+    cfg = WorldConfig.full()
+    assert cfg.config_hash() != WorldConfig.full(speech_train_variants=("Andy",)).config_hash()
+    assert "speech_train_variants" in cfg.to_dict()  # still written to world.json, only left out of the hash
+    from recipes.world.config import BUILDER_VERSION
+
+    old = {k: v for k, v in cfg.to_dict().items() if k != "speech_train_variants"}
+    blob = json.dumps({"builder": BUILDER_VERSION, **old}, sort_keys=True)
+    assert cfg.config_hash() == hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def test_a_missing_engine_is_left_out_with_a_message_and_built_once_it_is_there(tmp_path, monkeypatch, capsys):
     from recipes.world import voices
 

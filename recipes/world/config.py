@@ -22,6 +22,7 @@ from binder.errors import ConfigError
 
 # Bump when a stage's output changes for the same config, so old caches are rebuilt.
 BUILDER_VERSION = 2
+_LATER_FIELDS = frozenset({"speech_train_variants"})  # added after builder 2's worlds; see config_hash
 SPLITS = ("train", "val", "test")
 # The held-out robustness split (manifests ``<name>.hard.jsonl``): not in SPLITS, which callers use
 # for the regular train/val/test splits; the builder writes it per stage when ``hard_split`` is on.
@@ -48,6 +49,9 @@ class WorldConfig:
     # speech (espeak-ng)
     speech_voices: tuple[str, ...] = ("en-us", "en-gb", "en-029")
     speech_variants: tuple[str, ...] = ("m1", "m2", "m3", "f1", "f2")
+    # espeak-ng variants heard in training only: each speech voice with each of them is one more training
+    # speaker, so training hears more voices while val, test and hard stay exactly as they are
+    speech_train_variants: tuple[str, ...] = ()
     speech_rates: tuple[int, ...] = (120, 140, 160, 180, 200)
     speech_pitches: tuple[int, ...] = (30, 40, 50, 60, 70)
     utterances_per_speaker_digit: int = 8
@@ -102,6 +106,17 @@ class WorldConfig:
             if self.codebook_k < 2:
                 raise ConfigError(f"codebook_k must be >= 2, got {self.codebook_k}")
             self._check_engine_speakers()
+            self._check_train_variants()
+
+    def _check_train_variants(self) -> None:
+        from recipes.world.speech import HARD_VARIANTS
+
+        shared = sorted(set(self.speech_train_variants) & (set(self.speech_variants) | set(HARD_VARIANTS)))
+        if shared:
+            raise ConfigError(f"speech_train_variants must name variants that no split's speaker and no hard "
+                              f"speaker uses; {shared} are taken")
+        if len(set(self.speech_train_variants)) != len(self.speech_train_variants):
+            raise ConfigError(f"speech_train_variants lists a variant twice: {self.speech_train_variants}")
 
     def _check_engine_speakers(self) -> None:
         from recipes.world.voices import EngineVoice, split_and_speaker
@@ -144,11 +159,18 @@ class WorldConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
     def config_hash(self) -> str:
-        """Stable hash of the config and the builder version (the cache key)."""
-        blob = json.dumps({"builder": BUILDER_VERSION, **self.to_dict()}, sort_keys=True)
+        """Stable hash of the config and the builder version (the cache key). Fields added since, at their
+        empty default, are left out, so a world built before them stays cached."""
+        fields = {k: v for k, v in self.to_dict().items() if not (k in _LATER_FIELDS and v == [])}
+        blob = json.dumps({"builder": BUILDER_VERSION, **fields}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     @property
     def speakers(self) -> tuple[str, ...]:
         """espeak-ng speaker ids ``voice+variant`` in config order (other engines: ``engine_speakers``)."""
         return tuple(f"{v}+{var}" for v in self.speech_voices for var in self.speech_variants)
+
+    @property
+    def train_only_speakers(self) -> tuple[str, ...]:
+        """espeak-ng speakers of ``speech_train_variants``, ``voice+variant``, all in the train split."""
+        return tuple(f"{v}+{var}" for v in self.speech_voices for var in self.speech_train_variants)

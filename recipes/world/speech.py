@@ -144,8 +144,9 @@ def write_speech(folder: Path, cfg: WorldConfig, digits: DigitSet, progress: boo
     """Synthesize every utterance; returns manifest rows (modality "audio") by split and the speakers by split.
 
     espeak-ng's speakers come first, numbered and drawn exactly as without other engines; the
-    ``engine_speakers`` follow, each in its own split. One whose engine or voice is missing here is
-    left out with a message naming the package to install."""
+    ``engine_speakers`` follow, each in its own split, then the train-only speakers
+    (``speech_train_variants``), so adding either leaves every earlier file as it was. An engine, voice
+    or variant missing here is left out with a message naming what to install."""
     speakers = split_speakers(cfg)
     split_of = {spk: split for split, spks in speakers.items() for spk in spks}
     jobs: list[Callable[[], Path]] = []
@@ -170,6 +171,15 @@ def write_speech(folder: Path, cfg: WorldConfig, digits: DigitSet, progress: boo
                        rate=rate if voices.keeps_rate(other) else None, pitch=None)
             jobs.append(functools.partial(voices.synthesize, other, rate, path, DIGIT_WORDS[label]))
             rows[split].append(row)
+            k += 1
+    for speaker in available_train_only_speakers(cfg):
+        voice, variant = speaker.split("+")
+        speakers["train"].append(speaker)
+        for (rate, pitch), label, path, row in _utterances(folder, cfg, digits, "train", "speech-train-only", k,
+                                                           espeak_draw):
+            row.update(speaker=speaker, engine=ESPEAK, voice=speaker, rate=rate, pitch=pitch)
+            jobs.append(functools.partial(speak, voice, variant, rate, pitch, path, DIGIT_WORDS[label]))
+            rows["train"].append(row)
             k += 1
     (folder / "audio").mkdir(parents=True, exist_ok=True)
     with progress_bar(len(jobs), "speech (espeak-ng and other engines)", progress) as bar, \
@@ -206,6 +216,16 @@ def engine_speakers(cfg: WorldConfig) -> list[tuple[str, voices.EngineVoice]]:
 def available_engine_speakers(cfg: WorldConfig) -> list[tuple[str, voices.EngineVoice]]:
     """The ``engine_speakers`` that can be synthesized here; each missing one is reported on stderr."""
     return [(split, speaker) for split, speaker in engine_speakers(cfg) if _here(speaker)]
+
+
+def available_train_only_speakers(cfg: WorldConfig) -> list[str]:
+    """The config's train-only espeak-ng speakers whose variant is installed; each missing one is reported."""
+    have = espeak_variants() if cfg.speech_train_variants else frozenset()
+    missing = sorted({v for v in cfg.speech_train_variants if v not in have})
+    if missing:
+        print(f"world: espeak-ng has no variant {', '.join(missing)}; its train-only speakers are left out "
+              "(apt-get install espeak-ng-data, or `make apt`)", file=sys.stderr)
+    return [s for s in cfg.train_only_speakers if s.split("+")[1] in have]
 
 
 def _here(speaker: voices.EngineVoice) -> bool:

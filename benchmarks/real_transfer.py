@@ -59,13 +59,24 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "channel+pitch": ({**CHANNEL, "p_pitch": 0.5}, {}),
     "channel+pitch4": ({**CHANNEL, "p_pitch": 0.5, "pitch_semitones": [-4.0, 4.0]}, {}),
     "channel+speed wide": ({**CHANNEL, "speed": [0.8, 1.25]}, {}),
+    # The shared trunk adapted, where the recipe keeps it frozen (Meta-Transformer's default).
+    "channel+lora4": (CHANNEL, {}),
+    "channel+lora16": (CHANNEL, {}),
+    "channel+last block": (CHANNEL, {}),
+}
+# name: recipe keys over the recipe's, for variants that change more than the modality
+RECIPE_OVERRIDES: dict[str, dict[str, Any]] = {
+    "channel+lora4": {"trunk.lora_rank": 4},
+    "channel+lora16": {"trunk.lora_rank": 16},
+    "channel+last block": {"trunk.trainable_blocks": 1},
 }
 
 
 def variant_recipe(args: argparse.Namespace, name: str) -> Recipe:
     """The modality's recipe on the world and anchor given, with variant ``name``'s options."""
     augment, options = VARIANTS[name]
-    rec = recipe_for(args.modality, args.world, args.anchor, args.out / name, "image", args.steps)
+    rec = recipe_for(args.modality, args.world, args.anchor, args.out / name, "image", args.steps,
+                     RECIPE_OVERRIDES.get(name))
     specs = tuple(dataclasses.replace(s, augment={**(s.augment if isinstance(s.augment, dict) else {}), **augment})
                   for s in rec.modalities)
     mods = tuple(dataclasses.replace(m, options={**m.options, **options}) if m.name == args.modality else m
@@ -84,6 +95,8 @@ def measure(args: argparse.Namespace, name: str) -> dict[str, Any]:
     model = BindingModel.load(folder)
     spec, ev = rec.modalities[0], rec.eval
     row: dict[str, Any] = {"augment": VARIANTS[name][0], "options": VARIANTS[name][1], "minutes": round(minutes, 2)}
+    if name in RECIPE_OVERRIDES:
+        row["recipe"] = RECIPE_OVERRIDES[name]
     for split in ("val", "test", "hard"):
         manifest = Path(rec.train.root or ".") / getattr(spec, split)
         row[split] = evaluate_manifest(model, str(manifest), rec.train.root, ev.classes, ev.templates)["zero_shot_top1"]

@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from emergence import add_world_arguments, ensure_anchor, recipe_for  # noqa: E402
 
-from binder.config import HeadConfig  # noqa: E402
+from binder.config import HeadConfig, TrunkConfig  # noqa: E402
 from binder.train.perturb import parse_perturbation  # noqa: E402
 from binder.train.recipe import Recipe, build_section, check_options  # noqa: E402
 from binder.train.trainer import VAL_CURVE, Trainer  # noqa: E402
@@ -76,7 +76,7 @@ def pick_steps(curve: list[dict[str, Any]], tolerance: float = FLAT) -> int | No
     return next(int(r["step"]) for r in curve if row_top1(r) >= best - tolerance)
 
 
-VARIANT_KEYS = ("augment", "options", "head", "init", "train")
+VARIANT_KEYS = ("augment", "options", "head", "init", "train", "trunk")
 
 
 def summarize(curve: list[dict[str, Any]], augment: Any, minutes: float,
@@ -134,7 +134,8 @@ def parse_candidate(text: str) -> tuple[str, bool | dict[str, Any]]:
 
 def with_variant(recipe: Recipe, variant: dict[str, Any]) -> Recipe:
     """``recipe`` with a variant's ``options``, ``head`` and ``init`` merged into every [[modality]] (the
-    model's config rebuilt to match, so the change reaches the model) and its ``train`` into [train]."""
+    model's config rebuilt to match, so the change reaches the model), its ``train`` into [train] and its
+    ``trunk`` into the shared trunk's config (``{"lora_rank": 4}``)."""
     options, head, init = variant.get("options", {}), variant.get("head", {}), variant.get("init", {})
     specs = tuple(dataclasses.replace(s, options={**s.options, **options}, head={**s.head, **head},
                                       init={**s.init, **init} if s.init or init else s.init)
@@ -146,8 +147,9 @@ def with_variant(recipe: Recipe, variant: dict[str, Any]) -> Recipe:
                                      head=build_section(HeadConfig, {**dataclasses.asdict(m.head), **head}, "head"))
                  if m.name in changed else m for m in recipe.bind.modalities)
     train = dataclasses.replace(recipe.train, **variant.get("train", {}))
-    return dataclasses.replace(recipe, modalities=specs, bind=dataclasses.replace(recipe.bind, modalities=mods),
-                               train=train)
+    trunk = build_section(TrunkConfig, {**dataclasses.asdict(recipe.bind.trunk), **variant.get("trunk", {})}, "trunk")
+    return dataclasses.replace(recipe, modalities=specs, train=train,
+                               bind=dataclasses.replace(recipe.bind, modalities=mods, trunk=trunk))
 
 
 def with_augment(recipe: Recipe, augment: bool | dict[str, Any], steps: int, eval_every: int) -> Recipe:

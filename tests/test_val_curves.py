@@ -108,6 +108,14 @@ def test_a_variant_reaches_the_models_config_not_only_the_recipe_entry():
     assert mcfg.head.stream_dropout == 0.5 and changed.modalities[0].head["stream_dropout"] == 0.5
     assert changed.train.lr == 0.002 and changed.train.steps == recipe.train.steps
     assert changed.bind.modality("image") == recipe.bind.modality("image")
+    assert changed.bind.trunk == recipe.bind.trunk  # no trunk key: the recipe's trunk
+    _, adapted = parse_candidate('lora={"augment": true, "trunk": {"lora_rank": 4}}')
+    assert isinstance(adapted, dict)
+    trunk = with_variant(recipe, adapted).bind.trunk
+    assert trunk.lora_rank == 4 and trunk.kind == recipe.bind.trunk.kind
+    assert trunk.lora_alpha == recipe.bind.trunk.lora_alpha
+    with pytest.raises(AnybindError, match="lora_rank"):
+        with_variant(recipe, {"augment": True, "trunk": {"lora_rank": -1}})
     for bad in ('x={"augment": true, "optimizer": {}}', 'x={"augment": true, "options": 3}'):
         with pytest.raises(ValueError, match="variant"):
             parse_candidate(bad)

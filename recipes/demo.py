@@ -2,7 +2,8 @@
 
 1. build the offline world from real digits, speech and sensor data (cached after the first run),
 2. train the tiny CLIP-format digits anchor (cached),
-3. bind spoken digits and depth maps to it with (modality, image) pairs only (cached),
+3. bind spoken digits and depth maps to it with (modality, image) pairs only (cached until
+   ``recipes/demo.toml`` changes),
 4. build a persistent index (``anybind index build``) of a mixed folder of unseen test files
    (speech clips, depth maps, images, captions); a re-run only embeds what is new or changed,
 5. answer cross-modal searches, including query expressions (``anybind search``), that no training
@@ -13,6 +14,7 @@ Delete ``out/`` to run everything from scratch.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import sys
@@ -25,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 from binder.index.build import BuildOptions, build_index  # noqa: E402
 from binder.index.query import embed_query  # noqa: E402
 from binder.index.search import EmbeddingIndex  # noqa: E402
+from binder.io import atomic_write_text  # noqa: E402
 from binder.model import BindingModel  # noqa: E402
 from binder.train.anchor_train import load_anchor_recipe, train_anchor  # noqa: E402
 from binder.train.data import read_pairs  # noqa: E402
@@ -34,6 +37,8 @@ from recipes.world.build import build_world  # noqa: E402
 from recipes.world.config import WorldConfig  # noqa: E402
 
 OUT = ROOT / "out"
+RECIPE = ROOT / "recipes" / "demo.toml"
+RECIPE_STAMP = "recipe.sha256"  # beside the binding: the recipe it was trained from, so an edit retrains it
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 
@@ -52,12 +57,25 @@ def prepare_model() -> tuple[BindingModel, Path, dict]:
     else:
         print("anchor cached in out/anchor")
     stage("binding: audio and depth, each trained with (modality, image) pairs only")
-    recipe = load_recipe(ROOT / "recipes" / "demo.toml")
+    recipe = load_recipe(RECIPE)
     model_dir = Path(recipe.train.out) / "model"
-    if not (model_dir / "config.json").is_file():
+    stamp = Path(recipe.train.out) / RECIPE_STAMP
+    if not (model_dir / "config.json").is_file() or not _trained_from(stamp, RECIPE):
+        if (model_dir / "config.json").is_file():
+            print(f"{RECIPE.name} changed since {model_dir} was trained: training it again")
         Trainer(recipe).run()
+        atomic_write_text(stamp, _fingerprint(RECIPE) + "\n")
     metrics = json.loads((Path(recipe.train.out) / "metrics.json").read_text())
     return BindingModel.load(model_dir), model_dir, metrics
+
+
+def _fingerprint(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _trained_from(stamp: Path, recipe: Path) -> bool:
+    """Whether the cached binding was trained from ``recipe`` as it reads now (its SHA-256 beside it)."""
+    return stamp.is_file() and stamp.read_text().strip() == _fingerprint(recipe)
 
 
 def mixed_folder() -> tuple[Path, dict[str, int]]:

@@ -54,7 +54,8 @@ def measure(name: str, out: Path, reuse: Path | None, dev: Path) -> dict[str, An
         Trainer(rec, progress=False).run()
     model = BindingModel.load(folder)
     ev = rec.eval
-    row: dict[str, Any] = {"recipe": VARIANTS[name], "model": str(folder),
+    shown = folder.resolve().relative_to(ROOT) if folder.resolve().is_relative_to(ROOT) else folder
+    row: dict[str, Any] = {"recipe": VARIANTS[name], "model": str(shown),
                            "minutes": round((time.perf_counter() - t0) / 60, 2)}
     for spec in rec.modalities:
         for split in ("val", "test", "hard"):

@@ -155,14 +155,18 @@ def write_speech(folder: Path, cfg: WorldConfig, digits: DigitSet, progress: boo
     def espeak_draw(rng: np.random.Generator) -> tuple[int, int]:
         return int(rng.choice(cfg.speech_rates)), int(rng.choice(cfg.speech_pitches))
 
-    for speaker in cfg.speakers:
+    def espeak_speaker(speaker: str, split: str, stream: str, k: int) -> int:
+        """Queue one espeak-ng speaker's utterances from number ``k`` on; the next free number."""
         voice, variant = speaker.split("+")
-        for (rate, pitch), label, path, row in _utterances(folder, cfg, digits, split_of[speaker], "speech", k,
-                                                           espeak_draw):
+        for (rate, pitch), label, path, row in _utterances(folder, cfg, digits, split, stream, k, espeak_draw):
             row.update(speaker=speaker, engine=ESPEAK, voice=speaker, rate=rate, pitch=pitch)
             jobs.append(functools.partial(speak, voice, variant, rate, pitch, path, DIGIT_WORDS[label]))
-            rows[row["split"]].append(row)
+            rows[split].append(row)
             k += 1
+        return k
+
+    for speaker in cfg.speakers:
+        k = espeak_speaker(speaker, split_of[speaker], "speech", k)
     for split, other in available_engine_speakers(cfg):
         speakers[split].append(other.name)
         for rate, label, path, row in _utterances(folder, cfg, digits, split, "speech-engine", k,
@@ -173,14 +177,8 @@ def write_speech(folder: Path, cfg: WorldConfig, digits: DigitSet, progress: boo
             rows[split].append(row)
             k += 1
     for speaker in available_train_only_speakers(cfg):
-        voice, variant = speaker.split("+")
         speakers["train"].append(speaker)
-        for (rate, pitch), label, path, row in _utterances(folder, cfg, digits, "train", "speech-train-only", k,
-                                                           espeak_draw):
-            row.update(speaker=speaker, engine=ESPEAK, voice=speaker, rate=rate, pitch=pitch)
-            jobs.append(functools.partial(speak, voice, variant, rate, pitch, path, DIGIT_WORDS[label]))
-            rows["train"].append(row)
-            k += 1
+        k = espeak_speaker(speaker, "train", "speech-train-only", k)
     (folder / "audio").mkdir(parents=True, exist_ok=True)
     with progress_bar(len(jobs), "speech (espeak-ng and other engines)", progress) as bar, \
             ThreadPoolExecutor(max_workers=max(1, workers)) as executor:

@@ -39,7 +39,7 @@ class PairRecord:
     columns: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
 
-_RECORD_KEYS = frozenset({"modality", "path", "image", "label", "text"})
+RECORD_KEYS = ("modality", "path", "image", "label", "text")  # a manifest row's own keys; the rest are columns
 
 
 def read_pairs(path: str | os.PathLike, root: str | os.PathLike | None = None) -> list[PairRecord]:
@@ -57,7 +57,7 @@ def read_pairs(path: str | os.PathLike, root: str | os.PathLike | None = None) -
                 row = json.loads(line)
                 rec = PairRecord(row["modality"], _resolve(base, row["path"]), _resolve(base, row.get("image")),
                                  row.get("label"), row.get("text"),
-                                 {k: v for k, v in row.items() if k not in _RECORD_KEYS})
+                                 {k: v for k, v in row.items() if k not in RECORD_KEYS})
             except (json.JSONDecodeError, KeyError, TypeError) as exc:
                 raise AnybindError(f"{path}:{n}: bad manifest line ({exc})") from None
             records.append(rec)

@@ -135,7 +135,9 @@ def evaluate_manifest(model: BindingModel, manifest: str, root: str | None = Non
 
 def group_values(records: Sequence[PairRecord], group: str, manifest: str) -> list[Any]:
     """Each record's value of the manifest column ``group``; a column no record has is a typo, an error."""
-    if group in ("modality", "path", "image", "label", "text"):
+    from binder.train.data import RECORD_KEYS
+
+    if group in RECORD_KEYS:
         return [getattr(r, group) for r in records]
     if not any(group in r.columns for r in records):
         known = sorted({k for r in records for k in r.columns} | {"label", "image", "text"})

@@ -23,11 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from real_speech import DEV_SET, score, spoken_digits  # noqa: E402
+from real_speech import DEV_SET, measure_binding  # noqa: E402
 
 from binder.io import atomic_write_text  # noqa: E402
 from binder.model import BindingModel  # noqa: E402
-from binder.train.evaluate import evaluate_manifest  # noqa: E402
 from binder.train.recipe import Recipe, load_recipe  # noqa: E402
 from binder.train.trainer import Trainer  # noqa: E402
 
@@ -53,18 +52,13 @@ def measure(name: str, out: Path, reuse: Path | None, dev: Path) -> dict[str, An
     if reuse is None:
         Trainer(rec, progress=False).run()
     model = BindingModel.load(folder)
-    ev = rec.eval
     shown = folder.resolve().relative_to(ROOT) if folder.resolve().is_relative_to(ROOT) else folder
     row: dict[str, Any] = {"recipe": VARIANTS[name], "model": str(shown),
                            "minutes": round((time.perf_counter() - t0) / 60, 2)}
-    for spec in rec.modalities:
-        for split in ("val", "test", "hard"):
-            manifest = Path(rec.train.root or ".") / f"manifests/{spec.name}.{split}.jsonl"
-            row[f"{spec.name}_{split}"] = evaluate_manifest(model, str(manifest), rec.train.root, ev.classes,
-                                                            ev.templates)["zero_shot_top1"]
-    real = score(model, spoken_digits(dev, "audio"), ev.names or ev.classes, ev.templates, progress=False)
-    row.update(dev=real["top1_all"], dev_refused=real["refused"],
-               dev_speakers={s: r["top1"] for s, r in real["speakers"].items()})
+    figures = measure_binding(model, rec, dev, "audio")
+    for modality, by_split in figures.pop("splits").items():
+        row.update({f"{modality}_{split}": top1 for split, top1 in by_split.items()})
+    row.update(figures)
     print(f"  {name:<8} audio val {row['audio_val']:.3f}  depth val {row['depth_val']:.3f}  dev {row['dev']:.3f}  "
           f"(audio test {row['audio_test']:.3f} hard {row['audio_hard']:.3f}, depth test {row['depth_test']:.3f} "
           f"hard {row['depth_hard']:.3f})", flush=True)

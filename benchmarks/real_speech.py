@@ -31,7 +31,8 @@ from binder.errors import AnybindError  # noqa: E402
 from binder.io import atomic_write_text  # noqa: E402
 from binder.model import BindingModel  # noqa: E402
 from binder.train.data import PairRecord  # noqa: E402
-from binder.train.recipe import load_recipe  # noqa: E402
+from binder.train.evaluate import evaluate_manifest  # noqa: E402
+from binder.train.recipe import Recipe, load_recipe  # noqa: E402
 from recipes.bench.run import embed_records  # noqa: E402
 
 NAME = re.compile(r"^(?P<digit>[0-9])_(?P<speaker>[^_]+)_(?P<take>[0-9]+)\.wav$")
@@ -73,6 +74,23 @@ def score(model: BindingModel, records: list[PairRecord], classes: tuple[str, ..
     return {"items": len(records), "refused": len(failed), "top1": n_hit / max(1, n_kept),
             "top1_all": n_hit / len(records), "speakers": per,
             "refusals": [{"path": f.path, "reason": f.reason} for f in embedded.failures]}
+
+
+SPLITS = ("val", "test", "hard")
+
+
+def measure_binding(model: BindingModel, recipe: Recipe, dev: Path, modality: str = "audio") -> dict[str, Any]:
+    """What a trained variant is judged by: zero-shot top-1 of each of ``recipe``'s modalities on its val,
+    test and hard manifests (``splits[modality][split]``; val chooses, test and hard are reported), and
+    ``modality`` on the real speech in ``dev`` (``dev``, ``dev_refused``, ``dev_speakers``)."""
+    ev, root = recipe.eval, recipe.train.root
+    splits = {spec.name: {split: evaluate_manifest(model, str(Path(root or ".") / getattr(spec, split)), root,
+                                                   ev.classes, ev.templates)["zero_shot_top1"]
+                          for split in SPLITS if getattr(spec, split)}
+              for spec in recipe.modalities}
+    real = score(model, spoken_digits(dev, modality), ev.names or ev.classes, ev.templates, progress=False)
+    return {"splits": splits, "dev": real["top1_all"], "dev_refused": real["refused"],
+            "dev_speakers": {s: r["top1"] for s, r in real["speakers"].items()}}
 
 
 def merge_result(path: Path, name: str, result: dict[str, Any]) -> None:

@@ -26,11 +26,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from emergence import add_world_arguments, recipe_for  # noqa: E402
-from real_speech import DEV_SET, score, spoken_digits  # noqa: E402
+from real_speech import DEV_SET, measure_binding  # noqa: E402
 
 from binder.io import atomic_write_text  # noqa: E402
 from binder.model import BindingModel  # noqa: E402
-from binder.train.evaluate import evaluate_manifest  # noqa: E402
 from binder.train.recipe import Recipe  # noqa: E402
 from binder.train.trainer import Trainer  # noqa: E402
 
@@ -93,16 +92,11 @@ def measure(args: argparse.Namespace, name: str) -> dict[str, Any]:
         Trainer(rec, progress=False).run()
     minutes = (time.perf_counter() - t0) / 60
     model = BindingModel.load(folder)
-    spec, ev = rec.modalities[0], rec.eval
     row: dict[str, Any] = {"augment": VARIANTS[name][0], "options": VARIANTS[name][1], "minutes": round(minutes, 2)}
     if name in RECIPE_OVERRIDES:
         row["recipe"] = RECIPE_OVERRIDES[name]
-    for split in ("val", "test", "hard"):
-        manifest = Path(rec.train.root or ".") / getattr(spec, split)
-        row[split] = evaluate_manifest(model, str(manifest), rec.train.root, ev.classes, ev.templates)["zero_shot_top1"]
-    dev = score(model, spoken_digits(args.dev, args.modality), ev.names or ev.classes, ev.templates, progress=False)
-    row.update(dev=dev["top1_all"], dev_refused=dev["refused"],
-               dev_speakers={s: r["top1"] for s, r in dev["speakers"].items()})
+    figures = measure_binding(model, rec, args.dev, args.modality)
+    row.update(figures.pop("splits")[rec.modalities[0].name], **figures)
     print(f"  {name:<14} val {row['val']:.3f}  dev {row['dev']:.3f} (refused {row['dev_refused']})  "
           f"test {row['test']:.3f}  hard {row['hard']:.3f}  ({minutes:.1f} min)", flush=True)
     return row

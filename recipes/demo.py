@@ -60,8 +60,9 @@ def prepare_model() -> tuple[BindingModel, Path, dict]:
     recipe = load_recipe(RECIPE)
     model_dir = Path(recipe.train.out) / "model"
     stamp = Path(recipe.train.out) / RECIPE_STAMP
-    if not (model_dir / "config.json").is_file() or not _trained_from(stamp, RECIPE):
-        if (model_dir / "config.json").is_file():
+    trained = (model_dir / "config.json").is_file()
+    if not trained or not _trained_from(stamp, RECIPE):
+        if trained:
             print(f"{RECIPE.name} changed since {model_dir} was trained: training it again")
         Trainer(recipe).run()
         atomic_write_text(stamp, _fingerprint(RECIPE) + "\n")

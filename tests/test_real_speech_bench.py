@@ -14,7 +14,7 @@ from binder.errors import AnybindError
 from binder.model import BindingModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from real_speech import merge_result, score, spoken_digits  # noqa: E402
+from real_speech import measure_binding, merge_result, score, spoken_digits  # noqa: E402
 
 CLASSES = tuple("zero one two three four five six seven eight nine".split())
 
@@ -53,3 +53,26 @@ def test_scores_per_speaker_and_counts_refusals_as_lost(folder, tmp_path):
     merge_result(results, "a", {"x": 1})
     merge_result(results, "b", {"x": 2})
     assert json.loads(results.read_text()) == {"a": {"x": 1}, "b": {"x": 2}}
+
+
+def test_a_binding_is_measured_on_each_split_it_has_and_on_real_speech(folder, tmp_path):
+    from binder.train.evaluate import evaluate_manifest
+    from binder.train.recipe import load_recipe
+
+    rows = [{"modality": "audio", "path": str(f), "label": int(f.name[0])} for f in sorted(folder.glob("[0-9]_*.wav"))]
+    for split, chosen in (("val", rows[:4]), ("test", rows[4:])):
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in chosen))
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'[train]\nroot = "{tmp_path}"\n[[modality]]\nname = "audio"\ntrain = "val.jsonl"\n'
+                      'val = "val.jsonl"\ntest = "test.jsonl"\n'
+                      '[eval]\nclasses = ["zero", "one", "two", "three", "four", "five"]\ntemplates = ["{}"]\n')
+    rec = load_recipe(recipe)
+    model = BindingModel(BindConfig(modalities=(ModalityConfig("audio", options=SMALL_OPTIONS["audio"]),)))
+    figures = measure_binding(model, rec, folder, "audio")
+    assert set(figures["splits"]) == {"audio"} and set(figures["splits"]["audio"]) == {"val", "test"}  # no hard
+    direct = score(model, spoken_digits(folder, "audio"), rec.eval.classes, rec.eval.templates, progress=False)
+    assert figures["dev"] == direct["top1_all"] and figures["dev_refused"] == 1
+    assert figures["dev_speakers"] == {s: r["top1"] for s, r in direct["speakers"].items()}
+    for split in ("val", "test"):  # the recipe names its manifests relative to its root
+        alone = evaluate_manifest(model, str(tmp_path / f"{split}.jsonl"), None, rec.eval.classes, rec.eval.templates)
+        assert figures["splits"]["audio"][split] == alone["zero_shot_top1"]

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from samplegen import MAKERS
 
-from binder.config import BindConfig, ModalityConfig
+from binder.config import BindConfig, ModalityConfig, TrunkConfig
 from binder.errors import ConfigError, ModalityError
 from binder.heads import FusionHead
 from binder.model import BindingModel
@@ -200,6 +200,55 @@ def test_warm_start_refuses_another_anchor_another_shape_and_a_missing_stream(vi
             WarmStart(str(folder), "video", "rgb", lr_scale=bad)
 
 
+def lora_model(name: str, rank: int, alpha: float = 8.0) -> BindingModel:
+    mods = (ModalityConfig(name, dict(SMALL)),)
+    return BindingModel(BindConfig(modalities=mods, trunk=TrunkConfig(lora_rank=rank, lora_alpha=alpha))).eval()
+
+
+@pytest.fixture(scope="module")
+def lora_video_binding(tmp_path_factory):
+    """A video binding whose trunk adapted (LoRA B no longer zero), saved to a folder."""
+    m = lora_model("video", rank=2)
+    for n, p in m.named_parameters():
+        if n.startswith(("tokenizers.video.", "trunk.")) and p.requires_grad:
+            p.data.add_(torch.randn_like(p) * 0.1)
+    folder = tmp_path_factory.mktemp("lora_video") / "model"
+    m.save(folder)
+    return m, folder
+
+
+def test_a_video_binding_with_an_adapted_trunk_brings_its_trunk_into_the_rgb_stream(lora_video_binding):
+    video, folder = lora_video_binding
+    x = torch.randn(2, 6, 4, 32, 32)
+    ts = lora_model("two_stream", rank=2)
+    info = warm_start(ts, "two_stream", WarmStart(str(folder), "video", "rgb", lr_scale=0.0))
+    assert "trunk." in info["parts"]
+    with torch.no_grad():
+        z_video = video.encode("video", x[:, :3])
+        with ts.single_stream("two_stream", "rgb"):
+            z_rgb = ts.encode("two_stream", x)
+    assert torch.allclose(z_rgb, z_video, atol=1e-5)  # without the trunk the stream would read otherwise
+    assert not any(p.requires_grad for n, p in ts.named_parameters() if n.startswith("trunk."))  # lr_scale 0
+
+    fresh = lora_model("two_stream", rank=2)
+    warm_start(fresh, "two_stream", WarmStart(str(folder), "video", "rgb", lr_scale=0.5))
+    assert any(p.requires_grad for n, p in fresh.named_parameters() if n.startswith("trunk."))
+
+
+def test_an_adapted_trunk_must_be_configured_alike_and_a_frozen_one_fits_any(lora_video_binding, video_binding):
+    _, folder = lora_video_binding
+    for other, wanted in ((model("two_stream"), "lora_rank = 2"), (lora_model("two_stream", 4), "lora_rank = 2"),
+                          (lora_model("two_stream", 2, alpha=16.0), "lora_alpha = 8.0")):
+        with pytest.raises(ConfigError, match=f"adapted trunk.*{wanted}"):
+            warm_start(other, "two_stream", WarmStart(str(folder), "video", "rgb"))
+    video, frozen_folder, x = video_binding  # the frozen trunk saved none: a LoRA model starts from it unchanged
+    ts = lora_model("two_stream", rank=2)
+    info = warm_start(ts, "two_stream", WarmStart(str(frozen_folder), "video", "rgb"))
+    assert "trunk." not in info["parts"]
+    with torch.no_grad(), ts.single_stream("two_stream", "rgb"):
+        assert torch.allclose(ts.encode("two_stream", x), video.encode("video", x[:, :3]), atol=1e-5)
+
+
 def test_recipe_init_resolves_against_the_recipe_and_refuses_unknown_keys(tmp_path):
     body = ('[train]\nsteps = 1\n[[modality]]\nname = "two_stream"\ntrain = "t.jsonl"\n'
             'init = {{ model = "../bind/video/model", modality = "video", stream = "rgb"{extra} }}\n')
@@ -302,6 +351,8 @@ def test_recipe_warm_start_reaches_the_metrics_file_format():
     assert spec.init["modality"] == "video" and spec.init["stream"] == "rgb"
     assert spec.init["model"].endswith("bind/video/model")
     json.dumps(spec.init)
+    # the warm start copies the video binding's adapted trunk, which needs the same trunk settings
+    assert load_recipe("recipes/bind/two_stream.toml").bind.trunk == load_recipe("recipes/bind/video.toml").bind.trunk
 
 
 def _small_recipe(name: str, world, out, cache, init: dict | None = None):

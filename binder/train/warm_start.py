@@ -13,6 +13,12 @@ its backward pass) can only change the other streams and the gate.
 Both bindings must share the anchor: the embeddings live in its space. The anchor tensors in the
 source folder are compared with the model's own, and any difference is a ConfigError, as is a
 tokenizer or head whose shapes do not match (other options, another width).
+
+A source binding that adapted the shared trunk (``[trunk] lora_rank`` or ``trainable_blocks``) saved
+its trunk, and the copied tokenizer and head are only what they were through that trunk: the trunk
+is copied too (and trained at ``lr_scale``, frozen at 0), and the model's trunk must be configured
+as the source's was, else a ConfigError says so. A source with the frozen trunk copies none; a model
+with LoRA of its own then starts from it unchanged (LoRA starts as the identity).
 """
 from __future__ import annotations
 
@@ -24,14 +30,16 @@ from typing import TYPE_CHECKING, Any
 import torch
 from safetensors import SafetensorError, safe_open
 
+from binder.checkpoint import read_config
 from binder.config import check_fields
-from binder.errors import ConfigError
+from binder.errors import CheckpointError, ConfigError
 from binder.heads import FusionHead
 
 if TYPE_CHECKING:
     from binder.model import BindingModel
 
 WEIGHTS = "model.safetensors"
+TRUNK = "trunk."  # the shared trunk's tensors: saved only when a binding adapted it (LoRA, trainable blocks)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +89,8 @@ def warm_start(model: BindingModel, name: str, init: WarmStart) -> dict[str, Any
                           f"(streams: {', '.join(getattr(head, 'streams', ())) or 'none'})")
     into = {f"tokenizers.{source}.": f"tokenizers.{name}." + (f"streams.{stream}." if stream else ""),
             f"heads.{source}.": f"heads.{name}." + (f"heads.{stream}." if stream else "")}
+    if _check_trunk(model, name, tensors, init.model, source):
+        into[TRUNK] = TRUNK
     mapped = {dest + key[len(src):]: value for key, value in tensors.items()
               for src, dest in into.items() if key.startswith(src)}
     _check_shapes(model, mapped, into.values(), init.model, source)
@@ -105,7 +115,8 @@ def _read(folder: Path, source: str) -> dict[str, torch.Tensor]:
     path = folder / WEIGHTS
     try:
         with safe_open(os.fspath(path), framework="pt") as fh:
-            keys = [k for k in fh.keys() if k.startswith((f"tokenizers.{source}.", f"heads.{source}.", "anchor."))]
+            wanted = (f"tokenizers.{source}.", f"heads.{source}.", "anchor.", TRUNK, f"trunks.{source}.")
+            keys = [k for k in fh.keys() if k.startswith(wanted)]
             tensors = {k: fh.get_tensor(k) for k in keys}
     except (OSError, SafetensorError) as exc:
         raise ConfigError(f"init.model {folder}: cannot read {WEIGHTS} ({exc})") from None
@@ -122,6 +133,30 @@ def _check_anchor(model: BindingModel, tensors: dict[str, torch.Tensor], folder:
     if not anchor or differ:
         raise ConfigError(f"init.model {folder}: was bound to another anchor ({len(differ)} of {len(anchor)} anchor "
                           f"tensors differ); warm starts need the same anchor")
+
+
+def _check_trunk(model: BindingModel, name: str, tensors: dict[str, torch.Tensor], folder: str, source: str) -> bool:
+    """Whether the source adapted the shared trunk (so it is copied with the stream); a ConfigError
+    when the model's trunk is not built as the source's was, or the source ran its own encoder."""
+    if any(k.startswith(f"trunks.{source}.") for k in tensors):
+        raise ConfigError(f"init.model {folder}: its {source} binding has an encoder of its own ([[modality]] "
+                          "trunk); a warm start copies from a binding on the shared trunk")
+    if not any(k.startswith(TRUNK) for k in tensors):
+        return False
+    if model.trunk_for(name) is not model.trunk:
+        raise ConfigError(f"init.model {folder}: {source} adapted the shared trunk, but {name} has a trunk of its own")
+    try:
+        bind = read_config(folder).get("bind")
+    except CheckpointError as exc:
+        raise ConfigError(f"init.model {folder}: {exc}") from None
+    saved = bind.get("trunk") if isinstance(bind, dict) else None
+    own = dataclasses.asdict(model.config.trunk)
+    differ = {k: v for k, v in saved.items() if own.get(k) != v} if isinstance(saved, dict) else {}
+    if differ or not isinstance(saved, dict):
+        wanted = ", ".join(f"{k} = {v!r}" for k, v in sorted(differ.items())) or "as its config.json had it"
+        raise ConfigError(f"init.model {folder}: {source} was trained through an adapted trunk (LoRA or trainable "
+                          f"blocks), and the copy only means what it did through that trunk: set [trunk] {wanted}")
+    return True
 
 
 def _check_shapes(model: BindingModel, mapped: dict[str, torch.Tensor], prefixes: Any, folder: str,

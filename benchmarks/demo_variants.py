@@ -11,6 +11,7 @@ the anchor (``make demo`` makes both). Results: ``benchmarks/results/demo_varian
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -43,6 +44,13 @@ def variant_recipe(name: str, out: Path) -> Recipe:
     return load_recipe(RECIPE, {**VARIANTS[name], "train.out": str(out / name)})
 
 
+def with_val(recipe: Recipe) -> Recipe:
+    """``recipe`` with each modality's val manifest named: the demo trains without one, and val is what
+    chooses between its variants."""
+    specs = tuple(dataclasses.replace(s, val=s.val or f"manifests/{s.name}.val.jsonl") for s in recipe.modalities)
+    return dataclasses.replace(recipe, modalities=specs)
+
+
 def measure(name: str, out: Path, reuse: Path | None, dev: Path) -> dict[str, Any]:
     """Train variant ``name`` (or take ``reuse``) and measure each modality on val, test and hard, and
     audio on the real development set."""
@@ -55,7 +63,7 @@ def measure(name: str, out: Path, reuse: Path | None, dev: Path) -> dict[str, An
     shown = folder.resolve().relative_to(ROOT) if folder.resolve().is_relative_to(ROOT) else folder
     row: dict[str, Any] = {"recipe": VARIANTS[name], "model": str(shown),
                            "minutes": round((time.perf_counter() - t0) / 60, 2)}
-    figures = measure_binding(model, rec, dev, "audio")
+    figures = measure_binding(model, with_val(rec), dev, "audio")
     for modality, by_split in figures.pop("splits").items():
         row.update({f"{modality}_{split}": top1 for split, top1 in by_split.items()})
     row.update(figures)

@@ -198,3 +198,19 @@ def test_readme_tour_runs_as_printed(demo, capfd):
         check_output_kind(command, shown, out)
         if command.startswith("anybind index info"):
             assert json.loads(out)["rows"] == files
+
+
+def test_the_emergence_tables_are_the_results_file():
+    """README's emergence table and docs/guides/world.md's are what benchmarks/results/emergence.json
+    holds, so a re-run whose figures were not carried into the docs fails here."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from emergence import table
+
+    rows = list(json.loads((ROOT / "benchmarks" / "results" / "emergence.json").read_text())["rows"].values())
+    assert table(rows).strip() in (DOCS / "guides" / "world.md").read_text()
+    readme = README.read_text()
+    for r in rows:
+        share = r["emergent_top1"] / r["text_bound_top1"]
+        line = (f"| {r['modality']} | **{r['emergent_top1']:.3f}** | {r['emergent_hard_top1']:.3f} | "
+                f"{r['text_bound_top1']:.3f} | {share:.2f} | {r['steps']} |")
+        assert line in readme, f"README's emergence row for {r['modality']} is not {line}"

@@ -30,6 +30,7 @@ from binder.io import atomic_write_text  # noqa: E402
 from binder.model import BindingModel  # noqa: E402
 from binder.train.recipe import Recipe, load_recipe  # noqa: E402
 from binder.train.trainer import Trainer  # noqa: E402
+from recipes.world.manifest import manifest_path  # noqa: E402
 
 RECIPE = ROOT / "recipes" / "demo.toml"
 # name: recipe keys over the demo's
@@ -47,7 +48,8 @@ def variant_recipe(name: str, out: Path) -> Recipe:
 def with_val(recipe: Recipe) -> Recipe:
     """``recipe`` with each modality's val manifest named: the demo trains without one, and val is what
     chooses between its variants."""
-    specs = tuple(dataclasses.replace(s, val=s.val or f"manifests/{s.name}.val.jsonl") for s in recipe.modalities)
+    specs = tuple(dataclasses.replace(s, val=s.val or str(manifest_path(recipe.train.root or ".", s.name, "val")))
+                  for s in recipe.modalities)
     return dataclasses.replace(recipe, modalities=specs)
 
 

@@ -29,6 +29,7 @@ from modalities.augment import audio as aug
 from modalities.augment.audio import AudioAugment, augment_wave, babble_pool, mask_spectrogram
 from modalities.base import Modality, Perturber, PerturbFn
 from modalities.common import check_file, check_finite, check_range, quiet_native_stderr
+from modalities.level import check_level, normalize_level
 from modalities.preview import colormap
 from modalities.resample import resample
 
@@ -69,6 +70,8 @@ class AudioOptions:
 
     ``channel``: "mean" averages stereo, "first" reads it as ImageBind does. ``resampler``: "soxr"
     (high quality) or "torchaudio" (ImageBind's). The ``imagebind-*`` presets set both.
+    ``level``: "rms" scales each recording to ``level_dbfs`` loudness after silence trimming,
+    boosting by at most ``max_level_gain_db`` (``modalities.level``); "none" keeps the level as decoded.
     """
 
     sample_rate: int = 16000
@@ -88,6 +91,9 @@ class AudioOptions:
     trim_silence: bool = True
     trim_top_db: float = 40.0
     clip_select: str = "loudest"
+    level: str = "none"
+    level_dbfs: float = -15.0
+    max_level_gain_db: float = 40.0
     max_abs: float = MAX_ABS
     max_duration: float = MAX_DURATION
     max_channels: int = MAX_CHANNELS
@@ -104,6 +110,7 @@ class AudioOptions:
         if self.trim_top_db <= 0:
             raise ConfigError(f"audio trim_top_db must be positive, got {self.trim_top_db}")
         check_min_duration("audio", self.min_duration)
+        check_level("audio", self.level, self.max_level_gain_db)
         if self.normalize not in NORMALIZATIONS:
             raise ConfigError(f"audio normalize must be one of {NORMALIZATIONS}, got {self.normalize!r}")
         if self.clips < 1 or self.clip_duration <= 0 or self.sample_rate <= 0:
@@ -514,11 +521,14 @@ class Audio(Modality):
                              o.max_channels)
 
     def preprocess(self, raw: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """(clips, 1, num_mel_bins, target_length) normalized log-mel clips, leading/trailing silence trimmed."""
+        """(clips, 1, num_mel_bins, target_length) normalized log-mel clips, leading/trailing silence
+        trimmed, the level normalized when ``level`` says so."""
         o = self.options
         wave = np.asarray(raw, dtype=np.float32)
         if o.trim_silence:
             wave = trim_silence(wave, o.sample_rate, o.trim_top_db)
+        if o.level != "none":
+            wave = normalize_level(wave, o.sample_rate, o.level_dbfs, o.max_level_gain_db)
         return fbank_clips(torch.as_tensor(wave), o)
 
     def augment_with_data(self, options: AudioAugment, paths: Sequence[str], seed: int) -> AudioAugment:

@@ -34,17 +34,22 @@ from modalities.audio import (
 )
 from modalities.augment.audio import AudioAugment, augment_wave, babble_pool
 from modalities.base import Modality
+from modalities.level import check_level, normalize_level
 from modalities.speech_codebook import Codebook, nearest_units, trunk_layers
 
 DELTA_WIDTH = 9  # librosa.feature.delta's default window; the utterance needs at least this many frames
 RANDOM_CODEBOOK_SEED = 1234
 FEATURE_OPTIONS = ("sample_rate", "n_mfcc", "hop_length", "n_fft", "n_mels", "max_frames", "trim_silence",
-                   "trim_top_db")
+                   "trim_top_db", "level", "level_dbfs", "max_level_gain_db")
 
 
 @dataclasses.dataclass(frozen=True)
 class SpeechUnitsOptions:
-    """Options of the speech-units modality (features at 100 frames/s for 16 kHz and hop 160)."""
+    """Options of the speech-units modality (features at 100 frames/s for 16 kHz and hop 160).
+
+    ``level`` ("none" or "rms", with ``level_dbfs`` and ``max_level_gain_db``) is audio's loudness
+    normalization (``modalities.level``), applied after silence trimming, before the MFCCs.
+    """
 
     sample_rate: int = 16000
     n_mfcc: int = 13
@@ -58,12 +63,16 @@ class SpeechUnitsOptions:
     codebook: str | None = file_option()  # a codebook file (modalities.speech_codebook)
     trim_silence: bool = True
     trim_top_db: float = 40.0
+    level: str = "none"
+    level_dbfs: float = -15.0
+    max_level_gain_db: float = 40.0
     max_abs: float = MAX_ABS
     max_duration: float = MAX_DURATION
     max_channels: int = MAX_CHANNELS
 
     def __post_init__(self) -> None:
         check_min_duration("speech_units", self.min_duration)
+        check_level("speech_units", self.level, self.max_level_gain_db)
 
     @property
     def feature_dim(self) -> int:
@@ -195,7 +204,10 @@ class HiddenUnits(nn.Module):
     def __init__(self, info: dict[str, Any], opts: SpeechUnitsOptions):
         super().__init__()
         src, arch = info["tokenizer"], info["trunk"]
-        differ = {k: v for k, v in src["features"].items() if getattr(opts, k) != v}
+        # a codebook made before an option existed was made at that option's default
+        recorded = {**{f.name: f.default for f in dataclasses.fields(SpeechUnitsOptions) if f.name in FEATURE_OPTIONS},
+                    **src["features"]}
+        differ = {k: v for k, v in recorded.items() if getattr(opts, k) != v}
         if differ:
             raise ConfigError(f"the codebook's units come from features with {differ}; this modality's options "
                              f"say {({k: getattr(opts, k) for k in differ})}")
@@ -253,6 +265,8 @@ class SpeechUnits(Modality):
         wave = np.asarray(raw, dtype=np.float32)
         if o.trim_silence:
             wave = trim_silence(wave, o.sample_rate, o.trim_top_db)
+        if o.level != "none":
+            wave = normalize_level(wave, o.sample_rate, o.level_dbfs, o.max_level_gain_db)
         feats = mfcc_features(wave, o)[: o.max_frames]
         out = torch.full(self.input_shape(), float("nan"), dtype=torch.float32)
         out[: feats.shape[0]] = torch.from_numpy(feats)

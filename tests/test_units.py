@@ -95,6 +95,9 @@ def test_codebook_errors_are_clear(speech, first, tmp_path):
     with pytest.raises(ValueError, match="n_mfcc"):
         BindingModel(BindConfig(modalities=(ModalityConfig("speech_units", {
             **OPTIONS, "codebook": str(tmp_path / "iter2.safetensors"), "num_units": 8, "n_mfcc": 20}),)))
+    with pytest.raises(ValueError, match="level"):  # its units come from features at the level decoded
+        BindingModel(BindConfig(modalities=(ModalityConfig("speech_units", {
+            **OPTIONS, "codebook": str(tmp_path / "iter2.safetensors"), "num_units": 8, "level": "rms"}),)))
     with pytest.raises(AnybindError, match="layer must be"):
         fit_next_codebook(first, paths, layer=99, k=8, progress=False)
     with pytest.raises(AnybindError, match="at least k"):
@@ -115,6 +118,20 @@ def test_cli_fits_both_iterations_and_skips_bad_files(speech, first, tmp_path, c
     assert code == 0, err
     assert "iteration 2, layer 1" in out
     assert Codebook.load(tmp_path / "i2.safetensors").iteration == 2
+
+
+def test_a_codebook_made_before_an_option_existed_reads_as_made_at_its_default(speech, first, tmp_path):
+    _, paths = speech
+    book, _ = fit_next_codebook(first, paths, layer=1, k=8, seed=0, progress=False)
+    features = book.info["tokenizer"]["features"]
+    assert features["level"] == "none"
+    for key in ("level", "level_dbfs", "max_level_gain_db"):  # as a codebook from before loudness normalization
+        del features[key]
+    book.save(tmp_path / "old.safetensors")
+    config = {**OPTIONS, "codebook": str(tmp_path / "old.safetensors"), "num_units": 8}
+    BindingModel(BindConfig(modalities=(ModalityConfig("speech_units", config),)))
+    with pytest.raises(ValueError, match="'level': 'none'"):
+        BindingModel(BindConfig(modalities=(ModalityConfig("speech_units", {**config, "level": "rms"}),)))
 
 
 def test_damaged_codebooks_are_refused_by_name(speech, first, tmp_path):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import zlib
 from pathlib import Path
@@ -53,6 +54,12 @@ def pick_conditions(rng: np.random.Generator, names: tuple[str, ...], p: float =
     """A random non-empty subset of ``names`` (each on with probability ``p``; one at random when none is)."""
     on = [name for name in names if rng.random() < p]
     return on or [names[int(rng.integers(len(names)))]]
+
+
+def condition_names(condition: str) -> list[str]:
+    """The condition names in a hard row's ``condition`` label, in order (``"pad-1.2s-0.4s+gain+3dB"`` →
+    ``["pad", "gain"]``): labels are joined by "+", and a "+" inside a label only ever signs a number."""
+    return [re.match(r"[a-z_]*", part).group(0) or part for part in re.split(r"\+(?=[a-z])", condition)]
 
 
 def outside(rng: np.random.Generator, low: float, high: float) -> float:

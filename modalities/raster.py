@@ -173,6 +173,16 @@ def _raster(fn: Callable[[np.ndarray, float, np.random.Generator], np.ndarray]) 
     return run
 
 
+def _shift(invalid_outside: bool) -> Callable[[np.ndarray, float, np.random.Generator], np.ndarray]:
+    """Move the map by ``v`` × its size in x and in y, each way at random (a misregistered or
+    off-centre capture); what comes in from outside is the edge, or invalid with ``invalid_outside``."""
+    def run(a: np.ndarray, v: float, rng: np.random.Generator) -> np.ndarray:
+        h, w = a.shape
+        dx, dy = (v * n * float(rng.choice((-1.0, 1.0))) for n in (w, h))
+        return aug.translate(a, dx, dy, valid_aware=True, invalid_outside=invalid_outside)
+    return run
+
+
 def _noise(a: np.ndarray, v: float, rng: np.random.Generator) -> np.ndarray:
     return aug.add_sensor_noise(a, rng, v)
 
@@ -187,6 +197,8 @@ RASTER_PERTURBATIONS: dict[str, Perturber] = {
     "holes": Perturber(_raster(lambda a, v, rng: aug.drop_pixels(a, rng, v)), "share of pixels dropped to 0"),
     "crop": Perturber(_raster(lambda a, v, rng: aug.resized_crop(a, center_box(a.shape, v), valid_aware=True)),
                       "keep this share of the area (centre), resized back"),
+    "shift": Perturber(_raster(_shift(invalid_outside=False)),
+                       "move by this share of the size in x and y (random signs), edges replicated"),
     "blur": Perturber(_raster(lambda a, v, rng: aug.defocus(a, v, valid_aware=True)),
                       "Gaussian blur, sigma as a share of the shorter side (holes stay holes)"),
     "gain": Perturber(_raster(lambda a, v, rng: aug.gain_offset(a, v, 0.0)), "multiply values"),
@@ -209,8 +221,11 @@ DEPTH_PERTURBATIONS: dict[str, Perturber] = {
     **RASTER_PERTURBATIONS,
     "noise": Perturber(_raster(_holes_kept(_noise)), "Gaussian noise, share of the value range (holes stay holes)"),
     "offset": Perturber(_raster(_holes_kept(_offset)), "add this share of the value range (holes stay holes)"),
+    "shift": Perturber(_raster(_shift(invalid_outside=True)),
+                       "move by this share of the size in x and y (random signs); no return where it moved from"),
 }
-"""Depth's named perturbations: the raster ones, with noise and offset leaving holes (0) as holes."""
+"""Depth's named perturbations: the raster ones, with noise and offset leaving holes (0) as holes and a
+shift leaving what it uncovers without a return (0), as a misregistered depth map does."""
 
 
 class RasterModality(Modality):
@@ -243,5 +258,5 @@ class RasterModality(Modality):
         return PatchTokens2d(1, width, (cfg.image_size, cfg.image_size), cfg.patch)
 
     def perturbations(self) -> dict[str, Perturber]:
-        """Rotation, noise, holes, centre crop, blur, gain and offset (``RASTER_PERTURBATIONS``)."""
+        """Rotation, noise, holes, centre crop, blur, gain, offset and shift (``RASTER_PERTURBATIONS``)."""
         return RASTER_PERTURBATIONS

@@ -55,6 +55,25 @@ def test_depth_rotation_keeps_the_shape_and_changes_the_map():
     assert np.allclose(out[0], np.rot90(depth), atol=1e-3)
 
 
+@pytest.mark.parametrize("modality, uncovered", [("depth", 0.0), ("thermal", None)])
+def test_a_shift_moves_the_map_and_says_what_it_uncovered(modality, uncovered):
+    """A 10 % move of a 40 px map is 4 px in x and y; depth has no return where nothing was seen,
+    thermal repeats its edge."""
+    frame = np.full((40, 40), 3.0, np.float32)
+    frame[10:30, 14:26] = 5.0  # a bright block, moved as a whole
+    shift = parse_perturbation("shift=0.1", modality)
+    out = shift((frame, 16), 7, None)[0]
+    assert np.array_equal(out, shift((frame, 16), 7, None)[0])  # the same item moves the same way
+    ys, xs = np.nonzero(out == 5.0)
+    dy, dx = ys.min() - 10, xs.min() - 14
+    assert abs(dy) == 4 and abs(dx) == 4 and (ys.max() - ys.min(), xs.max() - xs.min()) == (19, 11)
+    rows = slice(0, 4) if dy > 0 else slice(36, 40)
+    if uncovered is None:
+        assert np.all(out[rows] == 3.0)
+    else:
+        assert np.all(out[rows] == uncovered) and np.all(out[np.abs(out) > 0] >= 3.0)
+
+
 def test_eval_cli_reports_the_perturbation(tmp_path):
     from samplegen_audio import write_wav
 

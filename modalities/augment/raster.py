@@ -120,16 +120,19 @@ def _check_geometry(opts: GeometryAugment) -> None:
 # ---------------------------------------------------------------- geometry
 
 
-def _warp(arr: np.ndarray, forward: np.ndarray, valid_aware: bool) -> np.ndarray:
+def _warp(arr: np.ndarray, forward: np.ndarray, valid_aware: bool, invalid_outside: bool = False) -> np.ndarray:
     """Bilinear warp of an (H, W) map by a 2×3 (affine) or 3×3 (homography) source→output matrix,
     borders replicated.
 
     ``valid_aware``: 0 marks invalid pixels; values and validity are warped separately and an
     output pixel is valid (value = weighted mean of valid neighbours) when most of its weight is.
+    ``invalid_outside`` (with ``valid_aware``): what comes from outside the map is invalid (0), as
+    a depth sensor has no return where it did not look, instead of the nearest edge value.
     """
     arr = np.asarray(arr, dtype=np.float32)
     h, w = arr.shape
-    flags, border = cv2.INTER_LINEAR, cv2.BORDER_REPLICATE
+    flags = cv2.INTER_LINEAR
+    border = cv2.BORDER_CONSTANT if valid_aware and invalid_outside else cv2.BORDER_REPLICATE
     warp = cv2.warpPerspective if np.shape(forward) == (3, 3) else cv2.warpAffine
 
     def run(a: np.ndarray) -> np.ndarray:
@@ -201,12 +204,13 @@ def draw_crop_box(shape: tuple[int, int], rng: np.random.Generator, scale: tuple
 
 
 def affine(arr: np.ndarray, degrees: float = 0.0, dx: float = 0.0, dy: float = 0.0,
-           valid_aware: bool = False) -> np.ndarray:
+           valid_aware: bool = False, invalid_outside: bool = False) -> np.ndarray:
     """Rotate by ``degrees`` (counter-clockwise) about the centre, then translate by (dx, dy) pixels.
 
-    Shape is kept; pixels that come from outside the image take the nearest edge value.
+    Shape is kept; pixels that come from outside the image take the nearest edge value (are invalid
+    with ``invalid_outside``, see ``_warp``).
     """
-    return _warp(arr, rotation_matrix(np.shape(arr), degrees, dx, dy), valid_aware)
+    return _warp(arr, rotation_matrix(np.shape(arr), degrees, dx, dy), valid_aware, invalid_outside)
 
 
 def rotate(arr: np.ndarray, degrees: float, valid_aware: bool = False) -> np.ndarray:
@@ -214,9 +218,10 @@ def rotate(arr: np.ndarray, degrees: float, valid_aware: bool = False) -> np.nda
     return affine(arr, degrees, valid_aware=valid_aware)
 
 
-def translate(arr: np.ndarray, dx: float, dy: float, valid_aware: bool = False) -> np.ndarray:
-    """Move the content by (dx, dy) pixels, edges replicated (see ``affine``)."""
-    return affine(arr, 0.0, dx, dy, valid_aware=valid_aware)
+def translate(arr: np.ndarray, dx: float, dy: float, valid_aware: bool = False,
+              invalid_outside: bool = False) -> np.ndarray:
+    """Move the content by (dx, dy) pixels, edges replicated or left invalid (see ``affine``)."""
+    return affine(arr, 0.0, dx, dy, valid_aware=valid_aware, invalid_outside=invalid_outside)
 
 
 # ---------------------------------------------------------------- sensor effects

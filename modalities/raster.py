@@ -47,15 +47,21 @@ class RasterOptions:
     after depth's holes are filled and any plane removed, since on a tilted surface a median would
     shift the slope by one order step) by the median of its 3×3 or 5×5 neighbourhood, so a
     sensor's speckle, noise or dead pixels do not read as the scene; "none" (the default) keeps it.
+    ``stride``: patches start every ``stride`` pixels (``None``: every ``patch``, no overlap); a
+    stride under the patch overlaps them (AST's audio patches), so a scene moved by part of a
+    patch changes fewer tokens wholesale, for more tokens to run through the trunk.
     """
 
     image_size: int = 224
     patch: int = 16
+    stride: int | None = None
     max_abs: float = MAX_ABS
     max_pixels: int = MAX_PIXELS
     denoise: str = "none"
 
     def __post_init__(self) -> None:
+        if self.stride is not None and not 0 < self.stride <= self.patch:
+            raise ConfigError(f"{type(self).__name__}.stride must lie in [1, patch = {self.patch}], got {self.stride}")
         if self.denoise not in DENOISE:
             raise ConfigError(f"{type(self).__name__}.denoise must be one of {', '.join(DENOISE)}, "
                               f"got {self.denoise!r}")
@@ -255,7 +261,7 @@ class RasterModality(Modality):
         return (1, s, s)
 
     def build_tokenizer(self, cfg: RasterOptions, width: int) -> nn.Module:
-        return PatchTokens2d(1, width, (cfg.image_size, cfg.image_size), cfg.patch)
+        return PatchTokens2d(1, width, (cfg.image_size, cfg.image_size), cfg.patch, cfg.stride)
 
     def perturbations(self) -> dict[str, Perturber]:
         """Rotation, noise, holes, centre crop, blur, gain, offset and shift (``RASTER_PERTURBATIONS``)."""

@@ -107,3 +107,26 @@ def test_valid_pixels_on_one_line_fill_with_their_mean_not_an_extrapolated_plane
     x[0, :n] = np.arange(n, dtype=np.float32) + 1.0  # a steep ramp along the row
     out = fill_from_neighbours(x, valid)
     assert np.isfinite(out).all() and out.min() >= 1.0 and out.max() <= n  # a line's plane would reach 16
+
+
+def test_overlapping_patches_tokenize_every_stride_and_survive_a_save(tmp_path):
+    import torch
+
+    from binder.config import BindConfig, ModalityConfig
+    from binder.model import BindingModel
+
+    opts = {"image_size": 32, "patch": 8, "stride": 4}
+    tok = Depth(**opts).build_tokenizer(Depth(**opts).options, 64)
+    assert tok.grid == (7, 7) and tok(torch.zeros(2, 1, 32, 32)).shape == (2, 1 + 49, 64)
+    plain = Depth(image_size=32, patch=8)
+    assert plain.build_tokenizer(plain.options, 64).grid == (4, 4)  # no stride: patches side by side
+    torch.manual_seed(0)
+    model = BindingModel(BindConfig(modalities=(ModalityConfig("depth", opts),))).eval()
+    model.save(tmp_path / "m")
+    again = BindingModel.load(tmp_path / "m").eval()
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(again.encode("depth", x), model.encode("depth", x))
+    for bad in (0, 9):
+        with pytest.raises(ConfigError, match="stride"):
+            Depth(image_size=32, patch=8, stride=bad)

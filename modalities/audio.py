@@ -29,7 +29,7 @@ from modalities.augment import audio as aug
 from modalities.augment.audio import AudioAugment, augment_wave, babble_pool, mask_spectrogram
 from modalities.base import Modality, Perturber, PerturbFn
 from modalities.common import check_file, check_finite, check_range, quiet_native_stderr
-from modalities.level import check_level, normalize_level
+from modalities.level import check_level, level_normalized
 from modalities.preview import colormap
 from modalities.resample import resample
 
@@ -527,8 +527,7 @@ class Audio(Modality):
         wave = np.asarray(raw, dtype=np.float32)
         if o.trim_silence:
             wave = trim_silence(wave, o.sample_rate, o.trim_top_db)
-        if o.level != "none":
-            wave = normalize_level(wave, o.sample_rate, o.level_dbfs, o.max_level_gain_db)
+        wave = level_normalized(wave, o)
         return fbank_clips(torch.as_tensor(wave), o)
 
     def augment_with_data(self, options: AudioAugment, paths: Sequence[str], seed: int) -> AudioAugment:

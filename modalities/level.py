@@ -12,6 +12,8 @@ than turning its noise floor into full-scale sound; digital silence is returned 
 """
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 
 from binder.errors import ConfigError
@@ -48,6 +50,23 @@ def loudness_db(wave: np.ndarray, sample_rate: int) -> float:
         frames_rms = np.sqrt(np.maximum(energy[starts + frame] - energy[starts], 0.0) / frame)
         rms = float(np.percentile(frames_rms, LOUDNESS_PERCENTILE))
     return 20.0 * np.log10(rms) if rms > SILENT_RMS else float("-inf")
+
+
+class LevelOptions(Protocol):
+    """The options ``level_normalized`` reads (audio's and speech units')."""
+
+    sample_rate: int
+    level: str
+    level_dbfs: float
+    max_level_gain_db: float
+
+
+def level_normalized(wave: np.ndarray, opts: LevelOptions) -> np.ndarray:
+    """``wave`` as a modality with ``opts`` embeds it: at ``level_dbfs`` when ``level`` is "rms", as
+    it is when "none"."""
+    if opts.level == "none":
+        return wave
+    return normalize_level(wave, opts.sample_rate, opts.level_dbfs, opts.max_level_gain_db)
 
 
 def normalize_level(wave: np.ndarray, sample_rate: int, target_dbfs: float, max_gain_db: float) -> np.ndarray:

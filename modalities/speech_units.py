@@ -34,7 +34,7 @@ from modalities.audio import (
 )
 from modalities.augment.audio import AudioAugment, augment_wave, babble_pool
 from modalities.base import Modality
-from modalities.level import check_level, normalize_level
+from modalities.level import check_level, level_normalized
 from modalities.speech_codebook import Codebook, nearest_units, trunk_layers
 
 DELTA_WIDTH = 9  # librosa.feature.delta's default window; the utterance needs at least this many frames
@@ -265,8 +265,7 @@ class SpeechUnits(Modality):
         wave = np.asarray(raw, dtype=np.float32)
         if o.trim_silence:
             wave = trim_silence(wave, o.sample_rate, o.trim_top_db)
-        if o.level != "none":
-            wave = normalize_level(wave, o.sample_rate, o.level_dbfs, o.max_level_gain_db)
+        wave = level_normalized(wave, o)
         feats = mfcc_features(wave, o)[: o.max_frames]
         out = torch.full(self.input_shape(), float("nan"), dtype=torch.float32)
         out[: feats.shape[0]] = torch.from_numpy(feats)

@@ -39,15 +39,17 @@ def loudness_db(wave: np.ndarray, sample_rate: int) -> float:
     Frame energies come from a running sum of squares, so a long recording costs one pass and no
     frame matrix; a recording shorter than one frame is one frame.
     """
-    mono = np.asarray(wave, dtype=np.float64)
+    mono = np.asarray(wave)
     mono = mono if mono.ndim == 1 else mono.mean(axis=0)
     frame, hop = max(1, int(FRAME_S * sample_rate)), max(1, int(HOP_S * sample_rate))
+    energy = np.square(mono, dtype=np.float64)  # the one float64 array: summed in place below
     if mono.shape[-1] <= frame:
-        rms = np.sqrt(np.mean(mono ** 2)) if mono.size else 0.0
+        rms = float(np.sqrt(np.mean(energy))) if energy.size else 0.0
     else:
-        energy = np.concatenate([[0.0], np.cumsum(mono ** 2)])
+        np.cumsum(energy, out=energy)
         starts = np.arange(0, mono.shape[-1] - frame + 1, hop)
-        frames_rms = np.sqrt(np.maximum(energy[starts + frame] - energy[starts], 0.0) / frame)
+        before = np.where(starts > 0, energy[np.maximum(starts - 1, 0)], 0.0)
+        frames_rms = np.sqrt(np.maximum(energy[starts + frame - 1] - before, 0.0) / frame)
         rms = float(np.percentile(frames_rms, LOUDNESS_PERCENTILE))
     return 20.0 * np.log10(rms) if rms > SILENT_RMS else float("-inf")
 
